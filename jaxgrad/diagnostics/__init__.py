@@ -1,0 +1,17 @@
+"""Pure, jit-able measurements of gradients and Jacobians."""
+
+from jaxgrad.diagnostics.gradients import backprop_signal as backprop_signal
+from jaxgrad.diagnostics.gradients import layer_grad_norms as layer_grad_norms
+from jaxgrad.diagnostics.gradients import perturbation_grads as perturbation_grads
+from jaxgrad.diagnostics.jacobian import jacobian as jacobian
+from jaxgrad.diagnostics.jacobian import singular_values as singular_values
+from jaxgrad.diagnostics.jacobian import spectrum_stats as spectrum_stats
+
+__all__ = [
+    "backprop_signal",
+    "jacobian",
+    "layer_grad_norms",
+    "perturbation_grads",
+    "singular_values",
+    "spectrum_stats",
+]

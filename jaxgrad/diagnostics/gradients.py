@@ -1,0 +1,86 @@
+r"""Per-layer gradient measurements: weight-gradient norms and backprop signal.
+
+Both return dicts ordered input to output, one entry per layer, a scanned stack
+expanded into its layers (see :func:`jaxgrad.diagnostics._tree.per_layer`).
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.diagnostics._tree import per_layer
+
+Variables = Mapping[str, Any]
+PERTURBATIONS = "perturbations"
+
+
+def layer_grad_norms(
+    grads: Mapping[str, Any], *, weight_names: str | tuple[str, ...] = "kernel"
+) -> dict[str, jax.Array]:
+  r"""L2 (Frobenius) norm :math:`\|\partial L / \partial W_l\|_F` of each layer's weight gradient.
+
+  Args:
+    grads: gradient pytree shaped like Flax ``params``.
+    weight_names: the leaf name(s) that hold a layer's weight (biases and
+      normalisation scales are not weights, as in the seeds'
+      ``layer.weight.grad.norm()``).
+
+  Returns:
+    Ordered ``{layer path: norm}``, input to output.
+  """
+  return per_layer(grads, weight_names, jnp.linalg.norm)
+
+
+def perturbation_grads(
+    loss_fn: Callable[[Variables], jax.Array], variables: Variables
+) -> Any:
+  r"""dL/dh for every intermediate ``h`` marked with ``Module.perturb``.
+
+  Args:
+    loss_fn: maps a Flax variables dict to a scalar loss; it must pass the
+      ``'perturbations'`` collection on to ``apply``.
+    variables: holds ``'perturbations'``, made by ``init`` on a batch of the
+      same shape as the one ``loss_fn`` uses.
+
+  Returns:
+    A pytree shaped like ``variables['perturbations']``.
+  """
+  if PERTURBATIONS not in variables:
+    raise ValueError(
+        "variables has no 'perturbations' collection; got "
+        f"{sorted(variables)}. Initialise the model with a batch of the shape "
+        "used by loss_fn (Module.perturb creates it at init)."
+    )
+  rest = {k: v for k, v in variables.items() if k != PERTURBATIONS}
+  return jax.grad(lambda p: loss_fn({**rest, PERTURBATIONS: p}))(
+      variables[PERTURBATIONS]
+  )
+
+
+def _mean_example_norm(g: jax.Array) -> jax.Array:
+  """mean_b ||g[b]||_2 over the leading batch axis."""
+  return jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1))
+
+
+def backprop_signal(
+    loss_fn: Callable[[Variables], jax.Array], variables: Variables
+) -> dict[str, jax.Array]:
+  r"""Backprop signal of each layer: :math:`\mathbb{E}_b \|\partial L / \partial h_l[b]\|_2`.
+
+  ``h_l`` are the intermediates marked with ``Module.perturb`` (for jaxgrad's
+  MLPs, every layer's pre-activation); the norm is taken per example and
+  averaged over the batch.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxgrad.models import DeepMLP
+  >>> model = DeepMLP(depth=4, width=8, out_features=1)
+  >>> x = jnp.ones((3, 5))
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> loss = lambda v: jnp.mean(model.apply(v, x) ** 2)
+  >>> list(backprop_signal(loss, variables))
+  ['first', 'hidden/layers_000', 'hidden/layers_001', 'last']
+  """
+  grads = perturbation_grads(loss_fn, variables)
+  return per_layer(grads, "preact", _mean_example_norm)

@@ -1,0 +1,57 @@
+r"""Input-output Jacobians and their singular-value spectra.
+
+For a network :math:`f: \mathbb{R}^{n} \to \mathbb{R}^{m}`, the Jacobian
+:math:`J = \partial f / \partial x` is computed with ``jax.jacfwd`` (forward
+mode pushes ``n`` tangents; for square ``J`` it beats reverse mode in memory,
+jax-ml/jax#215). The squared singular values of ``J`` are the eigenvalues of
+:math:`J J^\top`, whose mean and variance mean-field theory predicts.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_vector(x: jax.Array, what: str) -> None:
+  if jnp.ndim(x) != 1:
+    raise ValueError(
+        f"{what} must be one example vector of shape (n,), got shape "
+        f"{jnp.shape(x)}; use jax.vmap for a batch."
+    )
+
+
+def jacobian(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """The Jacobian ``d fn / dx`` at ``x``, shape ``(m, n)``, by ``jax.jacfwd``.
+
+  Args:
+    fn: maps one example vector of shape ``(n,)`` to a vector ``(m,)``.
+    x: the point, shape ``(n,)``; its dtype sets the computation's precision.
+  """
+  _check_vector(x, "x")
+  _check_vector(jax.eval_shape(fn, x), "fn(x)")
+  return jax.jacfwd(fn)(x)
+
+
+def singular_values(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
+  """Singular values of ``jacobian(fn, x)``, descending."""
+  return jnp.linalg.svd(jacobian(fn, x), compute_uv=False)
+
+
+def spectrum_stats(s: jax.Array) -> dict[str, jax.Array]:
+  r"""Summary of singular values ``s`` (last axis; leading axes are batched).
+
+  Returns:
+    ``mean_sq`` and ``var_sq``, the mean and (population) variance of
+    :math:`s_i^2`, i.e. of the eigenvalues of :math:`JJ^\top`; ``max``, ``min``
+    and ``condition = max / min`` (``inf`` when ``min`` is 0).
+  """
+  s2 = jnp.square(s)
+  smax, smin = jnp.max(s, axis=-1), jnp.min(s, axis=-1)
+  return {
+      "mean_sq": jnp.mean(s2, axis=-1),
+      "var_sq": jnp.var(s2, axis=-1),
+      "max": smax,
+      "min": smin,
+      "condition": smax / smin,
+  }

@@ -1,0 +1,209 @@
+r"""Deep fully connected networks, hidden layers stacked with ``nn.scan``.
+
+A layer is :class:`DenseBlock`:
+
+.. math::
+
+   z = W h + b, \qquad y = \phi(\mathrm{norm}(z)), \qquad
+   h' = y \;\text{or}\; h' = h + y \;(\text{residual}).
+
+The pre-activation ``z`` of every layer is exposed through
+``Module.perturb('preact', z)``, so ``jax.grad`` with respect to the
+``'perturbations'`` collection gives the backprop signal dL/dz of each layer
+(see :func:`jaxgrad.diagnostics.backprop_signal`).
+
+Naming convention relied upon by :mod:`jaxgrad.diagnostics`: a scanned stack of
+layers is a submodule named ``layers`` whose variables carry a leading layer
+axis; diagnostics expand it into one entry per layer.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgrad import activations
+from jaxgrad import initializers
+
+NORMS = (None, "batch", "layer")
+STACK_NAME = "layers"
+
+ActivationLike = str | Callable[[jax.Array], jax.Array]
+InitializerLike = str | Callable[..., jax.Array] | tuple[str, dict[str, Any]]
+
+
+def check_norm(norm: str | None) -> None:
+  """Raises ``ValueError`` naming ``norm`` and the valid choices."""
+  if norm not in NORMS:
+    raise ValueError(f"unknown norm {norm!r}; valid choices: {NORMS}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class DenseBlock(nn.Module):
+  """One layer: ``h -> phi(norm(W h + b))``, plus ``h`` if ``residual``.
+
+  Attributes:
+    features: output width.
+    activation: name in :mod:`jaxgrad.activations` or a callable.
+    kernel_init: name, ``(name, kwargs)`` or Flax initializer for ``W``.
+    bias_init: the same for ``b``.
+    norm: ``None``, ``"batch"`` (BatchNorm over the batch axis) or ``"layer"``.
+    residual: add the identity shortcut ``h + y`` (needs ``h.shape[-1] == features``).
+    param_dtype: dtype of the parameters (``jnp.float64`` for float64 analyses).
+  """
+
+  features: int
+  activation: ActivationLike = "relu"
+  kernel_init: InitializerLike = "he_normal"
+  bias_init: InitializerLike = "zeros"
+  norm: str | None = None
+  residual: bool = False
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: jax.Array, train: bool = False) -> jax.Array:
+    z = nn.Dense(
+        self.features,
+        kernel_init=initializers.resolve(self.kernel_init),
+        bias_init=initializers.resolve(self.bias_init),
+        param_dtype=self.param_dtype,
+        name="dense",
+    )(h)
+    z = self.perturb("preact", z)
+    if self.norm == "batch":
+      z = nn.BatchNorm(
+          use_running_average=not train, param_dtype=self.param_dtype, name="norm"
+      )(z)
+    elif self.norm == "layer":
+      z = nn.LayerNorm(param_dtype=self.param_dtype, name="norm")(z)
+    y = activations.resolve(self.activation)(z)
+    return h + y if self.residual else y
+
+
+class _ScannedBlock(DenseBlock):
+  """A :class:`DenseBlock` with the ``(carry, x) -> (carry, y)`` signature of scan."""
+
+  train: bool = False
+
+  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
+    h = super().__call__(h, self.train)
+    return h, h
+
+
+class DenseStack(nn.Module):
+  """``depth`` identical :class:`DenseBlock` layers of width ``features``, scanned.
+
+  Parameters carry a leading layer axis (``layers/dense/kernel`` has shape
+  ``(depth, features, features)``), so the traced program, and the compile
+  time, do not grow with depth.
+
+  Returns:
+    ``(h, hs)``: the last layer's output and every layer's output stacked on a
+    leading axis, ``hs.shape == (depth, *h.shape)``. Unused ``hs`` costs
+    nothing under ``jit`` (dead-code elimination).
+  """
+
+  depth: int
+  features: int
+  activation: ActivationLike = "relu"
+  kernel_init: InitializerLike = "he_normal"
+  bias_init: InitializerLike = "zeros"
+  norm: str | None = None
+  residual: bool = False
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    _check_int("depth", self.depth, 1)
+    _check_int("features", self.features, 1)
+    check_norm(self.norm)
+    activations.resolve(self.activation)
+    scan = nn.scan(
+        _ScannedBlock,
+        variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
+        split_rngs={"params": True},
+        length=self.depth,
+    )
+    return scan(
+        features=self.features,
+        activation=self.activation,
+        kernel_init=self.kernel_init,
+        bias_init=self.bias_init,
+        norm=self.norm,
+        residual=self.residual,
+        param_dtype=self.param_dtype,
+        train=train,
+        name=STACK_NAME,
+    )(h, None)
+
+
+class DeepMLP(nn.Module):
+  r"""The seeds' ``DeepNet``: ``depth`` Dense layers, input and output included.
+
+  .. math::
+
+     h_1 = \phi(\mathrm{norm}(W_1 x + b_1)),\quad
+     h_{l} = [h_{l-1} +]\, \phi(\mathrm{norm}(W_l h_{l-1} + b_l)),\ l = 2..L-1,\quad
+     y = W_L h_{L-1} + b_L.
+
+  The ``depth - 2`` hidden layers form one :class:`DenseStack` (``nn.scan``);
+  residual shortcuts, when asked for, are on those hidden layers. Submodules
+  are named ``first``, ``hidden`` and ``last``, which sort input to output.
+
+  Attributes:
+    depth: number of Dense layers, >= 2.
+    width: hidden width, >= 1.
+    out_features: output width, >= 1.
+    activation, kernel_init, bias_init, norm, residual, param_dtype: as in
+      :class:`DenseBlock`; the output layer has no activation and no norm.
+
+  >>> import jax, jax.numpy as jnp
+  >>> model = DeepMLP(depth=20, width=100, out_features=1, activation="tanh")
+  >>> variables = model.init(jax.random.key(0), jnp.ones((32, 10)))
+  >>> model.apply(variables, jnp.ones((32, 10))).shape
+  (32, 1)
+  """
+
+  depth: int
+  width: int
+  out_features: int
+  activation: ActivationLike = "relu"
+  kernel_init: InitializerLike = "he_normal"
+  bias_init: InitializerLike = "zeros"
+  norm: str | None = None
+  residual: bool = False
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    _check_int("depth", self.depth, 2)
+    _check_int("width", self.width, 1)
+    _check_int("out_features", self.out_features, 1)
+    check_norm(self.norm)
+    block = dict(
+        activation=self.activation,
+        kernel_init=self.kernel_init,
+        bias_init=self.bias_init,
+        norm=self.norm,
+        param_dtype=self.param_dtype,
+    )
+    h = DenseBlock(self.width, **block, name="first")(x, train)
+    if self.depth > 2:
+      h, _ = DenseStack(
+          self.depth - 2, self.width, residual=self.residual, **block, name="hidden"
+      )(h, train)
+    return DenseBlock(
+        self.out_features,
+        activation="linear",
+        kernel_init=self.kernel_init,
+        bias_init=self.bias_init,
+        param_dtype=self.param_dtype,
+        name="last",
+    )(h)
+
