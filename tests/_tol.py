@@ -1,0 +1,11 @@
+"""Tolerances, chosen once from the dtype (see notes/style.md rule 9).
+
+F32 / F64: elementwise comparisons of values computed two ways.
+F32_REDUCED: reduced quantities (norms, spectra, statistics over many entries).
+"""
+
+F32 = dict(rtol=1e-5, atol=1e-6)
+F32_REDUCED = dict(rtol=5e-3, atol=1e-6)
+F64 = dict(rtol=1e-10, atol=1e-12)
+# Central finite differences in float64 with step 1e-6: error ~ eps/h + h^2 ~ 1e-10.
+F64_FINITE_DIFFERENCE = dict(rtol=1e-6, atol=1e-8)
