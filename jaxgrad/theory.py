@@ -64,8 +64,9 @@ def gaussian_expectation(f: Callable[[jax.Array], jax.Array], q: jax.Array) -> j
   r""":math:`\mathbb E_{z \sim \mathcal N(0,1)}[f(\sqrt{q}\, z)]`, broadcast over ``q``."""
   z, w = _grid()
   q = jnp.asarray(q)
-  u = jnp.sqrt(q)[..., None] * jnp.asarray(z, dtype=jnp.result_type(q, float))
-  return jnp.sum(f(u) * w, axis=-1)
+  z = jnp.asarray(z, dtype=jnp.result_type(q, float)).reshape((1,) * q.ndim + z.shape)
+  u = jnp.sqrt(q)[..., None] * z
+  return jnp.sum(f(u) * w.reshape(z.shape), axis=-1)
 
 
 def _check_weights(weights: str) -> None:
