@@ -1,0 +1,168 @@
+"""jaxgrad.diagnostics against analytic ground truths and hand-written per-layer loops."""
+
+import functools
+
+import chex
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgrad import activations, diagnostics
+from jaxgrad.models import DeepMLP, DenseStack
+from tests import _tol
+
+DEPTH, WIDTH, IN, OUT, BATCH = 6, 7, 5, 3, 4
+
+
+def _data(dtype=jnp.float32):
+  kx, ky = jax.random.split(jax.random.key(42))
+  return (jax.random.normal(kx, (BATCH, IN), dtype), jax.random.normal(ky, (BATCH, OUT), dtype))
+
+
+def _mlp_and_variables(activation="tanh", dtype=jnp.float32):
+  model = DeepMLP(depth=DEPTH, width=WIDTH, out_features=OUT, activation=activation,
+                  bias_init=("normal", {"stddev": 0.1}), param_dtype=dtype)
+  x, y = _data(dtype)
+  return model, model.init(jax.random.key(0), x), x, y
+
+
+def _unstacked_weights(params):
+  """[(W_l, b_l)] input to output, read out of DeepMLP's scanned parameter tree."""
+  hidden = params["hidden"]["layers"]["dense"]
+  return ([(params["first"]["dense"]["kernel"], params["first"]["dense"]["bias"])]
+          + [(hidden["kernel"][i], hidden["bias"][i]) for i in range(DEPTH - 2)]
+          + [(params["last"]["dense"]["kernel"], params["last"]["dense"]["bias"])])
+
+
+def _loop_forward(layers, x, phi, shifts=None):
+  """The same network as an explicit Python loop, with optional additive shifts on z_l."""
+  h = x
+  for l, (w, b) in enumerate(layers):
+    z = h @ w + b[None] + (0 if shifts is None else shifts[l])
+    h = z if l == len(layers) - 1 else phi(z)
+  return h
+
+
+def test_layer_grad_norms_matches_a_hand_written_loop():
+  model, v, x, y = _mlp_and_variables()
+  loss = lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)  # noqa: E731
+  norms = diagnostics.layer_grad_norms(jax.grad(loss)(v["params"]))
+
+  layers = _unstacked_weights(v["params"])
+  loop_loss = lambda ls: jnp.mean((_loop_forward(ls, x, jnp.tanh) - y) ** 2)  # noqa: E731
+  by_hand = [jnp.linalg.norm(gw) for gw, _ in jax.grad(loop_loss)(layers)]
+
+  assert list(norms) == (["first/dense"] + [f"hidden/layers_{i:03d}/dense" for i in range(DEPTH - 2)]
+                         + ["last/dense"])
+  chex.assert_trees_all_close(list(norms.values()), by_hand, **_tol.F32)
+
+
+def test_backprop_signal_matches_a_hand_written_loop():
+  model, v, x, y = _mlp_and_variables()
+  loss = lambda vv: jnp.mean((model.apply(vv, x) - y) ** 2)  # noqa: E731
+  signal = diagnostics.backprop_signal(loss, v)
+
+  layers = _unstacked_weights(v["params"])
+  shifts = [jnp.zeros((BATCH, w.shape[1])) for w, _ in layers]
+  grads = jax.grad(lambda s: jnp.mean((_loop_forward(layers, x, jnp.tanh, s) - y) ** 2))(shifts)
+  by_hand = [jnp.mean(jnp.linalg.norm(g, axis=-1)) for g in grads]
+
+  assert len(signal) == DEPTH
+  chex.assert_trees_all_close(list(signal.values()), by_hand, **_tol.F32)
+
+
+def test_backprop_signal_without_perturbations_is_a_clear_error():
+  model, v, x, _ = _mlp_and_variables()
+  with pytest.raises(ValueError, match="no 'perturbations' collection"):
+    diagnostics.backprop_signal(lambda vv: model.apply(vv, x).sum(), {"params": v["params"]})
+
+
+def test_flax_automatic_names_sort_naturally():
+  grads = {f"Dense_{i}": {"kernel": jnp.full((2, 2), float(i))} for i in range(12)}
+  assert list(diagnostics.layer_grad_norms(grads)) == [f"Dense_{i}" for i in range(12)]
+
+
+def _linear_stack(kernel_init, depth=5, width=6, dtype=jnp.float64):
+  stack = DenseStack(depth=depth, features=width, activation="linear", kernel_init=kernel_init,
+                     bias_init="zeros", param_dtype=dtype)
+  x = jax.random.normal(jax.random.key(7), (width,), dtype)
+  params = stack.init(jax.random.key(3), x)
+  return stack, params, x
+
+
+def test_linear_orthogonal_net_has_all_singular_values_one(x64):
+  stack, params, x = _linear_stack("orthogonal", depth=20, width=16)
+  s = diagnostics.singular_values(lambda v: stack.apply(params, v)[0], x)
+  chex.assert_trees_all_close(s, jnp.ones(16), **_tol.F64)
+
+
+def test_linear_net_jacobian_is_the_product_of_its_weights(x64):
+  stack, params, x = _linear_stack("lecun_normal")
+  jac = diagnostics.jacobian(lambda v: stack.apply(params, v)[0], x)
+  kernels = params["params"]["layers"]["dense"]["kernel"]  # h_l = h_{l-1} @ W_l
+  product = functools.reduce(jnp.matmul, kernels)
+  chex.assert_trees_all_close(jac, product.T, **_tol.F64)
+
+
+def test_singular_values_are_descending_and_match_numpy(x64):
+  stack, params, x = _linear_stack("lecun_normal")
+  f = lambda v: jnp.tanh(stack.apply(params, v)[0])  # noqa: E731
+  s = diagnostics.singular_values(f, x)
+  assert np.all(np.diff(np.asarray(s)) <= 0)
+  expected = np.linalg.svd(np.asarray(diagnostics.jacobian(f, x)), compute_uv=False)
+  chex.assert_trees_all_close(s, expected, **_tol.F64)
+
+
+def test_spectrum_stats_on_known_values(x64):
+  s = jnp.array([3.0, 2.0, 1.0])
+  stats = diagnostics.spectrum_stats(s)
+  chex.assert_trees_all_close(
+      stats, {"mean_sq": 14 / 3, "var_sq": np.var([9.0, 4.0, 1.0]), "max": 3.0, "min": 1.0,
+              "condition": 3.0}, **_tol.F64)
+  batched = diagnostics.spectrum_stats(jnp.stack([s, 2 * s]))
+  chex.assert_shape(batched["var_sq"], (2,))
+
+
+@pytest.mark.parametrize("bad", [jnp.ones((2, 3)), jnp.float32(1.0)])
+def test_singular_values_needs_one_vector(bad):
+  with pytest.raises(ValueError, match=r"x must be one example vector of shape \(n,\), got shape"):
+    diagnostics.singular_values(lambda v: v, bad)
+
+
+def test_fn_must_return_a_vector():
+  with pytest.raises(ValueError, match=r"fn\(x\) must be one example vector"):
+    diagnostics.jacobian(lambda v: jnp.outer(v, v), jnp.ones(3))
+
+
+class JitAgreement(parameterized.TestCase):
+  """Every diagnostic gives the same numbers with and without jit (chex.variants)."""
+
+  def setUp(self):
+    super().setUp()
+    self.model, self.v, self.x, self.y = _mlp_and_variables("relu")
+
+  def _loss(self, variables):
+    return jnp.mean((self.model.apply(variables, self.x) - self.y) ** 2)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_layer_grad_norms(self):
+    grads = jax.grad(lambda p: self._loss({"params": p}))(self.v["params"])
+    out = self.variant(diagnostics.layer_grad_norms)(grads)
+    chex.assert_trees_all_close(out, diagnostics.layer_grad_norms(grads), **_tol.F32)
+    chex.assert_tree_all_finite(out)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_backprop_signal(self):
+    out = self.variant(functools.partial(diagnostics.backprop_signal, self._loss))(self.v)
+    chex.assert_trees_all_close(out, diagnostics.backprop_signal(self._loss, self.v), **_tol.F32)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_singular_values_vmapped(self):
+    f = lambda v: activations.get("relu")(self.model.apply(self.v, v[None])[0])  # noqa: E731
+    sv = lambda xs: jax.vmap(lambda xi: diagnostics.singular_values(f, xi))(xs)  # noqa: E731
+    out = self.variant(sv)(self.x)
+    chex.assert_shape(out, (BATCH, OUT))
+    expected = jnp.stack([jnp.linalg.svd(jax.jacfwd(f)(xi), compute_uv=False) for xi in self.x])
+    chex.assert_trees_all_close(out, expected, **_tol.F32_REDUCED)
