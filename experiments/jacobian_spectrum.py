@@ -13,7 +13,7 @@ ReLU Gaussian 2L, ReLU orthogonal L (Pennington et al. 2017, 2018). Those are
 infinite-width results; at finite width N the fluctuations grow with
 beta = L/N (Hanin & Nica 2019), which the third figure shows.
 
-    python -m experiments.jacobian_spectrum            # width 256, 16 seeds, ~2 min on 2 cores
+    python -m experiments.jacobian_spectrum            # width 256, 32 seeds, ~2 min on 2 cores
     python -m experiments.jacobian_spectrum --quick    # width 64, under a minute
     python -m experiments.jacobian_spectrum --float64 --depths 1,4,16,64
 
@@ -46,7 +46,7 @@ class Config:
   width: int = dataclasses.field(default=256, metadata={"help": "network width N"})
   depths: tuple[int, ...] = dataclasses.field(
       default=(1, 2, 4, 8, 16, 32, 64, 128), metadata={"help": "depths L to measure"})
-  seeds: int = dataclasses.field(default=16, metadata={"help": "networks per case"})
+  seeds: int = dataclasses.field(default=32, metadata={"help": "networks per case"})
   activations: tuple[str, ...] = ("linear", "relu", "tanh", "hard_tanh", "sigmoid")
   weights: tuple[str, ...] = theory.WEIGHTS
   input_q: float = dataclasses.field(
@@ -111,19 +111,34 @@ def measure(config: Config, activation: str, sigma_w2: float, weights: str) -> n
 
 
 def _summary_over_seeds(per_seed: np.ndarray) -> dict:
-  """per_seed: (seeds, depths) -> mean, median, quartiles over seeds, and the raw values."""
+  """per_seed: (seeds, depths) -> mean (and its standard error), median, quartiles, raw values."""
   with np.errstate(all="ignore"):
     q25, q50, q75 = np.percentile(per_seed, [25, 50, 75], axis=0)
-    return {"mean": per_seed.mean(0), "median": q50, "q25": q25, "q75": q75,
+    sem = per_seed.std(0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else np.nan
+    return {"mean": per_seed.mean(0), "sem": sem, "median": q50, "q25": q25, "q75": q75,
             "per_seed": per_seed}
 
 
+def resolvable(s2: np.ndarray) -> np.ndarray:
+  """Mask of squared singular values above the SVD's resolution.
+
+  An SVD in precision eps resolves s only down to about ``n * eps * s_max``;
+  below that (e.g. the exact zeros that ReLU's dead units and hard-tanh's
+  saturated units put into J) it returns rounding noise. Shape (..., n).
+  """
+  n = s2.shape[-1]
+  floor = (n * np.finfo(s2.dtype).eps) ** 2 * s2.max(axis=-1, keepdims=True)
+  return s2 > floor
+
+
 def _density(s2: np.ndarray, depth_index: int, bins: np.ndarray) -> dict:
-  values = s2[:, depth_index].ravel()
-  positive = values[values > 0]
-  counts, _ = np.histogram(np.log10(positive), bins=bins, density=True)
-  return {"log10_s2_bin_edges": bins, "density": counts,
-          "zero_fraction": float(np.mean(values == 0))}
+  values = s2[:, depth_index]
+  keep = resolvable(values)
+  counts, _ = np.histogram(np.log10(values[keep]), bins=bins)
+  # Normalised so that the histogram integrates to the resolvable fraction.
+  density = counts / max(values.size, 1) / np.diff(bins)
+  return {"log10_s2_bin_edges": bins, "density": density,
+          "unresolved_fraction": float(1 - keep.mean())}
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
@@ -141,9 +156,9 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
           activation, sigma_w2[activation], 0.0, sigma_w2[activation] * config.input_q,
           max(config.depths), weights)
       take = np.asarray(config.depths) - 1
-      positive = s2[s2 > 0]
-      lo, hi = (np.log10(positive.min()), np.log10(positive.max())) if positive.size else (-1, 1)
-      bins = np.linspace(lo, hi if hi > lo else lo + 1, 41)
+      kept = s2[resolvable(s2)]
+      lo, hi = np.log10(kept.min()), np.log10(kept.max())
+      bins = np.linspace(min(lo, hi - 0.5), max(hi, lo + 0.5), 41)
       cases[f"{activation}/{weights}"] = {
           "activation": activation,
           "weights": weights,
@@ -154,7 +169,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
                      "var_sq": np.asarray(predicted["var_sq"])[take]},
           "density": {str(config.depths[i]): _density(s2, i, bins) for i in density_at},
       }
-  results = {"config": config, "sigma_w2": sigma_w2, "cases": cases,
+  results = {"config": config, "width": config.width, "sigma_w2": sigma_w2, "cases": cases,
              "agreement": agreement(config, cases)}
   _cli.write_json(out_dir / "results.json", results)
   plot(results, out_dir)
@@ -196,11 +211,15 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax = axes[weights.index(case["weights"]), acts.index(case["activation"])]
     for i, (depth, dens) in enumerate(case["density"].items()):
       edges = np.asarray(dens["log10_s2_bin_edges"])
-      ax.stairs(dens["density"], edges, label=f"L={depth}", color=plotting.plt.cm.viridis(i / 2))
+      zero = dens["unresolved_fraction"]
+      ax.stairs(dens["density"], edges, color=plotting.plt.cm.viridis(i / 2),
+                label=f"L={depth}" + (f" ({zero:.0%} ≈0)" if zero > 0.005 else ""))
+    ax.legend(loc="upper left")
     ax.set_title(f"{case['activation']}, {case['weights']} (σw²={case['sigma_w2']:.3g})")
     ax.set_xlabel("log10 s²")
   axes[0, 0].set_ylabel("density")
-  axes[0, 0].legend()
+  fig.suptitle("density of squared singular values of J; '≈0': below the SVD's resolution "
+               "(dead / saturated units)", fontsize=9)
   plotting.save(fig, out_dir / "density.png")
 
   fig, axes = plotting.figure(2, len(acts), panel=(2.6, 2.2))
@@ -221,8 +240,8 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   axes[0, 0].legend()
   plotting.save(fig, out_dir / "moments.png")
 
-  width = results["config"].width if dataclasses.is_dataclass(results["config"]) else results["config"]["width"]
-  fig, axes = plotting.figure(1, 1, panel=(4.2, 3.0))
+  width = results["width"]
+  fig, axes = plotting.figure(1, 1, panel=(6.0, 3.6))
   ax = axes[0, 0]
   for name, ratio in results["agreement"].items():
     case = cases[name]
@@ -240,19 +259,20 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set_xlabel("β = depth / width")
   ax.set_ylabel("measured / predicted var of s²")
   ax.set_title(f"finite-width departure from theory (N={width})")
-  ax.legend(ncol=2)
+  ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
   plotting.save(fig, out_dir / "finite_width.png")
 
 
 def summary(results: dict) -> str:
-  header = ["case", "σw²", "L", "var s² measured", "predicted", "ratio", "max err L≤N/16"]
+  header = ["case", "σw²", "L", "var s² measured", "± sem", "predicted", "ratio", "max err L≤N/16"]
   rows = []
   for name, case in results["cases"].items():
     i = -1
     agree = results["agreement"][name]
     err = agree["max_rel_error_small_depth"]
     rows.append([name, float(case["sigma_w2"]), case["depths"][i],
-                 float(case["var_sq"]["mean"][i]), float(case["theory"]["var_sq"][i]),
+                 float(case["var_sq"]["mean"][i]), float(case["var_sq"]["sem"][i]),
+                 float(case["theory"]["var_sq"][i]),
                  float(agree["ratio"][i]), "-" if err is None else f"{err:.1%}"])
   return _cli.format_table(header, rows)
 

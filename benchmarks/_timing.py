@@ -1,0 +1,44 @@
+"""Timing helpers shared by the benchmarks: medians over repeats, the matmul floor."""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
+  """Median wall time of ``fn()`` (which must block on its result) over ``repeats`` runs."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def compile_seconds(fn: Callable, *args) -> float:
+  """Seconds to trace, lower and compile ``jax.jit(fn)`` for ``args``."""
+  start = time.perf_counter()
+  jax.jit(fn).lower(*args).compile()
+  return time.perf_counter() - start
+
+
+def matmul_flops_per_second(n: int, dtype=jnp.float32, *, batch: int = 8) -> float:
+  """Measured rate of ``batch`` (n x n) @ (n x n) products, in flop/s (2 n^3 each)."""
+  a = jax.random.normal(jax.random.key(0), (batch, n, n), dtype)
+  f = jax.jit(lambda a: a @ a)
+  seconds = median_seconds(lambda: f(a).block_until_ready(), repeats=7)
+  return batch * 2 * n**3 / seconds
+
+
+def machine() -> str:
+  return f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()})"
