@@ -219,7 +219,8 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax.set_xlabel("log10 s²")
   axes[0, 0].set_ylabel("density")
   fig.suptitle("density of squared singular values of J; '≈0': below the SVD's resolution "
-               "(dead / saturated units)", fontsize=9)
+               "n·eps·s_max (exact zeros of dead / saturated units, or a tail only --float64 "
+               "resolves)", fontsize=9)
   plotting.save(fig, out_dir / "density.png")
 
   fig, axes = plotting.figure(2, len(acts), panel=(2.6, 2.2))
