@@ -1,0 +1,229 @@
+r"""Stacked recurrent networks: Flax's own cells scanned over time by ``nn.RNN``.
+
+One layer maps a sequence ``x_1..x_T`` to hidden states ``h_1..h_T``:
+
+.. math::
+
+   \text{simple:}\quad h_t = \tanh(W_{in} x_t + W_{rec} h_{t-1} + b), \qquad
+   \text{linear:}\quad h_t = W_{in} x_t + W_{rec} h_{t-1} + b,
+
+and the gated updates of ``nn.LSTMCell`` (carry ``(c_t, h_t)``) and
+``nn.GRUCell`` (Hochreiter & Schmidhuber 1997; Cho et al. 2014). Layers are
+stacked (layer ``l`` reads layer ``l-1``'s ``h_1..h_T``) and a Dense head reads
+the last layer's ``h_T``: the seeds' ``VanillaRNN`` / ``LSTMModel`` /
+``GRUModel``.
+
+Backprop through time. Each layer's hidden state is marked with
+``Module.perturb('h', h_t)`` *before* it is carried on, so the gradient with
+respect to the ``'perturbations'`` collection is the full BPTT signal
+:math:`\partial L / \partial h_t` (shape ``(B, T, H)`` per layer), which for a
+loss on ``h_T`` obeys
+
+.. math::
+
+   \frac{\partial L}{\partial h_t} = \Big(\prod_{s=t+1}^{T}
+   W_{rec}^\top \operatorname{diag}\phi'(z_s)\Big) \frac{\partial L}{\partial h_T}
+
+(Pascanu, Mikolov & Bengio 2013): for the linear cell with
+:math:`W_{rec} = \rho Q`, ``Q`` orthogonal, its norm is exactly
+:math:`\rho^{T-t}\|\partial L/\partial h_T\|`; for tanh it is at most that.
+
+Recurrent weights (``recurrent_init``):
+
+| name       | W_rec                                   | spectral radius           |
+|------------|-----------------------------------------|---------------------------|
+| orthogonal | rho * Q, Q Haar-orthogonal (per gate)   | exactly rho               |
+| gaussian   | N(0, rho^2 / H)                         | -> rho as H grows         |
+| identity   | rho * I (Le et al. 2015's IRNN)         | exactly rho               |
+| pytorch    | U(-1/sqrt(H), 1/sqrt(H)), every weight  | PyTorch's nn.RNN default  |
+
+With ``"pytorch"`` every weight and bias (input, recurrent, head) is
+U(-1/sqrt(H), 1/sqrt(H)) as in PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` and
+``nn.Linear(H, out)``; PyTorch's cells carry two biases ``b_ih + b_hh`` where
+Flax's carry one (so the bias variance is half PyTorch's).
+"""
+
+from collections.abc import Callable
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgrad import initializers
+
+CELLS = ("simple", "linear", "lstm", "gru")
+RECURRENT_INITS = ("orthogonal", "gaussian", "identity", "pytorch")
+PERTURB_NAME = "h"
+
+InitializerLike = str | Callable[..., jax.Array] | tuple[str, dict[str, Any]]
+
+
+def check_cell(cell: str) -> None:
+  """Raises ``ValueError`` naming ``cell`` and the valid choices."""
+  if cell not in CELLS:
+    raise ValueError(f"unknown cell {cell!r}; valid choices: {CELLS}")
+
+
+def check_recurrent_init(name: str) -> None:
+  """Raises ``ValueError`` naming ``name`` and the valid choices."""
+  if name not in RECURRENT_INITS:
+    raise ValueError(f"unknown recurrent_init {name!r}; valid choices: {RECURRENT_INITS}")
+
+
+def scaled_identity(rho: float) -> initializers.Initializer:
+  """``rho * I`` for a square kernel (the IRNN of Le, Jaitly & Hinton 2015)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    del key
+    if len(shape) != 2 or shape[0] != shape[1]:
+      raise ValueError(f"identity init needs a square kernel, got shape {shape}")
+    return rho * jnp.eye(shape[0], dtype=dtype)
+
+  return init
+
+
+def recurrent_initializer(name: str, rho: float, hidden: int) -> initializers.Initializer:
+  """The recurrent kernel initializer ``name`` (see the module table) at spectral radius ``rho``."""
+  check_recurrent_init(name)
+  if not rho > 0:
+    raise ValueError(f"rho must be > 0, got {rho!r}")
+  if name == "orthogonal":
+    return initializers.get("orthogonal", gain=rho)
+  if name == "gaussian":
+    return initializers.get("gaussian", sigma_w2=rho**2)
+  if name == "identity":
+    return scaled_identity(rho)
+  bound = 1.0 / math.sqrt(hidden)
+  return initializers.get("uniform", low=-bound, high=bound)
+
+
+class PerturbedCell(nn.RNNCellBase):
+  """Wraps a Flax cell so that its hidden state ``h_t`` is a ``perturb`` point.
+
+  The perturbed ``h_t`` is both the output and the carry, so the gradient with
+  respect to the perturbation is the total derivative dL/dh_t through time.
+  """
+
+  cell: nn.RNNCellBase
+
+  @nn.compact
+  def __call__(self, carry, x):
+    carry, h = self.cell(carry, x)
+    h = self.perturb(PERTURB_NAME, h)
+    carry = (carry[0], h) if isinstance(carry, tuple) else h  # LSTM: (c, h)
+    return carry, h
+
+  def initialize_carry(self, rng, input_shape):
+    return self.cell.initialize_carry(rng, input_shape)
+
+  @property
+  def num_feature_axes(self) -> int:
+    return 1
+
+
+class RecurrentNet(nn.Module):
+  """``layers`` stacked recurrent layers and a Dense head on the last time step.
+
+  Attributes:
+    cell: one of :data:`CELLS`.
+    hidden: hidden size H.
+    layers: number of stacked recurrent layers, >= 1.
+    out_features: width of the head's output.
+    recurrent_init: one of :data:`RECURRENT_INITS`.
+    rho: spectral radius of the recurrent kernel (ignored by ``"pytorch"``).
+    kernel_init: input-to-hidden and head kernels (ignored by ``"pytorch"``).
+    bias_init: biases (ignored by ``"pytorch"``).
+    param_dtype: parameter dtype (``jnp.float64`` for exact gradient checks).
+    unroll: time steps unrolled per scan iteration (speed only).
+
+  Input ``(B, T, features)``, output ``(B, out_features)``; layer ``l``'s
+  parameters live under ``rnn_<l>/cell/cell``, its BPTT signal under
+  ``perturbations/rnn_<l>/cell/h`` with shape ``(B, T, H)``.
+
+  >>> import jax, jax.numpy as jnp
+  >>> model = RecurrentNet(cell="lstm", hidden=8, layers=2)
+  >>> variables = model.init(jax.random.key(0), jnp.ones((4, 10, 1)))
+  >>> model.apply(variables, jnp.ones((4, 10, 1))).shape
+  (4, 1)
+  """
+
+  cell: str = "simple"
+  hidden: int = 64
+  layers: int = 1
+  out_features: int = 1
+  recurrent_init: str = "orthogonal"
+  rho: float = 1.0
+  kernel_init: InitializerLike = "lecun_normal"
+  bias_init: InitializerLike = "zeros"
+  param_dtype: Any = jnp.float32
+  unroll: int = 1
+
+  def _make_cell(self) -> nn.RNNCellBase:
+    rec = recurrent_initializer(self.recurrent_init, self.rho, self.hidden)
+    if self.recurrent_init == "pytorch":
+      kernel, bias = rec, rec
+    else:
+      kernel, bias = initializers.resolve(self.kernel_init), initializers.resolve(self.bias_init)
+    kw = dict(kernel_init=kernel, recurrent_kernel_init=rec, bias_init=bias,
+              param_dtype=self.param_dtype, dtype=self.param_dtype)
+    if self.cell == "simple":
+      return nn.SimpleCell(self.hidden, activation_fn=jnp.tanh, **kw, parent=None)
+    if self.cell == "linear":
+      return nn.SimpleCell(self.hidden, activation_fn=lambda z: z, **kw, parent=None)
+    if self.cell == "lstm":
+      return nn.LSTMCell(self.hidden, **kw, parent=None)
+    return nn.GRUCell(self.hidden, **kw, parent=None)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    check_cell(self.cell)
+    for field, minimum in (("hidden", 1), ("layers", 1), ("out_features", 1), ("unroll", 1)):
+      value = getattr(self, field)
+      if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
+    if x.ndim != 3:
+      raise ValueError(f"x must be (batch, time, features), got shape {x.shape}")
+    h = x
+    for layer in range(self.layers):
+      h = nn.RNN(PerturbedCell(self._make_cell(), parent=None), variable_axes={"perturbations": 1},
+                 unroll=self.unroll, name=f"rnn_{layer}")(h)
+    if self.recurrent_init == "pytorch":
+      head_init = recurrent_initializer("pytorch", 1.0, self.hidden)
+      head = nn.Dense(self.out_features, kernel_init=head_init, bias_init=head_init,
+                      param_dtype=self.param_dtype, name="head")
+    else:
+      head = nn.Dense(self.out_features, kernel_init=initializers.resolve(self.kernel_init),
+                      bias_init=initializers.resolve(self.bias_init),
+                      param_dtype=self.param_dtype, name="head")
+    return head(h[:, -1])
+
+
+def time_grads(model: RecurrentNet, params: Any, x: jax.Array,
+               loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  r"""The BPTT signal :math:`\partial L/\partial h_t` of every layer.
+
+  Args:
+    model: the network.
+    params: its ``'params'``.
+    x: a batch ``(B, T, features)``.
+    loss_fn: maps the model's output ``(B, out_features)`` to a scalar loss.
+
+  Returns:
+    Array ``(layers, B, T, H)``.
+  """
+  # Imported here: jaxgrad.diagnostics imports jaxgrad.models (a cycle at import time).
+  from jaxgrad.diagnostics import perturbation_grads  # pylint: disable=import-outside-toplevel
+
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["perturbations"]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  grads = perturbation_grads(lambda v: loss_fn(model.apply(v, x)),
+                             {"params": params, "perturbations": zeros})
+  return jnp.stack([grads[f"rnn_{l}"]["cell"][PERTURB_NAME] for l in range(model.layers)])
+
+
+def time_grad_norms(model: RecurrentNet, params: Any, x: jax.Array,
+                    loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  r""":math:`\mathbb{E}_b \|\partial L/\partial h_t[b]\|_2` per layer and time step, ``(layers, T)``."""
+  return jnp.linalg.norm(time_grads(model, params, x, loss_fn), axis=-1).mean(axis=1)
