@@ -1,9 +1,11 @@
-"""Datasets that need no download: MNIST-1D generated locally, scikit-learn's digits.
+"""Datasets: MNIST-1D generated locally, scikit-learn's digits, real MNIST from IDX files.
 
-Every loader returns a :class:`Dataset` of numpy arrays with a deterministic
-train/test split; :func:`sample_batch` draws a batch inside jitted code.
+Nothing is ever downloaded. Every loader returns a :class:`Dataset` of numpy
+arrays with a deterministic train/test split; :func:`sample_batch` draws a
+batch inside jitted code from a PRNG key. :func:`load` picks a dataset by name.
 """
 
+import gzip
 import os
 import pathlib
 from typing import NamedTuple
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+DATASETS = ("mnist1d", "digits", "mnist")
 
 class Dataset(NamedTuple):
   x_train: np.ndarray  # (n_train, features) float32
@@ -79,3 +82,79 @@ def sample_batch(key: jax.Array, x: jax.Array, y: jax.Array, batch_size: int):
   """``batch_size`` examples drawn uniformly with replacement; jit-able."""
   idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
   return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+
+
+# IDX (LeCun's MNIST format): big-endian magic 0x0000 <type> <ndim>, ndim big-endian
+# uint32 sizes, then the data. Type codes -> numpy big-endian dtypes.
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def read_idx(path: str | pathlib.Path) -> np.ndarray:
+  """Reads one IDX file (optionally gzipped, by its ``.gz`` suffix) into a numpy array.
+
+  Raises:
+    ValueError: naming the file when its header or size is not IDX.
+  """
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == ".gz" else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+    raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4]!r}); expected "
+                     f"0x0000 followed by a type code in {sorted(_IDX_TYPES)} and ndim")
+  ndim = raw[3]
+  shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
+  dtype = np.dtype(_IDX_TYPES[raw[2]])
+  expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
+  if len(raw) != expected:
+    raise ValueError(f"{path}: header says shape {shape} of {dtype} ({expected} bytes), "
+                     f"file has {len(raw)} bytes")
+  return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(directory: pathlib.Path, stem: str) -> pathlib.Path:
+  for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    if (directory / name).exists():
+      return directory / name
+  raise FileNotFoundError(f"no {stem}[.gz] in {directory}; the real MNIST loader needs the four "
+                          f"IDX files {sorted(MNIST_FILES.values())} (it never downloads)")
+
+
+def mnist(directory: str | pathlib.Path) -> Dataset:
+  """Real MNIST (LeCun et al. 1998) from the four IDX files in ``directory``.
+
+  Files may be gzipped (``*.gz``). Images are flattened to 784 features and
+  scaled to [0, 1]; the split is the official 60000/10000 one.
+
+  Raises:
+    FileNotFoundError: naming the missing file; ValueError for a malformed one.
+  """
+  directory = pathlib.Path(directory)
+  arrays = {k: read_idx(_find(directory, stem)) for k, stem in MNIST_FILES.items()}
+  for part in ("train", "test"):
+    if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
+      raise ValueError(f"{directory}: {part} images ({len(arrays[f'x_{part}'])}) and labels "
+                       f"({len(arrays[f'y_{part}'])}) differ in number")
+  flat = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
+  return Dataset(flat(arrays["x_train"]), arrays["y_train"].astype(np.int32),
+                 flat(arrays["x_test"]), arrays["y_test"].astype(np.int32), 10)
+
+
+def load(name: str, *, mnist_dir: str | pathlib.Path | None = None) -> Dataset:
+  """A dataset by name (one of :data:`DATASETS`), standardized per feature.
+
+  ``"mnist"`` needs ``mnist_dir``, the folder with the four IDX files.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; valid choices: {DATASETS}")
+  if name == "mnist":
+    if mnist_dir is None:
+      raise ValueError("dataset 'mnist' needs mnist_dir, the folder holding the IDX files")
+    return standardize(mnist(mnist_dir))
+  return standardize(mnist1d() if name == "mnist1d" else digits())
