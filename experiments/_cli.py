@@ -24,6 +24,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 
+from jaxgrad import compilation_cache  # noqa: E402
+
 
 def _parse_tuple(item_type: type) -> Callable[[str], tuple]:
   def parse(text: str) -> tuple:
@@ -60,8 +62,9 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str, doc: st
 
   Every ``Config`` field becomes a flag (``--field-name``); ``--quick`` starts
   from ``Config.quick()`` instead of the defaults; ``--out`` defaults to
-  ``runs/<name>``. A bad value exits with argparse's usage error, which names
-  the flag and the expected type or choices.
+  ``runs/<name>``; JAX's persistent compilation cache is enabled unless
+  ``--no-compile-cache``. A bad value exits with argparse's usage error, which
+  names the flag and the expected type or choices.
   """
   parser = argparse.ArgumentParser(
       prog=f"python -m experiments.{name}", description=doc,
@@ -70,6 +73,9 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str, doc: st
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs") / name,
                       help="output directory (default: runs/%(prog)s name)")
   parser.add_argument("--quick", action="store_true", help="small preset, under a minute on 2 CPU cores")
+  parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                      help="do not use JAX's persistent compilation cache "
+                           "($JAXGRAD_COMPILE_CACHE or ~/.cache/jaxgrad/xla)")
   hints = typing.get_type_hints(config_cls)
   for field in dataclasses.fields(config_cls):
     _add_field(parser, field, hints)
@@ -81,6 +87,8 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str, doc: st
     config = dataclasses.replace(base, **overrides)
   except ValueError as e:  # Config.__post_init__ validation
     parser.error(str(e))
+  if args.compile_cache:
+    compilation_cache.enable()
   return config, args.out
 
 

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import activations, diagnostics, initializers, plotting, theory  # noqa: E402
 from jaxgrad.models import DenseStack  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 # Critical sigma_w^2 at sigma_b^2 = 0 where it is known in closed form; any
 # other activation gets jaxgrad.theory.critical_sigma_w2 (sigmoid: ~103).
@@ -107,7 +108,7 @@ def measure(config: Config, activation: str, sigma_w2: float, weights: str) -> n
     return jnp.linalg.svd(jac, compute_uv=False) ** 2
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  return np.asarray(jax.jit(jax.vmap(one_network))(keys))
+  return np.asarray(sweep(one_network, keys))
 
 
 def _summary_over_seeds(per_seed: np.ndarray) -> dict:

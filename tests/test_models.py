@@ -111,3 +111,14 @@ def test_gradients_match_float64_finite_differences(x64, activation, norm):
 
   chex.assert_trees_all_equal_dtypes(v["params"], jax.tree.map(lambda a: a.astype(jnp.float64), v["params"]))
   check_grads(loss, (v["params"],), order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_remat_changes_memory_not_gradients():
+  x = jax.random.normal(jax.random.key(0), (4, 5))
+
+  def grads(remat):
+    model = DeepMLP(depth=6, width=8, out_features=1, activation="tanh", remat=remat)
+    v = model.init(jax.random.key(1), x)
+    return jax.jit(jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)))(v["params"])
+
+  chex.assert_trees_all_close(grads(True), grads(False), rtol=1e-6, atol=1e-7)

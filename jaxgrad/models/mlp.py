@@ -101,7 +101,9 @@ class DenseStack(nn.Module):
 
   Parameters carry a leading layer axis (``layers/dense/kernel`` has shape
   ``(depth, features, features)``), so the traced program, and the compile
-  time, do not grow with depth.
+  time, do not grow with depth. With ``remat=True`` each layer is
+  rematerialised (``nn.remat``) in the backward pass: reverse-mode memory
+  holds one activation per layer instead of every intermediate of every layer.
 
   Returns:
     ``(h, hs)``: the last layer's output and every layer's output stacked on a
@@ -117,6 +119,7 @@ class DenseStack(nn.Module):
   norm: str | None = None
   residual: bool = False
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -125,7 +128,7 @@ class DenseStack(nn.Module):
     check_norm(self.norm)
     activations.resolve(self.activation)
     scan = nn.scan(
-        _ScannedBlock,
+        nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
         variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
         split_rngs={"params": True},
         length=self.depth,
@@ -162,6 +165,8 @@ class DeepMLP(nn.Module):
     out_features: output width, >= 1.
     activation, kernel_init, bias_init, norm, residual, param_dtype: as in
       :class:`DenseBlock`; the output layer has no activation and no norm.
+    remat: rematerialise the hidden layers in the backward pass (see
+      :class:`DenseStack`): memory for very deep nets.
 
   >>> import jax, jax.numpy as jnp
   >>> model = DeepMLP(depth=20, width=100, out_features=1, activation="tanh")
@@ -179,6 +184,7 @@ class DeepMLP(nn.Module):
   norm: str | None = None
   residual: bool = False
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -196,7 +202,8 @@ class DeepMLP(nn.Module):
     h = DenseBlock(self.width, **block, name="first")(x, train)
     if self.depth > 2:
       h, _ = DenseStack(
-          self.depth - 2, self.width, residual=self.residual, **block, name="hidden"
+          self.depth - 2, self.width, residual=self.residual, remat=self.remat, **block,
+          name="hidden",
       )(h, train)
     return DenseBlock(
         self.out_features,

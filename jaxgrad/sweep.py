@@ -1,0 +1,59 @@
+"""Many runs in one program: ``vmap`` over a sweep axis, sharded over every device.
+
+:func:`sweep` maps a function over the leading axis of its arguments (seeds,
+configurations, ...) with ``jax.vmap`` inside one ``jax.jit``, and places that
+axis on a one-dimensional device mesh with ``NamedSharding``, so XLA's SPMD
+partitioner splits the runs across all of ``jax.devices()``: accelerators, or
+CPU devices made with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.
+The axis is padded to a multiple of the device count (with copies of its last
+entry, so padding never creates NaNs) and the padding is dropped from the
+result. On one device this is exactly ``jax.jit(jax.vmap(fn))``.
+
+Past one machine: start every host with ``jax.distributed.initialize()``;
+``jax.devices()`` then lists the devices of all hosts and the same call shards
+the sweep across them.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+AXIS = "sweep"
+
+
+def _pad(x: jax.Array, pad: int) -> jax.Array:
+  if pad == 0:
+    return x
+  return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+
+
+def sweep(fn: Callable[..., Any], *args: Any, devices: Sequence[jax.Device] | None = None) -> Any:
+  """``jax.jit(jax.vmap(fn))(*args)`` with the mapped axis sharded over ``devices``.
+
+  Args:
+    fn: maps one entry of the sweep (one slice of every leaf of ``args``) to a pytree.
+    *args: pytrees whose leaves share the leading sweep axis of size n >= 1.
+    devices: default ``jax.devices()``.
+
+  Returns:
+    ``fn``'s outputs stacked along a leading axis of size n.
+  """
+  leaves = jax.tree.leaves(args)
+  if not leaves:
+    raise ValueError("sweep needs at least one array argument with a leading sweep axis")
+  sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError(f"every argument leaf needs the same leading sweep axis; got sizes {sizes}")
+  (n,) = sizes
+  devices = list(jax.devices() if devices is None else devices)
+  pad = (-n) % len(devices)
+  args = jax.tree.map(lambda x: _pad(jnp.asarray(x), pad), args)
+  if len(devices) > 1:
+    mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+    args = jax.device_put(args, sharding)
+  out = jax.jit(jax.vmap(fn))(*args)
+  return jax.tree.map(lambda x: x[:n], out)

@@ -1,0 +1,21 @@
+"""The persistent compilation cache writes compiled programs where it is told to."""
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad import compilation_cache
+
+
+def test_enable_writes_entries(tmp_path, monkeypatch):
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    path = compilation_cache.enable(tmp_path / "xla")
+    jax.jit(lambda a: jnp.sin(a) * 3.25)(jnp.arange(7.0)).block_until_ready()
+    assert any(path.iterdir())
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_default_dir_follows_the_environment(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXGRAD_COMPILE_CACHE", str(tmp_path))
+  assert compilation_cache.default_dir() == tmp_path

@@ -1,0 +1,57 @@
+"""jaxgrad.sweep: sharded over 4 simulated CPU devices it gives the one-device results."""
+
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgrad import diagnostics
+from jaxgrad.models import DeepMLP
+from jaxgrad.sweep import sweep
+
+# Run as a script in a subprocess: the device count is fixed when jax starts.
+SCRIPT = """
+import json, jax, jax.numpy as jnp
+from tests.test_sweep import grad_norms_one_seed
+from jaxgrad.sweep import sweep
+keys = jax.random.split(jax.random.key(0), 6)   # 6 runs on 4 devices: padded to 8
+out = sweep(grad_norms_one_seed, keys)
+print(json.dumps({"devices": jax.device_count(), "out": out.tolist()}))
+"""
+
+
+def grad_norms_one_seed(key):
+  model = DeepMLP(depth=5, width=8, out_features=1, activation="tanh")
+  x = jnp.ones((4, 3))
+  v = model.init(key, x)
+  g = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2))(v["params"])
+  return jnp.stack(list(diagnostics.layer_grad_norms(g).values()))
+
+
+def test_one_device_sweep_is_jit_of_vmap():
+  keys = jax.random.split(jax.random.key(0), 6)
+  chex.assert_trees_all_close(sweep(grad_norms_one_seed, keys),
+                              jax.jit(jax.vmap(grad_norms_one_seed))(keys), rtol=0, atol=0)
+
+
+def test_four_simulated_devices_give_the_one_device_results():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=root, capture_output=True,
+                        text=True, timeout=300, check=True)
+  sharded = json.loads(done.stdout.strip().splitlines()[-1])
+  assert sharded["devices"] == 4
+  expected = sweep(grad_norms_one_seed, jax.random.split(jax.random.key(0), 6))
+  np.testing.assert_allclose(sharded["out"], expected, rtol=1e-6)
+
+
+def test_sweep_rejects_mismatched_axes():
+  with pytest.raises(ValueError, match="same leading sweep axis"):
+    sweep(lambda a, b: a + b, jnp.ones(3), jnp.ones(4))
