@@ -157,7 +157,7 @@ def record_grad_norms(weight_names: str | tuple[str, ...] = "kernel") -> optax.G
     return GradNormState(optax.tree.norm(cast), per_layer)
 
   def init_fn(params):
-    return jax.tree.map(jnp.zeros_like, norms(params))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(norms, params))
 
   def update_fn(updates, state, params=None):
     del state, params

@@ -13,11 +13,20 @@ from jaxgrad.models import DeepMLP
 from tests import _tol
 
 
-def _params_and_grads(steps=4):
-  model = DeepMLP(depth=4, width=6, out_features=2)
-  params = model.init(jax.random.key(0), jnp.ones((3, 5)))["params"]
-  keys = jax.random.split(jax.random.key(1), steps)
-  grads = [jax.tree.map(lambda p, k=k: 3.0 * jax.random.normal(k, p.shape), params) for k in keys]
+def _dense(rng, fan_in, fan_out, stack=()):
+  return {"kernel": jnp.asarray(rng.normal(size=(*stack, fan_in, fan_out)) / fan_in**0.5,
+                                jnp.float32),
+          "bias": jnp.zeros((*stack, fan_out))}
+
+
+def _params_and_grads(steps=3):
+  """Parameters shaped like DeepMLP(depth=4, width=6, out_features=2) on 5 inputs."""
+  rng = np.random.default_rng(0)
+  params = {"first": {"dense": _dense(rng, 5, 6)},
+            "hidden": {"layers": {"dense": _dense(rng, 6, 6, (2,))}},
+            "last": {"dense": _dense(rng, 6, 2)}}
+  grads = [jax.tree.map(lambda p: jnp.asarray(3.0 * rng.normal(size=p.shape), jnp.float32), params)
+           for _ in range(steps)]
   return params, grads
 
 
@@ -25,7 +34,7 @@ def _run(tx, params, grads):
   state = tx.init(params)
   out = []
   for g in grads:
-    updates, state = jax.jit(tx.update)(g, state, params)
+    updates, state = tx.update(g, state, params)
     params = optax.apply_updates(params, updates)
     out.append(updates)
   return out, state
