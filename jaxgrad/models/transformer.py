@@ -220,7 +220,7 @@ class Transformer(nn.Module):
     x = nn.Embed(self.vocab_size, self.d_model, embedding_init=embed,
                  param_dtype=self.param_dtype, name="embed")(tokens)
     pos = self.param("embed_pos", embed, (self.max_len, self.d_model), self.param_dtype)
-    x = (x + pos[:t]) / jnp.sqrt(jnp.asarray(2.0, x.dtype))
+    x = (x + pos[None, :t]) / jnp.sqrt(jnp.asarray(2.0, x.dtype))
     x = TransformerStack(self.depth, self.num_heads, self.d_ff, self.norm_position,
                          self.scale_attention, self.causal, self.kernel_init,
                          self.param_dtype, name="hidden")(x)
