@@ -1,0 +1,129 @@
+"""Monitor: per-layer norms and update ratios against direct computation; files read back."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxgrad import monitoring, training
+from jaxgrad.diagnostics import layer_grad_norms
+from jaxgrad.models import DeepMLP
+from tests import _tol
+
+MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
+
+
+@pytest.fixture(scope="module")
+def monitored():
+  x = jax.random.normal(jax.random.key(0), (32, 5))
+  y = jnp.arange(32) % 3
+  variables = MODEL.init(jax.random.key(1), x[:4])
+  params = variables["params"]
+
+  def loss_fn(p, state, batch):
+    logits = MODEL.apply({"params": p}, batch[0])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1]).mean(), state
+
+  def sample(key):
+    i = jax.random.randint(key, (8,), 0, 32)
+    return x[i], y[i]
+
+  record = monitoring.recorder(
+      accuracy_fn=lambda p, s, b: jnp.mean(jnp.argmax(MODEL.apply({"params": p}, b[0]), -1) == b[1]),
+      outputs_fn=lambda p, s, b: monitoring.mlp_outputs(MODEL, {"params": p}, b[0]),
+      activation="tanh")
+  tx = training.make_optimizer(training.OptimizerConfig("sgd", 0.5, clip_norm=0.05))
+  key = jax.random.key(2)
+  result = jax.jit(lambda: training.train(loss_fn, params, tx, sample, 5, key=key, record=record))()
+  return dict(result=result, loss_fn=loss_fn, sample=sample, params=params, key=key, tx=tx)
+
+
+def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitored):
+  m = monitored
+
+  @jax.jit
+  def direct(params):
+    batch = m["sample"](jax.random.fold_in(m["key"], 0))
+    grads = jax.grad(lambda p: m["loss_fn"](p, {}, batch)[0])(params)
+    updates, _ = m["tx"].update(grads, m["tx"].init(params), params)
+    return layer_grad_norms(grads), optax.apply_updates(params, updates)
+
+  norms, new = direct(m["params"])
+  recorded = {k: v[0] for k, v in m["result"].layer_grad_norms.items()}
+  chex.assert_trees_all_close(recorded, norms, **_tol.F32_REDUCED)
+  kernel = lambda t, name: (t["hidden"]["layers"]["dense"]["kernel"][1]  # noqa: E731
+                            if name == "hidden/layers_001/dense" else t["first"]["dense"]["kernel"])
+  for name in ("first/dense", "hidden/layers_001/dense"):
+    ratio = jnp.linalg.norm(kernel(new, name) - kernel(m["params"], name)) / jnp.linalg.norm(
+        kernel(m["params"], name))
+    np.testing.assert_allclose(m["result"].metrics["update_ratio"][name][0], ratio,
+                               **_tol.F32_REDUCED)
+
+
+def test_mlp_outputs_reproduce_the_model():
+  x = jax.random.normal(jax.random.key(3), (4, 5))
+  v = MODEL.init(jax.random.key(1), x)
+  outs = monitoring.mlp_outputs(MODEL, v, x)
+  assert list(outs) == ["first/dense", "hidden/layers_000/dense", "hidden/layers_001/dense"]
+  last = v["params"]["last"]["dense"]
+  np.testing.assert_allclose(outs["hidden/layers_001/dense"] @ last["kernel"] + last["bias"][None],
+                             MODEL.apply(v, x), **_tol.F32)
+
+
+def test_unit_fractions_on_hand_built_activations():
+  relu = {"a": jnp.array([[0.0, 1.0, 0.0, 2.0], [0.0, 3.0, 0.0, 0.0]])}
+  f = monitoring.unit_fractions(relu, "relu")
+  assert float(f["dead"]["a"]) == 0.5 and float(f["saturated"]["a"]) == 0.0
+  tanh = {"a": jnp.array([[0.9999, 0.1, -0.9999], [-0.99999, 0.0, -0.9999]])}
+  f = monitoring.unit_fractions(tanh, "tanh")  # 1 - h^2 < 0.05 for units 0 and 2
+  assert float(f["dead"]["a"]) == 0.0
+  np.testing.assert_allclose(f["saturated"]["a"], 2 / 3, **_tol.F32)
+  with pytest.raises(ValueError, match="got 'gelu', valid choices"):
+    monitoring.unit_fractions(relu, "gelu")
+
+
+def test_metrics_jsonl_and_alarms_read_back(monitored, tmp_path):
+  res = monitored["result"]
+  summary = monitoring.write_run(tmp_path, res, norm_threshold=0.05)
+  rows = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in rows] == list(range(5))
+  np.testing.assert_allclose([r["loss"] for r in rows], res.loss, **_tol.F32)
+  np.testing.assert_allclose([r["grad_norm/last/dense"] for r in rows],
+                             res.layer_grad_norms["last/dense"], **_tol.F32)
+  assert {"accuracy", "update_ratio/first/dense", "saturated/first/dense", "dead/first/dense"} <= set(rows[0])
+  alarms = monitoring.read_jsonl(tmp_path / "alarms.jsonl")
+  over = [a for a in alarms if a["metric"] == "grad_norm"]
+  assert [a["step"] for a in over] == [i for i in range(5) if res.grad_norm[i] > 0.05]
+  assert summary["alarms"] == len(alarms)
+
+
+def test_nonfinite_values_raise_alarms():
+  rows = [{"step": 0, "loss": 1.0, "grad_norm": 2.0},
+          {"step": 1, "loss": math.nan, "grad_norm": math.inf, "accuracy": math.nan}]
+  events = monitoring.alarms(rows, norm_threshold=10.0)
+  assert [(e["step"], e["event"], e["metric"]) for e in events] == [
+      (1, "nonfinite", "loss"), (1, "nonfinite", "grad_norm")]
+
+
+def test_tensorboard_scalars_and_histograms_read_back(monitored, tmp_path):
+  pytest.importorskip("tensorboardX")
+  params = monitored["params"]
+  logger = monitoring.TensorBoardLogger(tmp_path / "tb", bins=16)
+  logger.log_rows(monitoring.rows(monitored["result"]))
+  logger.histograms(3, params, jax.tree.map(lambda a: 2 * a, params))
+  logger.close()
+  events = monitoring.read_events(tmp_path / "tb")
+  steps, losses = zip(*events["scalars"]["loss"])
+  assert steps == tuple(range(5))
+  np.testing.assert_allclose(losses, monitored["result"].loss, **_tol.F32)
+  kernel = np.asarray(params["hidden"]["layers"]["dense"]["kernel"][1])
+  ((step, histo),) = events["histograms"]["weights/hidden/layers_001/dense"]
+  assert step == 3 and histo["num"] == kernel.size and sum(histo["bucket"]) == kernel.size
+  np.testing.assert_allclose([histo["min"], histo["max"]], [kernel.min(), kernel.max()], **_tol.F32)
+  ((_, g),) = events["histograms"]["gradients/first/dense"]
+  np.testing.assert_allclose(g["max"], 2 * np.asarray(params["first"]["dense"]["kernel"]).max(),
+                             **_tol.F32)
