@@ -60,7 +60,7 @@ def test_sampler_gives_train_the_step_batch():
     np.testing.assert_array_equal(batch.weight, weight[step])
   # Through train(): loss(p) = weighted mean of y records every step's batch mean.
   result = train(lambda p, s, b: (jnp.sum(b.weight * b.y[:, 0]) / jnp.sum(b.weight) + 0 * p, s),
-                 jnp.zeros(()), make_optimizer(OptimizerConfig("sgd", 0.0)), sample, 6, key=key)
+                 jnp.zeros(()), make_optimizer(OptimizerConfig("sgd", 1e-3)), sample, 6, key=key)
   expected = [(np.asarray(y)[index[i], 0] * weight[i]).sum() / weight[i].sum() for i in range(6)]
   np.testing.assert_allclose(result.loss, expected, **_tol.F32)
 

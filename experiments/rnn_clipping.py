@@ -1,0 +1,220 @@
+r"""Seed 000 §7.3: training a 3-layer vanilla RNN with and without gradient clipping.
+
+The seed's setting, by default exactly: 1000 sine sequences of length 100
+(frequency U[0.5, 2], phase U[0, 2 pi)), target the next value; a 3-layer
+``tanh`` RNN of hidden size 64 with a Dense head on the last step, PyTorch's
+default initialization U(+-1/sqrt(H)); MSE; Adam, lr 0.01; batch 64 shuffled
+every epoch (15 batches of 64 and one of 40); 20 epochs. Arms:
+
+* ``none``: no clipping (the seed's first model);
+* ``clip_norm``: ``clip_by_global_norm(1.0)`` (the seed's second model,
+  ``torch.nn.utils.clip_grad_norm_``);
+* ``clip_value``: every gradient entry clipped to [-c, c] (seed §4.2);
+* ``lstm``, ``gru``: the gated cells of seed §5.1, no clipping.
+
+Every arm trains ``--seeds`` replicas (data set, initialization and shuffling
+drawn from the seed; the three vanilla arms of one seed share all three) in one
+``vmap``-ed, jitted ``lax.scan``. Recorded per step: the loss and the global
+gradient norm *before* clipping (``optax.snapshot``); derived: the seed's epoch
+loss (mean of the epoch's batch losses), the fraction of steps whose gradient
+norm exceeds the clipping threshold, and the seeds that diverged (NaN/Inf loss).
+
+    python -m experiments.rnn_clipping            # the seed's setting, 8 seeds, ~5-10 min on 2 cores
+    python -m experiments.rnn_clipping --quick    # smaller, under a minute
+    python -m experiments.rnn_clipping --arms none,clip_norm --seeds 16
+
+Writes ``config.json``, ``results.json``, ``loss.png`` and ``grad_norm.png``.
+"""
+
+import dataclasses
+import pathlib
+
+from experiments import _cli
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import plotting, tasks, training  # noqa: E402
+from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
+
+ARMS = ("none", "clip_norm", "clip_value", "lstm", "gru")
+ARM_CELL = {"none": "simple", "clip_norm": "simple", "clip_value": "simple", "lstm": "lstm",
+            "gru": "gru"}
+COLORS = {"none": "C0", "clip_norm": "C3", "clip_value": "C1", "lstm": "C2", "gru": "C4"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  arms: tuple[str, ...] = dataclasses.field(default=ARMS, metadata={"help": f"from {ARMS}"})
+  seeds: int = dataclasses.field(default=8, metadata={"help": "replicas per arm"})
+  num_sequences: int = 1000
+  length: int = dataclasses.field(default=100, metadata={"help": "sequence length T"})
+  hidden: int = 64
+  layers: int = 3
+  learning_rate: float = 0.01
+  batch_size: int = 64
+  epochs: int = 20
+  clip_norm: float = dataclasses.field(default=1.0, metadata={"help": "clip_by_global_norm c"})
+  clip_value: float = dataclasses.field(default=0.1, metadata={"help": "clip by value c"})
+  init: str = dataclasses.field(
+      default="pytorch", metadata={"help": f"recurrent init, from {RECURRENT_INITS}"})
+  rho: float = dataclasses.field(default=1.0, metadata={"help": "spectral radius (not pytorch)"})
+  unroll: int = dataclasses.field(default=4, metadata={"help": "time steps per scan iteration"})
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.arms or any(a not in ARMS for a in self.arms):
+      raise ValueError(f"unknown arm in {self.arms}; valid choices: {ARMS}")
+    for name in ("seeds", "num_sequences", "hidden", "layers", "batch_size", "epochs", "unroll"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.length < 2:
+      raise ValueError(f"length must be >= 2, got {self.length}")
+    for name in ("learning_rate", "clip_norm", "clip_value", "rho"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+    if self.init not in RECURRENT_INITS:
+      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(seeds=3, num_sequences=256, length=50, hidden=32, layers=2, epochs=5)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(arms=("none", "clip_norm", "gru"), seeds=2, num_sequences=20, length=6,
+               hidden=4, layers=1, batch_size=8, epochs=2, unroll=1)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return tasks.batches_per_epoch(self.num_sequences, self.batch_size)
+
+
+def model(config: Config, cell: str) -> RecurrentNet:
+  return RecurrentNet(cell=cell, hidden=config.hidden, layers=config.layers,
+                      recurrent_init=config.init, rho=config.rho, unroll=config.unroll)
+
+
+def optimizer_config(config: Config, arm: str) -> training.OptimizerConfig:
+  return training.OptimizerConfig(
+      "adam", config.learning_rate,
+      clip_norm=config.clip_norm if arm == "clip_norm" else None,
+      clip_value=config.clip_value if arm == "clip_value" else None)
+
+
+def replica(config: Config, cell: str, key: jax.Array):
+  """One seed's data, initial parameters, loss and batch sampler (shared by the arms of a cell)."""
+  k_data, k_init, k_shuffle, k_train = jax.random.split(key, 4)
+  x, y = tasks.sine_sequences(k_data, config.num_sequences, config.length)
+  net = model(config, cell)
+  params = net.init(k_init, x[:1])["params"]
+  sample = tasks.epoch_sampler(x, y, config.batch_size, config.epochs, shuffle_key=k_shuffle,
+                               train_key=k_train)
+
+  def loss_fn(p, state, batch):
+    return tasks.weighted_mse(net.apply({"params": p}, batch.x), batch), state
+
+  return params, loss_fn, sample, k_train
+
+
+def train_arm(config: Config, arm: str) -> training.TrainResult:
+  """All seeds of one arm in one jitted, vmapped program."""
+  tx = training.make_optimizer(optimizer_config(config, arm))
+  steps = config.epochs * config.steps_per_epoch
+
+  def one(key):
+    params, loss_fn, sample, k_train = replica(config, ARM_CELL[arm], key)
+    return training.train(loss_fn, params, tx, sample, steps, key=k_train)
+
+  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
+  return jax.block_until_ready(jax.jit(jax.vmap(one))(keys))
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  arms = {}
+  for arm in _cli.progress(config.arms, desc="rnn_clipping arms"):
+    result = train_arm(config, arm)
+    loss = np.asarray(result.loss, dtype=float)  # (seeds, steps)
+    norm = np.asarray(result.grad_norm, dtype=float)
+    epoch_loss = loss.reshape(config.seeds, config.epochs, config.steps_per_epoch).mean(-1)
+    diverged_at = np.asarray(result.diverged_at)
+    arms[arm] = {
+        "cell": ARM_CELL[arm],
+        "optimizer": optimizer_config(config, arm),
+        "step_loss": loss,
+        "epoch_loss": epoch_loss,
+        "grad_norm": norm,
+        "diverged_at": diverged_at,
+        "diverged": int((diverged_at >= 0).sum()),
+        "fraction_above_clip_norm": (norm > config.clip_norm).mean(axis=1),
+        "final_epoch_loss": _quartiles(epoch_loss[:, -1]),
+        "max_grad_norm": np.nanmax(np.where(np.isfinite(norm), norm, np.nan), axis=1),
+    }
+  results = {"config": config, "steps_per_epoch": config.steps_per_epoch, "arms": arms}
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, out_dir)
+  return results
+
+
+def _quartiles(values: np.ndarray) -> dict:
+  finite = np.where(np.isfinite(values), values, np.nan)
+  if np.all(np.isnan(finite)):
+    return {"q25": np.nan, "median": np.nan, "q75": np.nan}
+  q25, q50, q75 = np.nanpercentile(finite, [25, 50, 75])
+  return {"q25": q25, "median": q50, "q75": q75}
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  config = results["config"]
+  config = config if isinstance(config, Config) else Config(**{
+      k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+  title = (f"{config.layers}-layer RNN, H={config.hidden}, T={config.length}, Adam lr "
+           f"{config.learning_rate:g}, {config.seeds} seeds (median, IQR band)")
+
+  fig, axes = plotting.figure(1, 2, panel=(3.8, 2.9))
+  for arm, r in results["arms"].items():
+    label = f"{arm} ({r['diverged']} diverged)" if r["diverged"] else arm
+    epochs = np.arange(1, config.epochs + 1)
+    plotting.median_band(axes[0, 0], epochs, r["epoch_loss"], label=label, color=COLORS[arm],
+                         marker="o")
+    steps = np.arange(1, np.shape(r["step_loss"])[1] + 1)
+    plotting.median_band(axes[0, 1], steps, r["step_loss"], label=label, color=COLORS[arm])
+  axes[0, 0].set(xlabel="epoch", ylabel="epoch loss (MSE)", yscale="log", title="seed's curve")
+  axes[0, 1].set(xlabel="step", ylabel="batch loss (MSE)", yscale="log", title="every step")
+  axes[0, 0].legend()
+  fig.suptitle(title)
+  plotting.save(fig, out_dir / "loss.png")
+
+  fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))
+  ax = axes[0, 0]
+  for arm, r in results["arms"].items():
+    frac = np.median(r["fraction_above_clip_norm"])
+    steps = np.arange(1, np.shape(r["grad_norm"])[1] + 1)
+    plotting.median_band(ax, steps, r["grad_norm"], color=COLORS[arm],
+                         label=f"{arm}: ‖g‖>{config.clip_norm:g} on {frac:.0%} of steps")
+  ax.axhline(config.clip_norm, color="k", linestyle="--", linewidth=0.8)
+  ax.set(xlabel="step", ylabel="global gradient norm before clipping", yscale="log")
+  fig.suptitle(title)
+  ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+  plotting.save(fig, out_dir / "grad_norm.png")
+
+
+def summary(results: dict) -> str:
+  header = ["arm", "cell", "final epoch loss", "IQR", "diverged", "‖g‖>c steps", "max ‖g‖"]
+  rows = []
+  for arm, r in results["arms"].items():
+    q = r["final_epoch_loss"]
+    rows.append([arm, r["cell"], float(q["median"]), f"[{q['q25']:.3g}, {q['q75']:.3g}]",
+                 f"{r['diverged']}/{len(r['diverged_at'])}",
+                 f"{float(np.median(r['fraction_above_clip_norm'])):.1%}",
+                 float(np.nanmedian(r["max_grad_norm"]))])
+  return _cli.format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()
