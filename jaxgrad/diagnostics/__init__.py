@@ -15,3 +15,9 @@ __all__ = [
     "singular_values",
     "spectrum_stats",
 ]
+
+from jaxgrad.diagnostics.gradient_check import gradient_check as gradient_check  # noqa: E402
+__all__ += ["gradient_check"]
+
+from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values  # noqa: E402
+__all__ += ["log_singular_values"]
