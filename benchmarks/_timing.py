@@ -42,3 +42,14 @@ def matmul_flops_per_second(n: int, dtype=jnp.float32, *, batch: int = 8) -> flo
 
 def machine() -> str:
   return f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()})"
+
+
+def format_rows(rows: list[dict], machine_name: str) -> str:
+  """The benchmark table: figure, measured, baseline, ratio (baseline measured in the same run)."""
+  header = ("figure", "measured", "baseline", "ratio")
+  cells = [header] + [(r["figure"], r["measured"], r["baseline"],
+                       "" if r.get("ratio") is None else f"{r['ratio']:.3g}x") for r in rows]
+  widths = [max(len(c[i]) for c in cells) for i in range(4)]
+  lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)) for c in cells]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return f"machine: {machine_name}\n" + "\n".join(lines)

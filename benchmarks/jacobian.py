@@ -77,21 +77,21 @@ def run(width: int = 256, depth: int = 100) -> dict:
   }
 
 
-def table(r: dict) -> str:
+def rows(r: dict) -> list[dict]:
   c = r["compile_seconds"]
-  rows = [
-      ("jacfwd + SVD, tanh N=%d L=%d" % (r["width"], r["depth"]), f"{r['jacfwd_svd_seconds']*1e3:.1f} ms",
-       f"floor {r['floor_seconds']*1e3:.1f} ms (L·2N³ at {r['matmul_gflops']:.1f} GFLOP/s)",
-       f"{r['ratio_to_floor']:.2f}x"),
-      ("  of which one SVD", f"{r['svd_seconds']*1e3:.1f} ms", "", ""),
-      ("compile, scan L=10 vs L=1000", f"{c['scan L=10']:.2f} s / {c['scan L=1000']:.2f} s", "",
-       f"{c['scan L=1000'] / c['scan L=10']:.2f}x"),
-      ("compile, unrolled L=10 vs L=100", f"{c['unrolled L=10']:.2f} s / {c['unrolled L=100']:.2f} s",
-       "", f"{c['unrolled L=100'] / c['unrolled L=10']:.2f}x"),
+  return [
+      {"benchmark": "jacobian",
+       "figure": f"jacfwd + SVD, tanh net N={r['width']} L={r['depth']}, one network",
+       "measured": f"{r['jacfwd_svd_seconds'] * 1e3:.1f} ms",
+       "baseline": f"floor L*2N^3 at {r['matmul_gflops']:.1f} GFLOP/s: {r['floor_seconds'] * 1e3:.1f} ms",
+       "ratio": r["ratio_to_floor"]},
+      {"benchmark": "jacobian", "figure": "compile time, scanned net, L=1000 vs L=10",
+       "measured": f"{c['scan L=1000']:.2f} s", "baseline": f"{c['scan L=10']:.2f} s at L=10",
+       "ratio": c["scan L=1000"] / c["scan L=10"]},
+      {"benchmark": "jacobian", "figure": "compile time, unrolled Python loop, L=100 vs L=10",
+       "measured": f"{c['unrolled L=100']:.2f} s", "baseline": f"{c['unrolled L=10']:.2f} s at L=10",
+       "ratio": c["unrolled L=100"] / c["unrolled L=10"]},
   ]
-  widths = [max(len(row[i]) for row in rows) for i in range(4)]
-  lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
-  return f"machine: {r['machine']}\n" + "\n".join(lines)
 
 
 def main(argv=None) -> dict:
@@ -102,7 +102,8 @@ def main(argv=None) -> dict:
   parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
   args = parser.parse_args(argv)
   r = run(args.width, args.depth)
-  print(table(r))
+  r["rows"] = rows(r)
+  print(_timing.format_rows(r["rows"], r["machine"]))
   if args.json:
     args.json.write_text(json.dumps(r, indent=1))
   return r
