@@ -11,8 +11,10 @@ hook) and written out afterwards:
   :math:`10^{-3}` is the classic healthy value; :math:`\ll 10^{-3}`: the
   layer barely learns, seed §3.1 "前几层权重几乎不更新");
 * the fraction of *dead* units (:math:`\phi'(a) = 0` on every example of the
-  batch) and of *saturated* units (batch mean of :math:`\phi'(a)/\max\phi'`
-  below :data:`SATURATION_THRESHOLD`), from each layer's activations;
+  batch) and of *saturated* activations (entries with
+  :math:`\phi'(a)/\max\phi'` below :data:`SATURATION_THRESHOLD`, for the
+  activations that saturate: tanh, sigmoid, hard-tanh, elu; seed §3.1's
+  "激活值分布过于集中于饱和区域"), from each layer's activations;
 * alarms: a NaN/Inf loss or norm, or a norm over a threshold, as events.
 
 :func:`write_jsonl` writes one ``{"step": ..., **metrics}`` row per step;
@@ -49,6 +51,8 @@ _DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[jax.Array], jax.Array]] = {
     "linear": jnp.ones_like,
 }
 UNIT_STAT_ACTIVATIONS = tuple(_DERIVATIVE_FROM_OUTPUT)
+# Activations with a flat, saturating regime; relu's zero side is "dead", not saturated.
+SATURATING = ("tanh", "sigmoid", "hard_tanh", "elu")
 
 
 def relative_derivative(activation: str, h: jax.Array) -> jax.Array:
@@ -65,23 +69,25 @@ def relative_derivative(activation: str, h: jax.Array) -> jax.Array:
 
 def unit_fractions(outputs: Mapping[str, jax.Array], activation: str,
                    threshold: float = SATURATION_THRESHOLD) -> dict[str, dict[str, jax.Array]]:
-  r"""Per layer, the fraction of dead and of saturated units.
+  r"""Per layer, the fraction of dead units and of saturated activations.
 
   Args:
     outputs: layer -> activations ``(batch, units)``.
     activation: name of :math:`\phi`.
-    threshold: a unit is saturated when :math:`\mathbb{E}_b[\phi'(a)]/\max\phi'`
-      is below it (and it is not dead).
+    threshold: an activation entry is saturated when :math:`\phi'(a)/\max\phi'`
+      is below it (units already dead are not counted again); only for
+      :data:`SATURATING` activations, 0 for the others.
 
   Returns:
-    ``{"dead": {layer: fraction}, "saturated": {layer: fraction}}``.
+    ``{"dead": {layer: fraction of units}, "saturated": {layer: fraction of entries}}``.
   """
   dead, saturated = {}, {}
   for name, h in outputs.items():
     d = relative_derivative(activation, h.reshape(-1, h.shape[-1]).astype(jnp.float32))
     is_dead = jnp.all(d == 0, axis=0)
     dead[name] = jnp.mean(is_dead.astype(jnp.float32))
-    saturated[name] = jnp.mean(((jnp.mean(d, axis=0) < threshold) & ~is_dead).astype(jnp.float32))
+    flat = (d < threshold) & ~is_dead[None] if activation in SATURATING else jnp.zeros_like(d, bool)
+    saturated[name] = jnp.mean(flat.astype(jnp.float32))
   return {"dead": dead, "saturated": saturated}
 
 
