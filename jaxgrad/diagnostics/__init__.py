@@ -21,3 +21,7 @@ __all__ += ["gradient_check"]
 
 from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values  # noqa: E402
 __all__ += ["log_singular_values"]
+
+from jaxgrad.diagnostics.diagnose import diagnose as diagnose  # noqa: E402
+from jaxgrad.diagnostics.diagnose import format_report as format_report  # noqa: E402
+__all__ += ["diagnose", "format_report"]
