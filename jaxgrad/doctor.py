@@ -104,12 +104,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   k_data, k_init = jax.random.split(jax.random.key(args.seed))
   x, y, classes = _batch(args.data, args.batch, k_data)
   model = model.clone(out_features=classes)
-  variables = model.init(k_init, x)
+  variables = jax.jit(model.init)(k_init, x)
   loss_fn = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(  # noqa: E731
       logits, labels).mean()
   outputs = None
   if args.activation in monitoring.UNIT_STAT_ACTIVATIONS:
-    outputs = monitoring.mlp_outputs(model, variables, x, train=args.norm == "batch")
+    outputs = jax.jit(lambda v, inp: monitoring.mlp_outputs(model, v, inp, train=args.norm == "batch"))(
+        variables, x)
   apply_fn = ((lambda v, inp: model.apply(v, inp, True, mutable=["batch_stats"])[0])
               if args.norm == "batch" else model.apply)
   report = diagnose(apply_fn, variables, (x, y), loss_fn, outputs=outputs,

@@ -19,8 +19,8 @@ LOSS = lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits,
 def _report(activation, kernel_init="he_normal", bias_init="zeros", depth=8):
   model = DeepMLP(depth=depth, width=16, out_features=4, activation=activation,
                   kernel_init=kernel_init, bias_init=bias_init)
-  variables = model.init(jax.random.key(1), X)
-  outputs = monitoring.mlp_outputs(model, variables, X)
+  variables = jax.jit(model.init)(jax.random.key(1), X)
+  outputs = jax.jit(lambda v: monitoring.mlp_outputs(model, v, X))(variables)
   return model, variables, diagnose(model.apply, variables, (X, Y), LOSS, outputs=outputs,
                                     activation=activation)
 

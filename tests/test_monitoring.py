@@ -21,7 +21,7 @@ MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
 def monitored():
   x = jax.random.normal(jax.random.key(0), (32, 5))
   y = jnp.arange(32) % 3
-  variables = MODEL.init(jax.random.key(1), x[:4])
+  variables = jax.jit(MODEL.init)(jax.random.key(1), x[:4])
   params = variables["params"]
 
   def loss_fn(p, state, batch):
@@ -66,7 +66,7 @@ def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitor
 
 def test_mlp_outputs_reproduce_the_model():
   x = jax.random.normal(jax.random.key(3), (4, 5))
-  v = MODEL.init(jax.random.key(1), x)
+  v = jax.jit(MODEL.init)(jax.random.key(1), x)
   outs = monitoring.mlp_outputs(MODEL, v, x)
   assert list(outs) == ["first/dense", "hidden/layers_000/dense", "hidden/layers_001/dense"]
   last = v["params"]["last"]["dense"]

@@ -110,19 +110,25 @@ def diagnose(
 
   x, y = batch
   loss = lambda v: loss_fn(apply_fn(v, x), y)  # noqa: E731
-  grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
-  g = per_layer(grads, "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-  w = per_layer(variables["params"], "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-  if _batch_size_matches(variables, x.shape[0]):
-    signal_kind = "backprop"
-    raw = backprop_signal(loss, variables)
-    signal = {k.removesuffix("/preact"): v for k, v in raw.items()}
-    signal = {(k if k in g else next((n for n in g if n.startswith(k + "/")), k)): v
-              for k, v in signal.items()}
-  else:
-    signal_kind, signal = "weight_grad", g
-  units = (monitoring.unit_fractions(outputs, activation) if outputs is not None
-           else {"dead": {}, "saturated": {}})
+  signal_kind = "backprop" if _batch_size_matches(variables, x.shape[0]) else "weight_grad"
+  if outputs is not None:
+    monitoring.relative_derivative(activation, jnp.zeros(()))  # validates the name
+
+  @jax.jit
+  def measure(variables, outputs):
+    grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
+    g = per_layer(grads, "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
+    w = per_layer(variables["params"], "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
+    signal = g
+    if signal_kind == "backprop":
+      raw = backprop_signal(loss, variables)
+      signal = {(k if k in g else next((n for n in g if n.startswith(k + "/")), k)): v
+                for k, v in raw.items()}
+    units = (monitoring.unit_fractions(outputs, activation) if outputs is not None
+             else {"dead": {}, "saturated": {}})
+    return g, w, signal, units, loss(variables)
+
+  g, w, signal, units, loss_value = jax.tree.map(np.asarray, measure(variables, outputs))
   names = list(g)
   ref = float(signal[names[-1]]) if names[-1] in signal else float(list(signal.values())[-1])
   layers = []
@@ -142,7 +148,7 @@ def diagnose(
   bad = [v for v in VERDICTS[1:] if counts[v]]
   overall = max(bad, key=lambda v: (counts[v], -VERDICTS.index(v))) if bad else "healthy"
   return {"layers": layers, "counts": counts, "verdict": overall, "signal": signal_kind,
-          "loss": float(loss(variables)), "remedies": REMEDIES[overall],
+          "loss": float(loss_value), "remedies": REMEDIES[overall],
           "thresholds": {"vanishing_ratio": VANISHING_RATIO, "exploding_ratio": EXPLODING_RATIO,
                          "unit_fraction": UNIT_FRACTION,
                          "saturation": monitoring.SATURATION_THRESHOLD}}
