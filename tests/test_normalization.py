@@ -1,0 +1,68 @@
+"""experiments.normalization: smoke run, structure, weight norm = plain at init, growth fit."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import normalization as nm
+from tests import _tol
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("normalization")
+  nm.run(nm.Config.smoke(), out)
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_writes_results_and_figures(smoke):
+  out, results = smoke
+  config = nm.Config.smoke()
+  assert set(results["cases"]) == {f"relu/{n}" for n in nm.NORMS}
+  for name, case in results["cases"].items():
+    for key in ("grad_init", "grad_final", "signal_init", "signal_final"):
+      assert np.shape(case[key]["per_seed"]) == (config.seeds, config.depth), (name, key)
+      assert np.all(np.isfinite(case[key]["per_seed"])), (name, key)
+    assert np.shape(case["loss"]["per_seed"]) == (config.seeds, config.steps)
+    assert 0.0 <= case["test_accuracy"]["median"] <= 1.0
+  for name in ("grad_norms.png", "signal.png", "training.png"):
+    assert (out / name).stat().st_size > 10_000
+
+
+def test_weight_norm_is_the_plain_net_at_initialization(smoke):
+  """g starts at ||v||: same forward pass, same dL/dz; dL/dv = (I - w w^T/|w|^2) dL/dw is a
+  projection of the plain net's dL/dW, so never larger."""
+  cases = smoke[1]["cases"]
+  plain, weight = cases["relu/none"], cases["relu/weight"]
+  np.testing.assert_allclose(weight["signal_init"]["per_seed"], plain["signal_init"]["per_seed"],
+                             **_tol.F32_REDUCED)
+  g_plain = np.asarray(plain["grad_init"]["per_seed"])
+  assert np.all(np.asarray(weight["grad_init"]["per_seed"]) <= g_plain * (1 + 1e-5))
+
+
+def test_batch_norm_theory_constant(smoke):
+  assert smoke[1]["cases"]["relu/batch"]["theory_signal_growth_init"] == pytest.approx(
+      math.pi / (math.pi - 1))
+  assert smoke[1]["cases"]["relu/layer"]["theory_signal_growth_init"] is None
+
+
+def test_growth_per_layer_recovers_a_geometric_signal():
+  layers = np.arange(10)
+  signal = np.stack([3.0 * 1.2 ** (-layers), 0.5 * 0.9 ** (-layers)])  # squared: 1.44, 0.81
+  np.testing.assert_allclose(nm.growth_per_layer(signal), [1.44, 0.81], rtol=1e-10)
+  signal[1, 4] = 0.0  # an underflowed signal is NaN, not a number
+  assert np.isnan(nm.growth_per_layer(signal)[1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--norms", "group"], "unknown norm 'group'; valid choices"),
+    (["--kernel-init", "bogus"], "unknown initializer 'bogus'"),
+    (["--depth", "2"], "depth must be an integer >= 3, got 2"),
+])
+def test_bad_flags_are_clear_errors(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    nm.main(argv)
+  assert e.value.code == 2
+  assert message in capsys.readouterr().err
