@@ -118,8 +118,8 @@ def replica(config: Config, cell: str, key: jax.Array):
   return params, loss_fn, sample, k_train
 
 
-def train_arm(config: Config, arm: str) -> training.TrainResult:
-  """All seeds of one arm in one jitted, vmapped program."""
+def arm_program(config: Config, arm: str):
+  """``(jitted fn, keys)``: ``fn(keys)`` trains every seed of ``arm`` in one vmapped program."""
   tx = training.make_optimizer(optimizer_config(config, arm))
   steps = config.epochs * config.steps_per_epoch
 
@@ -128,7 +128,13 @@ def train_arm(config: Config, arm: str) -> training.TrainResult:
     return training.train(loss_fn, params, tx, sample, steps, key=k_train)
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  return jax.block_until_ready(jax.jit(jax.vmap(one))(keys))
+  return jax.jit(jax.vmap(one)), keys
+
+
+def train_arm(config: Config, arm: str) -> training.TrainResult:
+  """All seeds of one arm in one jitted, vmapped program."""
+  fn, keys = arm_program(config, arm)
+  return jax.block_until_ready(fn(keys))
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:

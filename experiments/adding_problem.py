@@ -1,0 +1,195 @@
+r"""The adding problem (Hochreiter & Schmidhuber 1997; Pascanu, Mikolov & Bengio 2013).
+
+Input: ``T`` steps of (value ``U[0, 1]``, marker); two positions are marked,
+one in the first 10% of the sequence and one in ``[10%, 50%)``; target: the sum
+of the two marked values, read from the last step, at least ``T/2`` steps
+after the second mark. Predicting the mean scores MSE ``Var(u_1 + u_2) = 1/6
+~ 0.167``; a seed *solves* a setting when its test MSE (on fresh sequences) is
+below 0.04. Pascanu et al.'s stricter per-sample criterion (squared error above
+0.04 counts as an error) is reported as the error rate.
+
+For every ``T`` in ``--lengths``, every cell (simple tanh RNN, LSTM, GRU) and
+with and without ``clip_by_global_norm(1.0)``, ``--seeds`` replicas train with
+Adam on fresh batches, all seeds of a setting in one ``vmap``-ed, jitted
+``lax.scan``; the figure shows the fraction of seeds that solve each setting
+and the median training curves.
+
+    python -m experiments.adding_problem            # T = 50, 100, 200; ~10 min on 2 cores
+    python -m experiments.adding_problem --quick    # T = 10, 30; under a minute
+    python -m experiments.adding_problem --lengths 50 --cells lstm --seeds 16
+
+Writes ``config.json``, ``results.json``, ``success.png`` and ``loss.png``.
+"""
+
+import dataclasses
+import pathlib
+
+from experiments import _cli
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import plotting, tasks, training  # noqa: E402
+from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
+
+CELLS = ("simple", "lstm", "gru")
+CLIPPING = ("none", "clip_norm")
+SOLVED_MSE = 0.04  # Pascanu et al.'s per-sample threshold, applied to the test MSE
+CONSTANT_MSE = 1 / 6  # Var(u1 + u2), u ~ U[0, 1]
+COLORS = {"simple": "C0", "lstm": "C2", "gru": "C4"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  lengths: tuple[int, ...] = dataclasses.field(
+      default=(50, 100, 200), metadata={"help": "sequence lengths T"})
+  cells: tuple[str, ...] = dataclasses.field(default=CELLS, metadata={"help": f"from {CELLS}"})
+  clipping: tuple[str, ...] = dataclasses.field(
+      default=CLIPPING, metadata={"help": f"from {CLIPPING}"})
+  clip_norm: float = 1.0
+  seeds: int = 4
+  hidden: int = 64
+  steps: int = 1500
+  batch_size: int = 64
+  learning_rate: float = 2e-3
+  init: str = dataclasses.field(
+      default="pytorch", metadata={"help": f"recurrent init, from {RECURRENT_INITS}"})
+  test_size: int = dataclasses.field(default=1000, metadata={"help": "fresh test sequences"})
+  log_every: int = dataclasses.field(default=25, metadata={"help": "steps per logged loss"})
+  unroll: int = 4
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.lengths or min(self.lengths) < 4:
+      raise ValueError(f"lengths must be >= 4, got {self.lengths}")
+    if not self.cells or any(c not in CELLS for c in self.cells):
+      raise ValueError(f"unknown cell in {self.cells}; valid choices: {CELLS}")
+    if not self.clipping or any(c not in CLIPPING for c in self.clipping):
+      raise ValueError(f"unknown clipping in {self.clipping}; valid choices: {CLIPPING}")
+    if self.init not in RECURRENT_INITS:
+      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
+    for name in ("seeds", "hidden", "steps", "batch_size", "test_size", "log_every", "unroll"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.steps % self.log_every:
+      raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
+    for name in ("clip_norm", "learning_rate"):
+      if not getattr(self, name) > 0:
+        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(lengths=(10, 30), seeds=2, hidden=32, steps=300, batch_size=32, test_size=500)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(lengths=(6,), cells=("lstm",), seeds=2, hidden=4, steps=4,
+               batch_size=4, test_size=50, log_every=1, unroll=1)
+
+
+def train_setting(config: Config, cell: str, clipping: str, length: int) -> dict:
+  """All seeds of one (cell, clipping, T) setting in one jitted, vmapped program."""
+  net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init=config.init,
+                     unroll=config.unroll)
+  tx = training.make_optimizer(training.OptimizerConfig(
+      "adam", config.learning_rate,
+      clip_norm=config.clip_norm if clipping == "clip_norm" else None))
+
+  def loss_fn(params, state, batch):
+    x, y = batch
+    return jnp.mean((net.apply({"params": params}, x) - y) ** 2), state
+
+  def one(key):
+    k_init, k_train, k_test = jax.random.split(key, 3)
+    params = net.init(k_init, jnp.zeros((1, length, 2)))["params"]
+    sample = lambda k: tasks.adding_problem(k, config.batch_size, length)  # noqa: E731
+    result = training.train(loss_fn, params, tx, sample, config.steps, key=k_train)
+    x_test, y_test = tasks.adding_problem(k_test, config.test_size, length)
+    sq_err = (net.apply({"params": result.params}, x_test) - y_test)[:, 0] ** 2
+    return {"loss": result.loss.reshape(-1, config.log_every).mean(-1),
+            "grad_norm": result.grad_norm.reshape(-1, config.log_every).mean(-1),
+            "test_mse": jnp.mean(sq_err), "error_rate": jnp.mean(sq_err > SOLVED_MSE),
+            "constant_mse": jnp.var(y_test), "diverged_at": result.diverged_at}
+
+  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
+  out = jax.jit(jax.vmap(one))(keys)
+  out = {k: np.asarray(v) for k, v in out.items()}
+  finite = np.isfinite(out["test_mse"])
+  out["solved"] = finite & (out["test_mse"] < SOLVED_MSE)
+  out["fraction_solved"] = float(out["solved"].mean())
+  out["diverged"] = int((out["diverged_at"] >= 0).sum())
+  return out
+
+
+def setting_name(cell: str, clipping: str, length: int) -> str:
+  return f"{cell}/{clipping}/T={length}"
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  jobs = [(c, k, t) for t in config.lengths for c in config.cells for k in config.clipping]
+  settings = {}
+  for cell, clipping, length in _cli.progress(jobs, desc="adding problem"):
+    settings[setting_name(cell, clipping, length)] = {
+        "cell": cell, "clipping": clipping, "length": length,
+        **train_setting(config, cell, clipping, length)}
+  results = {"config": config, "solved_mse": SOLVED_MSE, "constant_mse": CONSTANT_MSE,
+             "logged_steps": np.arange(1, config.steps // config.log_every + 1) * config.log_every,
+             "settings": settings}
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, config, out_dir)
+  return results
+
+
+def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+  settings = results["settings"]
+  style = {"none": "-", "clip_norm": "--"}
+  fig, axes = plotting.figure(1, 1, panel=(4.4, 3.0))
+  ax = axes[0, 0]
+  for cell in config.cells:
+    for clipping in config.clipping:
+      frac = [settings[setting_name(cell, clipping, t)]["fraction_solved"] for t in config.lengths]
+      ax.plot(config.lengths, frac, style[clipping], marker="o", color=COLORS[cell],
+              label=f"{cell}, {clipping}")
+  ax.set(xlabel="sequence length T", ylabel=f"fraction of seeds with test MSE < {SOLVED_MSE}",
+         ylim=(-0.05, 1.05), xticks=list(config.lengths),
+         title=f"adding problem, H={config.hidden}, {config.steps} Adam steps, "
+               f"{config.seeds} seeds")
+  ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+  plotting.save(fig, out_dir / "success.png")
+
+  fig, axes = plotting.figure(1, len(config.lengths), panel=(3.0, 2.5))
+  steps = results["logged_steps"]
+  for ax, length in zip(axes[0], config.lengths):
+    for cell in config.cells:
+      for clipping in config.clipping:
+        r = settings[setting_name(cell, clipping, length)]
+        line = plotting.median_band(ax, steps, r["loss"], color=COLORS[cell],
+                                    label=f"{cell}, {clipping}")
+        line.set_linestyle(style[clipping])
+    ax.axhline(CONSTANT_MSE, color="k", linewidth=0.8, linestyle=":")
+    ax.axhline(SOLVED_MSE, color="k", linewidth=0.8, linestyle="--")
+    ax.set(xlabel="step", yscale="log", title=f"T = {length}")
+  axes[0, 0].set_ylabel("training MSE (dotted: mean predictor, dashed: solved)")
+  axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+  plotting.save(fig, out_dir / "loss.png")
+
+
+def summary(results: dict) -> str:
+  header = ["cell", "clipping", "T", "solved", "median test MSE", "median error rate",
+            "diverged", "mean predictor"]
+  rows = []
+  for r in results["settings"].values():
+    n = len(r["solved"])
+    rows.append([r["cell"], r["clipping"], r["length"], f"{int(np.sum(r['solved']))}/{n}",
+                 float(np.median(r["test_mse"])), float(np.median(r["error_rate"])),
+                 f"{r['diverged']}/{n}", float(np.mean(r["constant_mse"]))])
+  return _cli.format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()

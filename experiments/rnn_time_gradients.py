@@ -1,0 +1,238 @@
+r"""Gradients through time: ||dL/dh_t|| against t, Pascanu's condition, and gated cells.
+
+Part 1, Pascanu, Mikolov & Bengio (2013). A one-layer RNN
+``h_t = phi(W_rec h_{t-1} + W_in x_t + b)`` with ``W_rec = rho Q`` (``Q``
+Haar-orthogonal, so every singular value is ``rho``), random inputs
+``x_t ~ N(0, 1)``, loss ``||y||^2 / 2`` on the head's output at ``t = T``. Then
+
+.. math::
+
+   \frac{\partial L}{\partial h_t} = W_{rec}^\top D_{t+1} \frac{\partial L}{\partial h_{t+1}},
+   \qquad D_s = \operatorname{diag}\phi'(z_s),
+
+so the per-step ratio ``||dL/dh_t|| / ||dL/dh_{t+1}||`` is exactly ``rho`` for
+the linear cell (``D = I``, ``W`` a scaled isometry) and at most ``rho * gamma``
+with ``gamma = max tanh' = 1`` for tanh: ``rho < 1/gamma`` is sufficient for
+vanishing, ``rho > 1/gamma`` necessary for exploding. Measured in float64 over
+``T = 200`` steps (rho^200 spans 10^-60 .. 10^35), every rho and seed in one
+``vmap`` (the recurrent kernel is drawn once and scaled by each rho).
+
+Part 2, seed 000 §5.1 and seed 002: ``||dL/dh_t||`` of simple (tanh), LSTM and
+GRU networks (one layer, PyTorch's default init) on the seed's sine task, at
+initialization and after Adam training, median and IQR over seeds.
+
+    python -m experiments.rnn_time_gradients            # ~3 min on 2 cores
+    python -m experiments.rnn_time_gradients --quick    # under a minute
+
+Writes ``config.json``, ``results.json``, ``pascanu.png``, ``rate.png`` and
+``cells.png``.
+"""
+
+import dataclasses
+import pathlib
+
+from experiments import _cli
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import data, plotting, tasks, training  # noqa: E402
+from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.models.recurrent import time_grads  # noqa: E402
+
+PASCANU_CELLS = ("linear", "simple")
+TRAINED_CELLS = ("simple", "lstm", "gru")
+GAMMA = {"linear": 1.0, "simple": 1.0}  # max phi': identity and tanh
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  rhos: tuple[float, ...] = dataclasses.field(
+      default=(0.5, 0.9, 1.0, 1.1, 1.5), metadata={"help": "spectral radii of W_rec"})
+  length: int = dataclasses.field(default=200, metadata={"help": "T for Pascanu's test"})
+  hidden: int = 64
+  batch: int = dataclasses.field(default=16, metadata={"help": "sequences per measurement"})
+  seeds: int = 8
+  cells: tuple[str, ...] = dataclasses.field(
+      default=TRAINED_CELLS, metadata={"help": f"trained cells, from {TRAINED_CELLS}"})
+  train_length: int = dataclasses.field(default=100, metadata={"help": "sine sequence length"})
+  num_sequences: int = 1000
+  train_steps: int = 320
+  learning_rate: float = 0.01
+  train_batch: int = 64
+  init: str = dataclasses.field(
+      default="pytorch", metadata={"help": f"trained nets' init, from {RECURRENT_INITS}"})
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.rhos or min(self.rhos) <= 0:
+      raise ValueError(f"rhos must be positive, got {self.rhos}")
+    if any(c not in TRAINED_CELLS for c in self.cells):
+      raise ValueError(f"unknown cell in {self.cells}; valid choices: {TRAINED_CELLS}")
+    if self.init not in RECURRENT_INITS:
+      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
+    if self.length < 3 or self.train_length < 2:
+      raise ValueError(f"length must be >= 3 and train_length >= 2, got {self.length}, "
+                       f"{self.train_length}")
+    for name in ("hidden", "batch", "seeds", "num_sequences", "train_steps", "train_batch"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(hidden=32, seeds=4, train_length=50, num_sequences=256, train_steps=100)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(rhos=(0.5, 1.5), length=12, hidden=4, batch=2, seeds=2, cells=("simple", "gru"),
+               train_length=6, num_sequences=16, train_steps=3, train_batch=4)
+
+
+def pascanu(config: Config, cell: str) -> dict:
+  """log10 ||dL/dh_t|| / ||dL/dh_T|| (mean over the batch), ``(rhos, seeds, T)``, and per-step ratios."""
+  net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init="orthogonal", rho=1.0,
+                     param_dtype=jnp.float64)
+
+  def one(rho, key):
+    k_x, k_init = jax.random.split(key)
+    x = jax.random.normal(k_x, (config.batch, config.length, 1), jnp.float64)
+    params = net.init(k_init, x[:1])["params"]
+    rec = params["rnn_0"]["cell"]["cell"]["h"]
+    params["rnn_0"]["cell"]["cell"]["h"] = {"kernel": rho * rec["kernel"]}
+    norms = jnp.linalg.norm(time_grads(net, params, x, lambda y: 0.5 * jnp.sum(y**2))[0], axis=-1)
+    ratio = norms[:, :-1] / norms[:, 1:]  # (B, T-1): ||dL/dh_t|| / ||dL/dh_{t+1}||
+    log_signal = jnp.mean(jnp.log10(norms / norms[:, -1:]), axis=0)
+    return log_signal, jnp.max(ratio), jnp.min(ratio)
+
+  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
+  rhos = jnp.asarray(config.rhos, jnp.float64)
+  fn = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
+  log_signal, hi, lo = (np.asarray(a) for a in fn(rhos, keys))
+  steps_back = np.arange(config.length - 1, -1, -1)  # T - t
+  # Rate per step: least-squares slope of log10 signal against T - t, per seed.
+  slope = np.linalg.lstsq(steps_back[:, None].astype(float),
+                          log_signal.reshape(-1, config.length).T, rcond=None)[0]
+  rate = 10 ** slope.reshape(len(config.rhos), config.seeds)
+  return {"log10_signal": log_signal, "rate": rate, "max_step_ratio": hi, "min_step_ratio": lo,
+          "gamma": GAMMA[cell]}
+
+
+def trained_signal(config: Config, cell: str) -> dict:
+  """||dL/dh_t|| (mean over an evaluation batch), ``(seeds, T)``, at init and after training."""
+  net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init=config.init)
+  tx = training.make_optimizer(training.OptimizerConfig("adam", config.learning_rate))
+
+  def mse(pred, y):
+    return jnp.mean((pred - y) ** 2)
+
+  def one(key):
+    k_data, k_init, k_train = jax.random.split(key, 3)
+    x, y = tasks.sine_sequences(k_data, config.num_sequences, config.train_length)
+    params = net.init(k_init, x[:1])["params"]
+    x_eval, y_eval = x[:config.train_batch], y[:config.train_batch]
+
+    def loss_fn(p, state, batch):
+      return mse(net.apply({"params": p}, batch[0]), batch[1]), state
+
+    sample = lambda k: data.sample_batch(k, x, y, config.train_batch)  # noqa: E731
+    result = training.train(loss_fn, params, tx, sample, config.train_steps, key=k_train)
+
+    def signal(p):
+      g = time_grads(net, p, x_eval, lambda out: mse(out, y_eval))[0]
+      return jnp.linalg.norm(g, axis=-1).mean(0)
+
+    return signal(params), signal(result.params), result.loss
+
+  keys = jax.random.split(jax.random.key(config.seed + 1), config.seeds)
+  init, trained, loss = (np.asarray(a) for a in jax.jit(jax.vmap(one))(keys))
+  return {"init": init, "trained": trained, "train_loss": loss}
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  jobs = [("pascanu", c) for c in PASCANU_CELLS] + [("trained", c) for c in config.cells]
+  results = {"config": config, "pascanu": {}, "trained": {}}
+  for part, cell in _cli.progress(jobs, desc="rnn_time_gradients"):
+    if part == "pascanu":
+      with jax.enable_x64(True):
+        results["pascanu"][cell] = pascanu(config, cell)
+    else:
+      results["trained"][cell] = trained_signal(config, cell)
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, config, out_dir)
+  return results
+
+
+def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+  rhos = config.rhos
+  steps_back = np.arange(config.length - 1, -1, -1)
+  colors = {rho: plotting.plt.cm.coolwarm(i / max(len(rhos) - 1, 1)) for i, rho in enumerate(rhos)}
+  fig, axes = plotting.figure(1, 2, panel=(3.4, 2.8))
+  for ax, cell in zip(axes[0], PASCANU_CELLS):
+    r = results["pascanu"][cell]
+    for i, rho in enumerate(rhos):
+      plotting.median_band(ax, steps_back, r["log10_signal"][i], color=colors[rho],
+                           label=f"ρ={rho:g}")
+      plotting.theory_line(ax, steps_back, steps_back * np.log10(rho), color=colors[rho])
+    ax.set(xlabel="steps back T − t", ylabel="log10 ‖dL/dh_t‖ / ‖dL/dh_T‖",
+           title=f"{'linear' if cell == 'linear' else 'tanh'} cell, W_rec = ρQ, T={config.length}")
+  axes[0, 0].legend()
+  fig.suptitle("dashed: ρ^(T−t), exact for linear, an upper bound for tanh (γ = max tanh' = 1)")
+  plotting.save(fig, out_dir / "pascanu.png")
+
+  fig, axes = plotting.figure(1, 1, panel=(4.2, 3.2))
+  ax = axes[0, 0]
+  for cell, marker in zip(PASCANU_CELLS, ("o", "s")):
+    r = results["pascanu"][cell]
+    plotting.median_band(ax, rhos, np.asarray(r["rate"]).T, marker=marker,
+                         label=f"{'linear' if cell == 'linear' else 'tanh'}: fitted rate")
+  plotting.theory_line(ax, rhos, rhos, color="k", label="ρ·γ (γ = 1)")
+  ax.axhline(1.0, color="grey", linewidth=0.6)
+  ax.set(xlabel="spectral radius ρ of W_rec", ylabel="per-step growth of ‖dL/dh_t‖ backwards",
+         xscale="log", yscale="log", title="Pascanu's condition: vanishing iff rate < 1")
+  ax.legend()
+  plotting.save(fig, out_dir / "rate.png")
+
+  cells = list(results["trained"])
+  fig, axes = plotting.figure(1, len(cells), panel=(2.8, 2.5))
+  t = np.arange(1, config.train_length + 1)
+  for ax, cell in zip(axes[0], cells):
+    r = results["trained"][cell]
+    plotting.median_band(ax, t, r["init"], label="at init", color="C0")
+    plotting.median_band(ax, t, r["trained"], label=f"after {config.train_steps} Adam steps",
+                         color="C3")
+    ax.set(xlabel="time step t", yscale="log", title=f"{cell} ({config.init} init)")
+  axes[0, 0].set_ylabel("‖dL/dh_t‖ (sine task)")
+  axes[0, 0].legend()
+  plotting.save(fig, out_dir / "cells.png")
+
+
+def summary(results: dict) -> str:
+  config = results["config"]
+  header = ["cell", "ρ", "fitted rate", "IQR", "max step ratio", "bound ρ·γ"]
+  rows = []
+  for cell, r in results["pascanu"].items():
+    rate = np.asarray(r["rate"])
+    for i, rho in enumerate(config.rhos):
+      q25, q50, q75 = np.percentile(rate[i], [25, 50, 75])
+      rows.append([cell if cell == "linear" else "tanh", float(rho), float(q50),
+                   f"[{q25:.4g}, {q75:.4g}]", float(np.max(r["max_step_ratio"][i])),
+                   float(rho * r["gamma"])])
+  table = _cli.format_table(header, rows)
+  header = ["cell", "‖dL/dh_1‖/‖dL/dh_T‖ init", "trained", "final train loss"]
+  rows = []
+  for cell, r in results["trained"].items():
+    ratio = lambda a: float(np.median(np.asarray(a)[:, 0] / np.asarray(a)[:, -1]))  # noqa: E731
+    rows.append([cell, ratio(r["init"]), ratio(r["trained"]),
+                 float(np.median(np.asarray(r["train_loss"])[:, -10:]))])
+  return table + "\n\n" + _cli.format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()

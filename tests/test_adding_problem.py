@@ -1,0 +1,65 @@
+"""adding_problem: smoke run, the mean predictor's MSE, solved = test MSE < 0.04, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import adding_problem as ap
+from tests import _tol
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("adding_problem")
+  ap.run(ap.Config.smoke(), out)
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_structure_and_figures(smoke):
+  out, results = smoke
+  config = ap.Config.smoke()
+  names = {ap.setting_name(c, k, t) for t in config.lengths for c in config.cells
+           for k in config.clipping}
+  assert set(results["settings"]) == names
+  logged = config.steps // config.log_every
+  assert results["logged_steps"] == [config.log_every * (i + 1) for i in range(logged)]
+  for r in results["settings"].values():
+    assert np.shape(r["loss"]) == np.shape(r["grad_norm"]) == (config.seeds, logged)
+    assert np.shape(r["test_mse"]) == (config.seeds,)
+    solved = np.asarray(r["test_mse"]) < ap.SOLVED_MSE
+    np.testing.assert_array_equal(r["solved"], solved)
+    assert r["fraction_solved"] == pytest.approx(solved.mean())
+    assert 0 <= min(r["error_rate"]) and max(r["error_rate"]) <= 1
+  for name in ("success.png", "loss.png"):
+    assert (out / name).stat().st_size > 10_000
+
+
+def test_mean_predictor_scores_one_sixth(smoke):
+  """Var(u1 + u2) = 2/12 on the test sets (50 sequences per seed: a loose bound)."""
+  for r in smoke[1]["settings"].values():
+    assert np.mean(r["constant_mse"]) == pytest.approx(1 / 6, rel=0.3)
+  assert smoke[1]["constant_mse"] == pytest.approx(1 / 6)
+
+
+def test_clipping_arms_share_the_first_step(smoke):
+  """Same seeds, init and batches: step 1's loss and pre-clip norm agree; later steps differ."""
+  config = ap.Config.smoke()
+  assert config.log_every == 1
+  r = smoke[1]["settings"]
+  a = r[ap.setting_name(config.cells[0], "none", config.lengths[0])]
+  b = r[ap.setting_name(config.cells[0], "clip_norm", config.lengths[0])]
+  np.testing.assert_allclose(np.asarray(a["loss"])[:, 0], np.asarray(b["loss"])[:, 0], **_tol.F32)
+  np.testing.assert_allclose(np.asarray(a["grad_norm"])[:, 0], np.asarray(b["grad_norm"])[:, 0],
+                             **_tol.F32)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lengths", "3"], "lengths must be >= 4"),
+    (["--cells", "rnn"], "unknown cell in ('rnn',); valid choices"),
+    (["--steps", "10", "--log-every", "3"], "must be a multiple of log_every"),
+])
+def test_bad_flags_are_clear_errors(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    ap.main(argv)
+  assert message in capsys.readouterr().err
