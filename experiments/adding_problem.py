@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
-from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 
 CELLS = ("simple", "lstm", "gru")
 CLIPPING = ("none", "clip_norm")
@@ -151,9 +151,9 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
       frac = [settings[setting_name(cell, clipping, t)]["fraction_solved"] for t in config.lengths]
       ax.plot(config.lengths, frac, style[clipping], marker="o", color=COLORS[cell],
               label=f"{cell}, {clipping}")
-  ax.set(xlabel="sequence length T", ylabel=f"fraction of seeds with test MSE < {SOLVED_MSE}",
-         ylim=(-0.05, 1.05), xticks=list(config.lengths),
-         title=f"adding problem, H={config.hidden}, {config.steps} Adam steps, "
+  ax.set(xlabel="sequence length T", ylabel=f"fraction solved (test MSE < {SOLVED_MSE})",
+         ylim=(-0.05, 1.05), xticks=list(config.lengths))
+  fig.suptitle(f"adding problem, H={config.hidden}, {config.steps} Adam steps, "
                f"{config.seeds} seeds")
   ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
   plotting.save(fig, out_dir / "success.png")

@@ -36,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
-from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 
 ARMS = ("none", "clip_norm", "clip_value", "lstm", "gru")
 ARM_CELL = {"none": "simple", "clip_norm": "simple", "clip_value": "simple", "lstm": "lstm",

@@ -38,8 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import data, plotting, tasks, training  # noqa: E402
-from jaxgrad.models import RECURRENT_INITS, RecurrentNet  # noqa: E402
-from jaxgrad.models.recurrent import time_grads  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
 
 PASCANU_CELLS = ("linear", "simple")
 TRAINED_CELLS = ("simple", "lstm", "gru")
@@ -191,7 +190,7 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
   plotting.theory_line(ax, rhos, rhos, color="k", label="ρ·γ (γ = 1)")
   ax.axhline(1.0, color="grey", linewidth=0.6)
   ax.set(xlabel="spectral radius ρ of W_rec", ylabel="per-step growth of ‖dL/dh_t‖ backwards",
-         xscale="log", yscale="log", title="Pascanu's condition: vanishing iff rate < 1")
+         xscale="log", yscale="log", title="ρ < 1/γ: vanishing (rate < 1)")
   ax.legend()
   plotting.save(fig, out_dir / "rate.png")
 
