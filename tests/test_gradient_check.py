@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnostics
-from jaxgrad.diagnostics.gradient_check import all_passed, max_error
-from jaxgrad.models import DeepMLP, ResNet
+from jaxgrad.diagnostics.gradient_check import all_passed, gradient_check, max_error
+from jaxgrad.models import DeepMLP
+from jaxgrad.models.resnet import ResNet
 from tests import _tol
 
 
@@ -38,7 +38,7 @@ def _mlp_loss(activation):
 def test_quadratic_matches_analytic_and_reports_per_tensor(x64):
   a = jnp.arange(1.0, 7.0).reshape(2, 3)
   params = {"a": a, "b": jnp.ones(40)}
-  checks = diagnostics.gradient_check(
+  checks = gradient_check(
       lambda p: jnp.sum(p["a"] ** 3) + jnp.sum(jnp.cos(p["b"])), params,
       key=jax.random.key(0), num_directions=3, max_coordinates=32)
   assert list(checks) == ["a", "b"]
@@ -51,9 +51,9 @@ def test_quadratic_matches_analytic_and_reports_per_tensor(x64):
 
 
 def test_passes_on_mlp_and_catches_planted_wrong_sign_vjp(x64):
-  good = diagnostics.gradient_check(*_mlp_loss("tanh"), key=jax.random.key(2))
+  good = gradient_check(*_mlp_loss("tanh"), key=jax.random.key(2))
   assert all_passed(good), {k: c.error for k, c in good.items()}
-  bad = diagnostics.gradient_check(*_mlp_loss(_tanh_wrong_sign), key=jax.random.key(2))
+  bad = gradient_check(*_mlp_loss(_tanh_wrong_sign), key=jax.random.key(2))
   # The output layer does not go through the buggy activation; every layer before it does.
   assert bad["last/dense/kernel"].passed
   for name in ("first/dense/kernel", "hidden/layers/dense/kernel"):
@@ -66,14 +66,14 @@ def test_passes_on_batchnorm_resnet_in_train_mode(x64):
   variables = jax.jit(model.init)(jax.random.key(1, impl="rbg"), x)
   loss = lambda p: jnp.mean(model.apply({**variables, "params": p}, x, train=True,  # noqa: E731
                                         mutable=["batch_stats"])[0] ** 2)
-  checks = diagnostics.gradient_check(loss, variables["params"], key=jax.random.key(2),
+  checks = gradient_check(loss, variables["params"], key=jax.random.key(2),
                                       max_coordinates=8, num_directions=2)
   assert all_passed(checks), {k: c.error for k, c in checks.items() if not c.passed}
 
 
 def test_requires_float64_and_valid_arguments():
   with pytest.raises(ValueError, match="enable_x64"):
-    diagnostics.gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0))
+    gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0))
   with jax.enable_x64(True):
     with pytest.raises(ValueError, match="epsilon must be > 0"):
-      diagnostics.gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0), epsilon=0.0)
+      gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0), epsilon=0.0)

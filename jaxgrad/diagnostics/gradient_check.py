@@ -8,7 +8,10 @@ differences in float64
 .. math::
 
    n_k = \frac{L(\theta + \epsilon v_k) - L(\theta - \epsilon v_k)}{2\epsilon},
-   \qquad \text{error} = \frac{\|n - a\|_2}{\max(\|n\|_2, \|a\|_2)} .
+   \qquad \text{error} = \frac{\|n - a\|_2}{\max(\|n\|_2, \|a\|_2, \mathrm{atol}/\mathrm{rtol})} .
+
+(the floor ``atol / rtol`` keeps a tensor whose gradient is exactly zero, measured
+as finite-difference noise, from reading as a 100% error).
 
 A tensor with at most ``max_coordinates`` entries is checked along every
 coordinate axis (``v_k = e_k``: the full numerical gradient, as the seed's
@@ -46,7 +49,7 @@ BATCH = 64  # directions evaluated together (jax.lax.map batch size)
 class TensorCheck(NamedTuple):
   """The verdict for one parameter tensor."""
 
-  error: float  # ||n - a|| / max(||n||, ||a||); 0 when both are exactly 0
+  error: float  # ||n - a|| / max(||n||, ||a||, atol / rtol)
   abs_error: float  # ||n - a||
   grad_norm: float  # max(||n||, ||a||)
   num_directions: int
@@ -166,7 +169,7 @@ def gradient_check(
     a, n = analytic[rows], numeric[rows]
     diff = float(np.linalg.norm(n - a))
     scale = float(max(np.linalg.norm(n), np.linalg.norm(a)))
-    error = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+    error = diff / max(scale, atol / rtol)
     passed = bool(np.isfinite(diff) and diff <= atol + rtol * scale)
     out[_path_name(path)] = TensorCheck(error, diff, scale, int(rows.sum()),
                                         int(np.size(leaf)) <= max_coordinates, passed)

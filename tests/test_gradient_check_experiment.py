@@ -1,0 +1,28 @@
+"""Smoke test of experiments.gradient_check: real models pass, the planted bug fails."""
+
+import json
+
+import pytest
+
+from experiments import gradient_check
+from tests import _tol
+
+
+def test_smoke_run_passes_real_models_and_fails_planted_bug(tmp_path):
+  config = gradient_check.Config.smoke()
+  gradient_check.run(config, tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert (tmp_path / "errors.png").stat().st_size > 0
+  cases = results["cases"]
+  assert list(cases) == list(config.models)
+  assert results["all_as_expected"]
+  for name, case in cases.items():
+    if name == "planted_bug":
+      assert not case["passed"] and case["max_error"] > 0.1
+    else:
+      assert case["passed"] and case["max_error"] < _tol.F64_FINITE_DIFFERENCE["rtol"]
+
+
+def test_config_rejects_unknown_model():
+  with pytest.raises(ValueError, match="unknown model 'vgg'"):
+    gradient_check.Config(models=("vgg",))
