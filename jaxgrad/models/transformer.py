@@ -24,8 +24,9 @@ The two block orders (Xiong et al. 2020, theory.md §1.6):
 
 with :math:`\mathrm{MLP}(x) = W_2\,\mathrm{GELU}(W_1 x)`. A pre-LN stack ends
 with a final LayerNorm. Every block's output (the residual stream) is exposed
-as ``Module.perturb('residual', x)`` and every attention matrix is sown into
-``'intermediates'`` as ``'attention'`` (shape ``(batch, heads, T, T)``).
+as ``Module.perturb('residual', x)`` and every attention matrix and its (scaled) logits are sown
+into ``'intermediates'`` as ``'attention'`` and ``'logits'`` (shape
+``(batch, heads, T, T)``).
 """
 
 from typing import Any
@@ -41,6 +42,7 @@ InitializerLike = initializers.Initializer | str | tuple[str, dict[str, Any]]
 NORM_POSITIONS = ("pre", "post")
 RESIDUAL = "residual"
 ATTENTION = "attention"
+LOGITS = "logits"
 
 
 def check_norm_position(norm_position: str) -> None:
@@ -80,6 +82,7 @@ class MultiHeadSelfAttention(nn.Module):
     logits = jnp.einsum("...qhd,...khd->...hqk", q, k)
     if self.scale_attention:
       logits = logits / jnp.sqrt(jnp.asarray(d_k, logits.dtype))
+    self.sow("intermediates", LOGITS, logits)
     if self.causal:
       mask = jnp.tril(jnp.ones((t, t), bool))
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)

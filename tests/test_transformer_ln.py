@@ -1,0 +1,41 @@
+"""Smoke test of experiments.transformer_ln: structure and the exact sqrt(d_k) logit ratio."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import transformer_ln
+from tests import _tol
+
+
+def test_smoke_run_writes_results_and_figures(tmp_path):
+  config = transformer_ln.Config.smoke()
+  transformer_ln.run(config, tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  for name in ("grad_norms.png", "attention.png", "warmup.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  for position in ("pre", "post"):
+    for depth in config.depths:
+      per_seed = np.asarray(results["grad_norms"][position][str(depth)]["per_seed"])
+      assert per_seed.shape == (config.seeds, depth)
+      assert np.all(np.isfinite(per_seed)) and np.all(per_seed > 0)
+  att = results["attention"]
+  # Same parameters with and without the scale: logits differ by exactly sqrt(d_k).
+  np.testing.assert_allclose(att["unscaled_over_scaled_logit_std"],
+                             [math.sqrt(d) for d in config.head_dims], **_tol.F32_REDUCED)
+  for variant in ("scaled", "unscaled"):
+    entropy = np.asarray(att[variant]["entropy"]["per_seed"])
+    assert np.all((entropy >= 0) & (entropy <= 1 + 1e-6))
+  assert len(results["warmup"]) == 4
+  for arm in results["warmup"].values():
+    assert len(arm["loss"]["median"]) == config.steps
+  print(transformer_ln.summary(results))
+
+
+def test_config_rejects_bad_values():
+  with pytest.raises(ValueError, match="num_heads=3 must divide d_model=8"):
+    transformer_ln.Config(d_model=8, num_heads=3)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    transformer_ln.Config(steps=10, warmup_steps=20)
