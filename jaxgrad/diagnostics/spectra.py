@@ -63,7 +63,9 @@ def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track
     q, r, log_r = _qr_log_diag(z)
     if track:
       grade = jnp.minimum(logs[None, :] - logs[:, None], limit)
-      scaled = jnp.where(upper, r / jnp.abs(jnp.diagonal(r))[:, None] * jnp.exp(grade), 0.0)
+      d = jnp.abs(jnp.diagonal(r))
+      d = jnp.where(d > 0, d, 1.0)  # an exactly singular layer (dead ReLU units)
+      scaled = jnp.where(upper & jnp.isfinite(grade), r / d[:, None] * jnp.exp(grade), 0.0)
       n = scaled @ n
     return (q, logs + log_r, n), out
 
@@ -92,7 +94,8 @@ def _combine(logs: jax.Array, n: jax.Array, sweeps: int) -> jax.Array:
                     jnp.concatenate([logs[:-1] - logs[1:], inf]))
   log_err_diag = -2.0 * max(sweeps - 1, 0) * gap
   log_err_svd = jnp.log(jnp.finfo(logs.dtype).eps) + (top - logs)
-  return jnp.where(finite & (log_err_svd < log_err_diag), log_svd, logs)
+  use_svd = finite & (log_err_svd < log_err_diag) & jnp.all(jnp.isfinite(n))
+  return jnp.where(use_svd, log_svd, logs)
 
 
 def log_singular_values(
