@@ -64,7 +64,7 @@ class Config:
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(steps=200, seeds=3, width=64)
+    return cls(steps=120, seeds=2, width=32)
 
   @classmethod
   def smoke(cls) -> "Config":

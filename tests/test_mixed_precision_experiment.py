@@ -1,0 +1,50 @@
+"""mixed_precision experiment: smoke run, float32 has no underflow by definition, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import mixed_precision as mpx
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("mixed_precision")
+  mpx.run(mpx.Config.smoke(), out)
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_structure_and_figures(smoke):
+  out, results = smoke
+  config = mpx.Config.smoke()
+  assert list(results["arms"]) == list(mpx.ARMS)
+  assert len(results["layers"]) == config.depth
+  for arm in results["arms"].values():
+    assert np.shape(arm["loss"]) == (config.seeds, config.steps)
+    for layer in results["layers"]:
+      assert np.shape(arm["underflow"][layer]) == (config.seeds, config.steps)
+  for name in ("loss.png", "underflow.png", "loss_scale.png"):
+    assert (out / name).stat().st_size > 5_000
+
+
+def test_float32_is_its_own_reference_and_the_scale_follows_the_rules(smoke):
+  arms = smoke[1]["arms"]
+  assert all(np.all(np.asarray(v) == 0) for v in arms["float32"]["underflow"].values())
+  np.testing.assert_array_equal(arms["float32"]["loss_scale"], 1.0)
+  scale = np.asarray(arms["float16+scaling"]["loss_scale"])
+  config = mpx.Config.smoke()
+  # Every change is a doubling (growth) or a halving (backoff), starting from init_scale.
+  ratios = scale[:, 1:] / scale[:, :-1]
+  assert set(np.unique(ratios)) <= {0.5, 1.0, 2.0}
+  assert set(np.unique(scale[:, 0])) <= {config.init_scale, 2 * config.init_scale, config.init_scale / 2}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["--depth", "1"], "depth must be >= 2, got 1"),
+])
+def test_bad_flags(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    mpx.main(argv)
+  assert message in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""mnist_classifier: smoke run, numbers against direct computation, monitor files, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import mnist_classifier as mc
+from jaxgrad import monitoring
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("mnist_classifier")
+  mc.run(mc.Config.smoke(), out)
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_writes_every_arm_and_figure(smoke):
+  out, results = smoke
+  config = mc.Config.smoke()
+  assert len(results["arms"]["grid"]) == len(config.optimizers) * len(config.inits) * len(config.activations)
+  assert set(results["arms"]["seed_nets"]) == {"digits/mlp/sgd_momentum/he_normal/relu",
+                                               "digits/bn/adam/he_normal/relu"}
+  for arm in [*results["arms"]["grid"].values(), *results["arms"]["seed_nets"].values()]:
+    assert np.shape(arm["loss"]) == (config.seeds, config.steps)
+    assert all(0.0 <= a <= 1.0 for a in arm["test_accuracy"])
+    np.testing.assert_array_equal(arm["steps_to_target"],
+                                  mc.steps_to_target(np.asarray(arm["loss"]), config.target_loss))
+  for name in ("grid.png", "seed_nets.png"):
+    assert (out / name).stat().st_size > 5_000
+
+
+def test_untrained_loss_is_log_of_the_class_count(smoke):
+  """At step 0 a freshly initialised 10-class net sits near ln 10 (He init, tiny widths: loosely)."""
+  arm = smoke[1]["arms"]["grid"]["digits/mlp/sgd_momentum/he_normal/relu"]
+  assert abs(np.median(np.asarray(arm["loss"])[:, 0]) - np.log(10)) < 1.0
+
+
+def test_monitored_run_metrics_read_back(smoke):
+  out, results = smoke
+  rows = monitoring.read_jsonl(out / "metrics.jsonl")
+  assert [r["step"] for r in rows] == list(range(mc.Config.smoke().steps))
+  assert {"loss", "accuracy", "grad_norm/layer_0/dense", "update_ratio/layer_1/dense",
+          "dead/layer_0/dense"} <= set(rows[0])
+  assert results["monitored_run"]["alarms"] == len(monitoring.read_jsonl(out / "alarms.jsonl"))
+
+
+def test_steps_to_target():
+  loss = np.array([[3.0] * 10 + [0.1] * 20, [3.0] * 30])
+  # Window 10 ending at step 16 holds 3 x 3.0 + 7 x 0.1: mean 0.97 <= 1, the first such window.
+  np.testing.assert_array_equal(mc.steps_to_target(loss, 1.0), [16.0, np.nan])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", "lbfgs"], "unknown optimizer 'lbfgs'; valid choices"),
+    (["--grid-dataset", "cifar"], "unknown dataset 'cifar'; valid choices"),
+    (["--inits", "glorot"], "unknown initializer 'glorot'"),
+])
+def test_bad_flags(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    mc.main(argv)
+  assert message in capsys.readouterr().err
