@@ -1,0 +1,206 @@
+r"""Every registered activation and its derivative; the best case of a product of derivatives.
+
+Seed 000 section 1.3 and seed 003 draw sigmoid and tanh with their derivatives
+and state: sigmoid's derivative is at most 1/4 (at 0), tanh's at most 1 (at
+0). Backpropagation through L layers multiplies L such derivatives (times the
+weights), so even in the best case, every unit sitting exactly at the maximum,
+the activation alone contributes a factor
+
+.. math::
+
+   \prod_{l=1}^{L} \phi'(z_l) \;\le\; \big(\max_z |\phi'(z)|\big)^L,
+   \qquad \text{sigmoid: } 0.25^L .
+
+Here every activation in :mod:`jaxgrad.activations` is drawn with its
+derivative (from ``jax.grad``), the maximum of :math:`|\phi'|` and the
+interval where it is attained are found numerically on a fine grid in float64,
+and the bound :math:`(\max|\phi'|)^L` is drawn against depth, with the depth at
+which it falls below the smallest normal float32 (1.2e-38). Beside it, the
+typical factor :math:`\sqrt{\mu_1} = \sqrt{\mathbb E_{z\sim N(0,1)}[\phi'(z)^2]}`
+(mean-field theory's per-layer factor of the backprop signal at unit
+pre-activation variance, :func:`jaxgrad.theory.derivative_moment`).
+
+    python -m experiments.activations            # every activation, a few seconds
+    python -m experiments.activations --quick    # the same, coarser grid
+
+Writes ``config.json``, ``results.json`` (every plotted number),
+``functions.png`` and ``product.png`` under ``--out``.
+"""
+
+import dataclasses
+import math
+import pathlib
+
+from experiments import _cli
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import activations, plotting, theory  # noqa: E402
+
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32, 1.18e-38
+ATTAINED_ATOL = 1e-12  # |phi'(x)| within this of the maximum counts as attaining it
+PLOT_RANGE = 6.0  # the function figure shows x in [-6, 6]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  activations: tuple[str, ...] = dataclasses.field(
+      default=activations.names(), metadata={"help": "activations to draw"})
+  x_max: float = dataclasses.field(
+      default=10.0, metadata={"help": "the grid covers [-x_max, x_max]"})
+  step: float = dataclasses.field(
+      default=1e-4, metadata={"help": "grid spacing (the grid contains x = 0)"})
+  max_depth: int = dataclasses.field(
+      default=100, metadata={"help": "largest depth L in the product figure"})
+
+  def __post_init__(self):
+    if not self.activations:
+      raise ValueError("activations must name at least one activation")
+    for a in self.activations:
+      activations.get(a)
+    if not self.x_max > 0:
+      raise ValueError(f"x_max must be > 0, got {self.x_max!r}")
+    if not 0 < self.step <= self.x_max:
+      raise ValueError(f"step must be in (0, x_max={self.x_max}], got {self.step!r}")
+    if not isinstance(self.max_depth, int) or self.max_depth < 1:
+      raise ValueError(f"max_depth must be an integer >= 1, got {self.max_depth!r}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(step=1e-3)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(activations=("sigmoid", "tanh", "relu", "gelu"), x_max=4.0, step=1e-3,
+               max_depth=8)
+
+
+def grid(config: Config) -> np.ndarray:
+  """Symmetric float64 grid with spacing ``step`` that contains 0 exactly."""
+  n = int(round(config.x_max / config.step))
+  return np.arange(-n, n + 1, dtype=np.float64) * config.step
+
+
+def derivative_maximum(name: str, x: np.ndarray) -> dict:
+  """max |phi'| on the grid ``x`` (float64), where it is attained, phi'(0).
+
+  Returns:
+    ``max_abs_derivative``; ``argmax``: the first grid point attaining it;
+    ``attained_on``: ``[lo, hi]``, the smallest and largest grid points within
+    :data:`ATTAINED_ATOL` of the maximum (a point for sigmoid, a half-line
+    cut at the grid's end for relu); ``derivative_at_0``.
+  """
+  with jax.enable_x64(True):
+    d = np.abs(np.asarray(activations.derivative(name)(jnp.asarray(x))))
+    at0 = float(activations.derivative(name)(jnp.asarray(0.0)))
+  best = float(d.max())
+  hit = np.flatnonzero(d >= best - ATTAINED_ATOL)
+  return {"max_abs_derivative": best, "argmax": float(x[hit[0]]),
+          "attained_on": [float(x[hit[0]]), float(x[hit[-1]])], "derivative_at_0": at0}
+
+
+def underflow_depth(max_derivative: float) -> int | None:
+  """Smallest L with max^L strictly below the smallest normal float32; None if max >= 1.
+
+  Sigmoid: 0.25^63 = 2^-126 is exactly the smallest normal, so L = 64.
+  """
+  if max_derivative >= 1.0:
+    return None
+  depth = max(1, math.floor(math.log(FLOAT32_TINY) / math.log(max_derivative)))
+  while max_derivative**depth >= FLOAT32_TINY:
+    depth += 1
+  while depth > 1 and max_derivative ** (depth - 1) < FLOAT32_TINY:
+    depth -= 1
+  return depth
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  """Computes the curves and the table, writes results.json and the figures."""
+  x = grid(config)
+  shown = np.abs(x) <= PLOT_RANGE
+  stride = max(1, int(shown.sum() // 1200))  # ~1200 points per drawn curve
+  x_plot = x[shown][::stride]
+  depths = np.arange(1, config.max_depth + 1)
+  per_activation = {}
+  for name in _cli.progress(config.activations, desc="activations"):
+    stats = derivative_maximum(name, x)
+    with jax.enable_x64(True):
+      phi = np.asarray(activations.get(name)(jnp.asarray(x_plot)))
+      dphi = np.asarray(activations.derivative(name)(jnp.asarray(x_plot)))
+      rms = math.sqrt(float(theory.derivative_moment(name, jnp.asarray(1.0))))
+    best = stats["max_abs_derivative"]
+    per_activation[name] = {
+        **stats,
+        "rms_derivative_q1": rms,
+        "underflow_depth": underflow_depth(best),
+        "phi": phi,
+        "derivative": dphi,
+        "max_product": best ** depths.astype(np.float64),
+        "rms_product": rms ** depths.astype(np.float64),
+    }
+  results = {"config": config, "x": x_plot, "depths": depths,
+             "float32_tiny": FLOAT32_TINY, "activations": per_activation}
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, out_dir)
+  return results
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  acts = results["activations"]
+  x = np.asarray(results["x"])
+  ncols = min(4, len(acts))
+  nrows = math.ceil(len(acts) / ncols)
+  fig, axes = plotting.figure(nrows, ncols, panel=(2.4, 1.9))
+  for ax in axes.flat[len(acts):]:
+    ax.set_visible(False)
+  for ax, (name, a) in zip(axes.flat, acts.items()):
+    ax.plot(x, a["phi"], color="C0", label="φ")
+    ax.plot(x, a["derivative"], color="C3", label="φ′")
+    lo, hi = a["attained_on"]
+    ax.plot(min(max(0.0, lo), hi), a["max_abs_derivative"], "k.", markersize=5)
+    where = f"x={lo:.3g}" if lo == hi else f"x∈[{lo:.2g},{hi:.2g}]"
+    ax.set_title(f"{name}: max|φ′|={a['max_abs_derivative']:.4g} at {where}", fontsize=7)
+    ax.set_ylim(-2.2, 2.2)
+  axes[0, 0].legend(loc="upper left")
+  for ax in axes[-1]:
+    ax.set_xlabel("x")
+  plotting.save(fig, out_dir / "functions.png")
+
+  depths = np.asarray(results["depths"])
+  fig, axes = plotting.figure(1, 2, panel=(3.6, 3.0))
+  for i, (name, a) in enumerate(acts.items()):
+    color = f"C{i % 10}"
+    axes[0, 0].plot(depths, a["max_product"], color=color,
+                    linestyle="-" if i < 10 else ":", label=f"{name} ({a['max_abs_derivative']:.3g})")
+    axes[0, 1].plot(depths, a["rms_product"], color=color, linestyle="-" if i < 10 else ":")
+  for ax in axes[0]:
+    ax.axhline(results["float32_tiny"], color="k", linestyle="--", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("depth L")
+  axes[0, 0].set_title("best case: (max |φ′|)^L; dashed: float32 tiny")
+  axes[0, 1].set_title("typical: E[φ′(z)²]^(L/2), z~N(0,1)")
+  axes[0, 0].set_ylabel("product of L derivatives")
+  axes[0, 1].legend(*axes[0, 0].get_legend_handles_labels(), loc="center left",
+                    bbox_to_anchor=(1.0, 0.5), title="(max |φ′|)")
+  plotting.save(fig, out_dir / "product.png")
+
+
+def summary(results: dict) -> str:
+  header = ["activation", "max|φ′|", "attained on", "φ′(0)", "rms φ′ (q=1)", "max^L < 1.2e-38 at L"]
+  rows = []
+  for name, a in results["activations"].items():
+    lo, hi = a["attained_on"]
+    rows.append([name, a["max_abs_derivative"], f"{lo:.4g}" if lo == hi else f"[{lo:.4g}, {hi:.4g}]",
+                 a["derivative_at_0"], a["rms_derivative_q1"],
+                 "-" if a["underflow_depth"] is None else a["underflow_depth"]])
+  return _cli.format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()

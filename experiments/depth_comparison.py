@@ -1,0 +1,202 @@
+r"""Seed 000 section 7.2: per-layer gradients against depth, relu (He) / tanh, sigmoid (Xavier).
+
+The seed's ``DeepNet`` at depths 5, 10, 20, 50, 100 (Dense layers, input and
+output included), width 100, input 10, output 1, biases 0, MSE against random
+targets on a random batch of 32; relu with He-normal (Var = 2/fan_in), tanh and
+sigmoid with Xavier-normal (Var = 2/(fan_in + fan_out)). Per layer, against the
+normalised position (l - 1)/(L - 1): the weight-gradient norm
+:math:`\|\partial L/\partial W_l\|_F` (what the seed draws, one network per
+curve; here median and IQR over ``--seeds``) and the backprop signal
+:math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|`. Measurements are those
+of :mod:`experiments.init_comparison` (float32 gradients, float64 norms, one
+vmapped program over seeds per (activation, depth)).
+
+Summary figure: the ratio first layer / last layer against depth.
+
+* For the backprop signal mean-field theory predicts it:
+  :math:`s_1/s_L \approx \prod_{l=2}^{L} \sqrt{\sigma_{w,l}^2\mu_1(q_{l-1})}`,
+  i.e. :math:`\chi_1^{(L-1)/2}` where :math:`q` sits at its fixed point and
+  every layer has the same :math:`\sigma_w^2` (:math:`\chi_1 = \sigma_w^2\mu_1(q^*)`
+  is the factor of the *squared* signal, hence the square root). Here the
+  first and last layers are not square (Xavier gives them
+  :math:`\sigma_w^2 = 10\cdot 2/110` and :math:`100\cdot 2/101`), so the line
+  uses the exact per-layer product of :func:`init_comparison.predicted_signal`.
+  relu + He: every factor is :math:`2 \cdot \tfrac12 = 1`, ratio 1 at any depth.
+  sigmoid + Xavier: :math:`\chi_1 \approx 0.06`, the signal loses a factor
+  about 4 per layer and reaches float32's underflow (exact zeros) by depth 100.
+* The weight-gradient ratio is NOT a power of :math:`\chi_1`:
+  :math:`\|\partial L/\partial W_l\|_F^2 = \sum_{b,b'} (h_{l-1,b}\cdot h_{l-1,b'})
+  (\delta_{l,b}\cdot\delta_{l,b'})` also carries the forward activations
+  :math:`h_{l-1}` (for one example it is :math:`\|h_{l-1}\|\,\|\delta_l\|`) and
+  the correlations between the examples of the batch, which differ between the
+  10 raw inputs and the deep, correlated hidden layers; so only the measurement
+  is drawn.
+
+    python -m experiments.depth_comparison            # 20 seeds, ~2 min on 2 cores
+    python -m experiments.depth_comparison --quick    # depths 5 and 50, 8 seeds
+
+Writes ``config.json``, ``results.json`` (every plotted number),
+``profiles.png`` and ``ratio.png`` under ``--out``.
+"""
+
+import dataclasses
+import functools
+import pathlib
+import warnings
+
+from experiments import _cli
+from experiments import init_comparison as ic
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import numpy as np  # noqa: E402
+
+from jaxgrad import plotting  # noqa: E402
+from jaxgrad.models import DeepMLP  # noqa: E402
+
+INIT_FOR = {"relu": "he_normal", "tanh": "xavier_normal", "sigmoid": "xavier_normal"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  depths: tuple[int, ...] = dataclasses.field(
+      default=(5, 10, 20, 50, 100), metadata={"help": "Dense layers, input and output included"})
+  activations: tuple[str, ...] = dataclasses.field(
+      default=tuple(INIT_FOR), metadata={"help": f"from {tuple(INIT_FOR)}"})
+  width: int = 100
+  in_features: int = 10
+  batch: int = 32
+  seeds: int = dataclasses.field(default=20, metadata={"help": "networks (and batches) per curve"})
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.depths or min(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)):
+      raise ValueError(f"depths must be increasing integers >= 2, got {self.depths}")
+    if not self.activations:
+      raise ValueError("activations must name at least one activation")
+    for a in self.activations:
+      if a not in INIT_FOR:
+        raise ValueError(f"unknown activation {a!r}; valid choices: {tuple(INIT_FOR)}")
+    for name in ("width", "in_features", "batch", "seeds"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(depths=(5, 50), seeds=8)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(depths=(3, 6), width=8, in_features=3, batch=4, seeds=3)
+
+
+def _ratio(per_seed: np.ndarray) -> np.ndarray:
+  """(seeds, L) -> (seeds,) first / last layer; 0/0 and x/0 stay NaN/inf."""
+  with np.errstate(all="ignore"):
+    return per_seed[:, 0] / per_seed[:, -1]
+
+
+def _nan_quantiles(values: np.ndarray) -> dict:
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    q25, q50, q75 = np.nanpercentile(np.where(np.isfinite(values), values, np.nan), [25, 50, 75])
+  return {"median": q50, "q25": q25, "q75": q75, "per_seed": values}
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  """One program per (activation, depth); writes results.json and the figures."""
+  jobs = [(a, d) for a in config.activations for d in config.depths]
+  cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
+  with jax.enable_x64(True):
+    for j, (act, depth) in enumerate(_cli.progress(jobs, desc="depths")):
+      init = ic.kernel_init(INIT_FOR[act], act)
+      make_model = functools.partial(DeepMLP, depth, config.width, 1, activation=act,
+                                     bias_init="zeros")
+      key = jax.random.fold_in(jax.random.key(config.seed, impl=ic.PRNG_IMPL), j)
+      m = {k: v[0] for k, v in ic.measure_arms(make_model, [init], key, config.seeds,
+                                               config.batch, config.in_features).items()}
+      fans = ic.layer_fans(depth, config.width, config.in_features)
+      sigma_w2 = [fi * ic.weight_variance(INIT_FOR[act], fi, fo, act) for fi, fo in fans]
+      case = ic.summarize_arm(m)
+      predicted = ic.predicted_signal(act, sigma_w2)
+      case.update({
+          "init": INIT_FOR[act],
+          "position": np.linspace(0.0, 1.0, depth),
+          "sigma_w2": sigma_w2,
+          "theory_signal": predicted * case["signal"]["median"][-1],
+          "weight_ratio": _nan_quantiles(_ratio(m["weight"])),
+          "signal_ratio": _nan_quantiles(_ratio(m["signal"])),
+          "theory_signal_ratio": float(predicted[0]),
+      })
+      cases[act][str(depth)] = case
+  results = {"config": config, "depths": config.depths, "cases": cases}
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, out_dir)
+  return results
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  cases = results["cases"]
+  acts = list(cases)
+  fig, axes = plotting.figure(2, len(acts), panel=(3.0, 2.5))
+  for col, act in enumerate(acts):
+    for i, (depth, case) in enumerate(cases[act].items()):
+      color = plotting.plt.cm.viridis(i / max(1, len(cases[act]) - 1))
+      x = np.asarray(case["position"])
+      for row, key in enumerate(("weight", "signal")):
+        ax = axes[row, col]
+        plotting.median_band(ax, x, case[key]["per_seed"], label=f"L={depth}", color=color)
+        zero = np.asarray(case["zeros"][f"{key}_all_zero"]) > len(case[key]["per_seed"]) // 2
+        if zero.any():  # float32 gradient exactly 0 in most seeds: underflow
+          ax.plot(x[zero], np.full(zero.sum(), 1e-38), "v", color=color, markersize=3)
+      plotting.theory_line(axes[1, col], x, case["theory_signal"], color=color)
+    axes[0, col].set_title(f"{act} ({cases[act][next(iter(cases[act]))]['init']})")
+    axes[1, col].set_xlabel("normalised layer position (l-1)/(L-1)")
+    for row in range(2):
+      axes[row, col].set_yscale("log")
+  axes[0, 0].set_ylabel("‖∂L/∂W_l‖_F")
+  axes[1, 0].set_ylabel("E_b‖∂L/∂z_l‖ (dashed: mean field)")
+  axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+  fig.suptitle("median and IQR over seeds; ▼ at 1e-38: float32 gradient exactly 0 (underflow)",
+               fontsize=8)
+  plotting.save(fig, out_dir / "profiles.png")
+
+  depths = np.asarray(results["depths"])
+  fig, axes = plotting.figure(1, 2, panel=(3.4, 2.9))
+  for i, act in enumerate(acts):
+    color = f"C{i}"
+    for ax, key in zip(axes[0], ("weight_ratio", "signal_ratio")):
+      per_seed = np.stack([np.asarray(cases[act][str(d)][key]["per_seed"], dtype=float)
+                           for d in depths], axis=1)
+      plotting.median_band(ax, depths, per_seed, label=act, color=color, marker="o")
+    plotting.theory_line(axes[0, 1], depths,
+                         [cases[act][str(d)]["theory_signal_ratio"] for d in depths], color=color)
+  axes[0, 0].set_title("‖∂L/∂W_1‖ / ‖∂L/∂W_L‖ (no χ₁ prediction)")
+  axes[0, 1].set_title("s_1 / s_L (dashed: mean field ≈ χ₁^((L-1)/2))")
+  for ax in axes[0]:
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("depth L")
+  axes[0, 0].legend()
+  plotting.save(fig, out_dir / "ratio.png")
+
+
+def summary(results: dict) -> str:
+  header = ["activation", "L", "‖∂L/∂W_1‖/‖∂L/∂W_L‖", "s_1/s_L", "theory s_1/s_L",
+            "layers·seeds all-zero", "f32 norm = 0"]
+  rows = []
+  for act, per_depth in results["cases"].items():
+    for depth, c in per_depth.items():
+      z = c["zeros"]
+      rows.append([act, int(depth), float(c["weight_ratio"]["median"]),
+                   float(c["signal_ratio"]["median"]), float(c["theory_signal_ratio"]),
+                   int(np.sum(z["weight_all_zero"])), int(np.sum(z["weight_f32_norm_underflow"]))])
+  return _cli.format_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()
