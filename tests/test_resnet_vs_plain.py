@@ -1,0 +1,40 @@
+"""Smoke test of experiments.resnet_vs_plain."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import resnet_vs_plain
+from tests import _tol
+
+
+def test_smoke_run_writes_results_and_figures(tmp_path):
+  config = resnet_vs_plain.Config.smoke()
+  resnet_vs_plain.run(config, tmp_path)
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert (tmp_path / "grad_flow.png").stat().st_size > 0
+  assert (tmp_path / "jacobian.png").stat().st_size > 0
+  blocks = sum(resnet_vs_plain.STAGES[config.depths[0]])
+  assert len(results["gradient_flow"]) == 4  # residual/plain x BN/no BN
+  for flow in results["gradient_flow"].values():
+    signal = np.asarray(flow["block_signal"]["per_seed"])
+    assert signal.shape == (config.seeds, blocks) and np.all(signal > 0)
+    # Each stage's norm is the root sum of squares of its layers' norms.
+    layers = np.asarray(flow["layer_grad_norm"]["per_seed"])
+    stage_of = [n.split("/")[0].split("_")[0] for n in flow["layer_names"]]
+    expected = np.stack([np.sqrt(np.sum(layers[:, [s == st for s in stage_of]] ** 2, axis=1))
+                         for st in flow["stage_names"]], axis=1)
+    np.testing.assert_allclose(flow["stage_grad_norm"]["per_seed"], expected,
+                               **_tol.F32_REDUCED)
+  n = config.jacobian_size**2 * config.width
+  for jac in results["jacobian"].values():
+    sv = np.asarray(jac["singular_values"]["per_seed"])
+    assert sv.shape == (config.seeds, n) and np.all(np.diff(sv, axis=1) <= 0)
+    np.testing.assert_allclose(jac["mean_sq"]["per_seed"], np.mean(sv**2, axis=1),
+                               **_tol.F32_REDUCED)
+
+
+def test_config_rejects_unknown_depth():
+  with pytest.raises(ValueError, match="unknown depth 50"):
+    resnet_vs_plain.Config(depths=(50,))
