@@ -170,7 +170,8 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
     ax.axhline(CONSTANT_MSE, color="k", linewidth=0.8, linestyle=":")
     ax.axhline(SOLVED_MSE, color="k", linewidth=0.8, linestyle="--")
     ax.set(xlabel="step", yscale="log", title=f"T = {length}")
-  axes[0, 0].set_ylabel("training MSE (dotted: mean predictor, dashed: solved)")
+  axes[0, 0].set_ylabel("training MSE")
+  fig.suptitle("median over seeds; dotted: mean predictor, dashed: solved")
   axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
   plotting.save(fig, out_dir / "loss.png")
 
