@@ -124,12 +124,14 @@ def builders() -> dict[str, tuple[Builder, bool]]:
       "planted_bug": (_regression(models.DeepMLP(4, 6, 2, activation=tanh_wrong_sign), vec),
                       False),
   }
-  # Models other issues add to jaxgrad.models, when present.
+  # Models other issues add to jaxgrad.models, when present. RecurrentNet computes
+  # in its param_dtype (the carry), so casting its parameters is not enough.
   if hasattr(models, "ResidualMLP"):
     out["residual_mlp"] = (_regression(models.ResidualMLP(2, 6, 2), vec), True)
   if hasattr(models, "RecurrentNet"):
     for cell in ("simple", "lstm", "gru"):
-      out[f"rnn_{cell}"] = (_regression(models.RecurrentNet(cell=cell, hidden=3), seq), True)
+      out[f"rnn_{cell}"] = (_regression(
+          models.RecurrentNet(cell=cell, hidden=3, param_dtype=F64), seq), True)
   return out
 
 

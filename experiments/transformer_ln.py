@@ -97,8 +97,8 @@ class Config:
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(d_model=8, num_heads=2, d_ff=16, depths=(2, 4), seq_len=6, vocab=5, batch=4,
-               seeds=2, head_dims=(2, 8), train_depth=2, steps=4, warmup_steps=2)
+    return cls(d_model=8, num_heads=2, d_ff=16, depths=(2,), seq_len=6, vocab=5, batch=4,
+               seeds=2, head_dims=(8,), train_depth=2, steps=4, warmup_steps=2)
 
 
 def reversal_batch(key: jax.Array, config: Config) -> tuple[jax.Array, jax.Array]:

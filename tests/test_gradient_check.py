@@ -75,5 +75,7 @@ def test_requires_float64_and_valid_arguments():
   with pytest.raises(ValueError, match="enable_x64"):
     gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0))
   with jax.enable_x64(True):
+    with pytest.raises(ValueError, match="computed in float32"):
+      gradient_check(lambda p: jnp.sum(p.astype(jnp.float32)), jnp.ones(2), key=jax.random.key(0))
     with pytest.raises(ValueError, match="epsilon must be > 0"):
       gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0), epsilon=0.0)

@@ -91,7 +91,8 @@ def gradient_check(
     ``{tensor path: TensorCheck}`` in natural order of the paths.
 
   Raises:
-    ValueError: if float64 is not enabled (``with jax.enable_x64(True):``), or
+    ValueError: if float64 is not enabled (``with jax.enable_x64(True):``), if
+      the loss comes out in another dtype than float64, or
       for a non-positive ``epsilon`` / ``num_directions``, or if ``params``
       has no floating leaf.
 
@@ -150,6 +151,12 @@ def gradient_check(
   owner = np.asarray(owner)
 
   f = lambda theta: loss_fn(unravel(theta))  # noqa: E731
+  loss_dtype = jax.eval_shape(f, flat).dtype
+  if loss_dtype != jnp.float64:
+    raise ValueError(
+        f"the loss is computed in {loss_dtype}, not float64, although the parameters were cast "
+        "to float64: the model casts internally (e.g. a carry or a computation dtype taken from "
+        "param_dtype); build it with param_dtype=jnp.float64 and float64 inputs")
 
   @jax.jit
   def both(theta, vs):
