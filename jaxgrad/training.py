@@ -153,7 +153,10 @@ def record_grad_norms(weight_names: str | tuple[str, ...] = "kernel") -> optax.G
   def norms(tree):
     dtype = _norm_dtype(tree)
     cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
-    per_layer = layer_grad_norms(cast, weight_names=weight_names) if isinstance(tree, Mapping) else {}
+    try:
+      per_layer = layer_grad_norms(cast, weight_names=weight_names) if isinstance(tree, Mapping) else {}
+    except ValueError:  # a layout per_layer cannot split (nested scans): global norm only
+      per_layer = {}
     return GradNormState(optax.tree.norm(cast), per_layer)
 
   def init_fn(params):
