@@ -171,11 +171,10 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
       plotting.median_band(ax, depths, per_seed, label=act, color=color, marker="o")
     plotting.theory_line(axes[0, 1], depths,
                          [cases[act][str(d)]["theory_signal_ratio"] for d in depths], color=color)
-  axes[0, 0].set_title("‖∂L/∂W_1‖ / ‖∂L/∂W_L‖ (no χ₁ prediction)")
-  axes[0, 1].set_title("s_1 / s_L (dashed: mean field ≈ χ₁^((L-1)/2))")
+  axes[0, 0].set_title("‖∂L/∂W_1‖ / ‖∂L/∂W_L‖\n(not a power of χ₁: no line)")
+  axes[0, 1].set_title("s_1 / s_L\n(dashed: mean field ≈ χ₁^((L-1)/2))")
   for ax in axes[0]:
     ax.set_yscale("log")
-    ax.set_xscale("log")
     ax.set_xlabel("depth L")
   axes[0, 0].legend()
   plotting.save(fig, out_dir / "ratio.png")
