@@ -179,8 +179,8 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax.axhline(results["float32_tiny"], color="k", linestyle="--", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("depth L")
-  axes[0, 0].set_title("best case: (max |φ′|)^L; dashed: float32 tiny")
-  axes[0, 1].set_title("typical: E[φ′(z)²]^(L/2), z~N(0,1)")
+  axes[0, 0].set_title("best case (max |φ′|)^L\n(dashed: smallest normal float32)")
+  axes[0, 1].set_title("typical E[φ′(z)²]^(L/2)\nz ~ N(0, 1)")
   axes[0, 0].set_ylabel("product of L derivatives")
   axes[0, 1].legend(*axes[0, 0].get_legend_handles_labels(), loc="center left",
                     bbox_to_anchor=(1.0, 0.5), title="(max |φ′|)")

@@ -342,7 +342,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set_yscale("log")
   ax.set_xlabel("depth L")
   ax.set_ylabel("P(gradient reaches the input)")
-  ax.set_title("one dead unit kills the signal to every earlier layer")
+  ax.set_title("a dead unit cuts off every earlier layer")
   ax.legend(loc="lower left")
   plotting.save(fig, out_dir / "survival.png")
 
