@@ -56,6 +56,8 @@ class Config:
   momentum: float = dataclasses.field(default=0.9, metadata={"help": "SGD momentum"})
   eval_examples: int = dataclasses.field(
       default=1000, metadata={"help": "training examples the accuracy is measured on"})
+  theory_points: int = dataclasses.field(
+      default=THEORY_POINTS, metadata={"help": "sigma_w^2 values on the 6 xi_c curve"})
   seed: int = 0
 
   def __post_init__(self):
@@ -70,6 +72,8 @@ class Config:
       raise ValueError(f"sigma_b2 must be >= 0, got {self.sigma_b2}")
     activations.get(self.activation)
     training.OptimizerConfig(self.optimizer, self.learning_rate)  # validates the name
+    if self.theory_points < 2:
+      raise ValueError(f"theory_points must be >= 2, got {self.theory_points}")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
@@ -80,7 +84,7 @@ class Config:
   @classmethod
   def smoke(cls) -> "Config":
     return cls(width=8, depths=(3, 6), sigma_w2=(1.0, 1.75, 4.0), steps=3, batch=4,
-               eval_examples=16)
+               eval_examples=16, theory_points=9)
 
   def optimizer_config(self) -> training.OptimizerConfig:
     momentum = self.momentum if self.optimizer == "sgd" else None
@@ -158,7 +162,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     final_loss[i] = out["loss"][:, -1].reshape(shape)
     diverged[i] = out["diverged_at"].reshape(shape)
   median = np.median(accuracy, axis=-1)
-  fine = np.linspace(min(config.sigma_w2), max(config.sigma_w2), THEORY_POINTS)
+  fine = np.linspace(min(config.sigma_w2), max(config.sigma_w2), config.theory_points)
   results = {
       "config": config, "depths": config.depths, "sigma_w2": config.sigma_w2,
       "train_accuracy_per_seed": accuracy, "train_accuracy_median": median,

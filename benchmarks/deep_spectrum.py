@@ -1,0 +1,93 @@
+"""Log singular values of a 10,000-layer tanh net of width 128 (jaxgrad.diagnostics.log_singular_values).
+
+    python -m benchmarks.deep_spectrum                 # depth 10,000, width 128
+    python -m benchmarks.deep_spectrum --depth 1000    # smaller
+
+The net is critical tanh with Gaussian weights N(0, sigma_w^2/N) and biases
+N(0, sigma_b^2) on the critical line at q* = 0.01, each layer's weights drawn
+from its own key inside the scan (nothing of size depth x N x N is stored).
+Prints, never asserts: the run time in float32 and float64 (goal: under 60 s
+on 2 CPU cores), the largest difference of the top ten log singular values
+between the two (goal: < 1e-2), and the compile time at depth 100 against
+the full depth (scan: independent of depth).
+"""
+
+import argparse
+import functools
+import math
+import time
+
+from benchmarks import _timing
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import diagnostics, theory  # noqa: E402
+
+Q_STAR = 0.01
+TOP = 10
+
+
+def make(depth: int, width: int, dtype):
+  """A jitted ``key -> log singular values`` for the critical tanh net."""
+  sigma_w2, sigma_b2 = (float(v) for v in theory.critical_line("tanh", Q_STAR))
+
+  def layer(key, h):
+    k_w, k_b = jax.random.split(key)
+    # Drawn in float32 and cast, so that both precisions see the same network.
+    w = jax.random.normal(k_w, (width, width), jnp.float32).astype(dtype)
+    b = jax.random.normal(k_b, (width,), jnp.float32).astype(dtype)
+    w, b = math.sqrt(sigma_w2 / width) * w, math.sqrt(max(sigma_b2, 0.0)) * b
+    return jnp.tanh(w @ h + b)
+
+  def spectrum(key):
+    k_x, k_layers = jax.random.split(key)
+    h0 = jax.random.normal(k_x, (width,), jnp.float32).astype(dtype)
+    h0 = math.sqrt(Q_STAR / sigma_w2) * h0
+    return diagnostics.log_singular_values(layer, jax.random.split(k_layers, depth), h0)
+
+  return spectrum
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.deep_spectrum", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--depth", type=int, default=10_000)
+  parser.add_argument("--width", type=int, default=128)
+  args = parser.parse_args(argv)
+  key = jax.random.key(0)
+  rows, times, spectra = [], {}, {}
+  for name, dtype in (("float32", jnp.float32), ("float64", jnp.float64)):
+    with jax.enable_x64(dtype == jnp.float64):
+      fn = jax.jit(make(args.depth, args.width, dtype))
+      fn.lower(key).compile()
+      start = time.perf_counter()
+      spectra[name] = np.asarray(fn(key).block_until_ready(), dtype=np.float64)
+      times[name] = time.perf_counter() - start
+  rows.append({"figure": f"log singular values, depth {args.depth}, width {args.width}, float32",
+               "measured": f"{times['float32']:.1f} s", "baseline": "goal 60 s",
+               "ratio": times["float32"] / 60.0})
+  rows.append({"figure": "the same in float64", "measured": f"{times['float64']:.1f} s",
+               "baseline": f"float32 {times['float32']:.1f} s",
+               "ratio": times["float64"] / times["float32"]})
+  error = float(np.max(np.abs(spectra["float32"][:TOP] - spectra["float64"][:TOP])))
+  rows.append({"figure": f"max |f32 - f64| over the top {TOP} log s",
+               "measured": f"{error:.2e}", "baseline": "goal 1e-2", "ratio": error / 1e-2})
+  compile_s = {}
+  for depth in (100, args.depth):
+    compile_s[depth] = _timing.compile_seconds(make(depth, args.width, jnp.float32), key)
+  rows.append({"figure": f"compile time, depth {args.depth}", "measured": f"{compile_s[args.depth]:.2f} s",
+               "baseline": f"depth 100: {compile_s[100]:.2f} s",
+               "ratio": compile_s[args.depth] / compile_s[100]})
+  top = spectra["float64"]
+  rows.append({"figure": "largest / smallest log s (float64)",
+               "measured": f"{top[0]:.1f} / {top[-1]:.1f}", "baseline": "", "ratio": None})
+  machine = _timing.machine()
+  print(_timing.format_rows(rows, machine))
+  return {"rows": rows, "machine": machine, "log_s_float64": top.tolist(),
+          "log_s_float32": spectra["float32"].tolist()}
+
+
+if __name__ == "__main__":
+  main()

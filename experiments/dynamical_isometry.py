@@ -1,0 +1,253 @@
+r"""Dynamical isometry (Pennington, Schoenholz & Ganguli 2017; Saxe et al. 2013).
+
+Part 1, spectra. For tanh nets on the critical line (chi_1 = 1) at a small and a
+large fixed point q*, with Gaussian and with orthogonal weights, and for ReLU
+with He init (sigma_w^2 = 2), the squared singular values s^2 of the
+input-output Jacobian J = prod_l D_l W_l are measured at every depth asked for
+(up to 1000 by default, ``--depths 10,100,10000`` works too) by
+:func:`jaxgrad.diagnostics.log_singular_values`: repeated QR in a scan over
+layers, never forming J, whose singular values span hundreds of orders of
+magnitude at such depths. Free probability predicts the mean of s^2 (1 on the
+critical line) and its variance L (mu_2/mu_1^2 - 1 - s_1): s_1 = -1 Gaussian,
+0 orthogonal, so orthogonal tanh at small q* is nearly isometric (var ~ 8 L
+q*^2) while Gaussian weights and ReLU never are (var >= L).
+
+Part 2, learning speed. Training loss against steps on MNIST-1D for deep
+(default 64 layers) critical-orthogonal tanh, critical-Gaussian tanh and
+He-ReLU MLPs, all arms and seeds in one vmapped program.
+
+    python -m experiments.dynamical_isometry            # width 64, depths 10..1000, ~5 min on 2 cores
+    python -m experiments.dynamical_isometry --quick    # width 32, depths 10,100, under a minute
+    python -m experiments.dynamical_isometry --depths 10000 --width 128 --seeds 1 --train-steps 0
+
+Writes ``config.json``, ``results.json``, ``spectra.png`` (densities of
+log10 s^2), ``variance.png`` (measured against predicted var s^2) and, unless
+``--train-steps 0``, ``learning.png`` under ``--out``.
+"""
+
+import dataclasses
+import math
+import pathlib
+
+from experiments import _cli
+from experiments.mean_field import unit_inits
+from experiments.trainability import train_many
+
+import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxgrad import activations, data, diagnostics, plotting, theory, training  # noqa: E402
+from jaxgrad.models import DeepMLP  # noqa: E402
+
+HISTOGRAM_BINS = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  width: int = dataclasses.field(default=64, metadata={"help": "network width N"})
+  depths: tuple[int, ...] = dataclasses.field(default=(10, 100, 1000),
+                                              metadata={"help": "depths for the spectra"})
+  seeds: int = dataclasses.field(default=4, metadata={"help": "networks per case"})
+  q_small: float = dataclasses.field(default=1e-3, metadata={"help": "small fixed point q*"})
+  q_large: float = dataclasses.field(default=1.0, metadata={"help": "large fixed point q*"})
+  float64: bool = dataclasses.field(default=False, metadata={"help": "spectra in float64"})
+  train_depth: int = dataclasses.field(default=64, metadata={"help": "depth of the trained nets"})
+  train_width: int = 128
+  train_steps: int = dataclasses.field(default=400, metadata={"help": "0: skip training"})
+  train_seeds: int = 2
+  batch: int = 32
+  learning_rate: float = dataclasses.field(default=0.01, metadata={"help": "SGD, momentum 0.9"})
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.width < 1 or self.seeds < 1 or self.train_seeds < 1 or self.batch < 1:
+      raise ValueError(f"width, seeds, train_seeds and batch must be >= 1, got {self.width}, "
+                       f"{self.seeds}, {self.train_seeds}, {self.batch}")
+    if not self.depths or min(self.depths) < 1 or list(self.depths) != sorted(set(self.depths)):
+      raise ValueError(f"depths must be increasing integers >= 1, got {self.depths}")
+    if not 0 < self.q_small < self.q_large:
+      raise ValueError(f"need 0 < q_small < q_large, got {self.q_small}, {self.q_large}")
+    if self.train_steps < 0 or self.train_depth < 3:
+      raise ValueError(f"train_steps must be >= 0 and train_depth >= 3, got "
+                       f"{self.train_steps}, {self.train_depth}")
+
+  @classmethod
+  def quick(cls) -> "Config":
+    return cls(width=32, depths=(10, 100), seeds=2, train_steps=200, train_seeds=1)
+
+  @classmethod
+  def smoke(cls) -> "Config":
+    return cls(width=6, depths=(5,), seeds=2, train_depth=4, train_width=8, train_steps=3,
+               train_seeds=1, batch=4)
+
+  def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
+    """name -> (activation, weights, sigma_w2, sigma_b2, q1), q1 the first pre-activation variance.
+
+    The input h_0 ~ N(0, (q1 - sigma_b^2) / sigma_w^2) puts the tanh nets at
+    their fixed point q* from the first layer on; ReLU gets q1 = 2 (unit input).
+    """
+    out = {}
+    for q in (self.q_small, self.q_large):
+      sw2, sb2 = (float(v) for v in theory.critical_line("tanh", q))
+      for weights in ("orthogonal", "gaussian"):
+        out[f"tanh/{weights}/q*={q:g}"] = ("tanh", weights, sw2, max(sb2, 0.0), q)
+    out["relu/gaussian/He"] = ("relu", "gaussian", 2.0, 0.0, 2.0)
+    return out
+
+
+def _weights(key, n: int, weights: str, sigma_w2: float, dtype) -> jax.Array:
+  if weights == "orthogonal":
+    return math.sqrt(sigma_w2) * jax.nn.initializers.orthogonal()(key, (n, n), dtype)
+  return math.sqrt(sigma_w2 / n) * jax.random.normal(key, (n, n), dtype)
+
+
+def measure(config: Config, activation: str, weights: str, sigma_w2: float, sigma_b2: float,
+            q1: float, depth: int) -> np.ndarray:
+  """log singular values, (seeds, width); each layer draws its weights from its own key."""
+  dtype = jnp.float64 if config.float64 else jnp.float32
+  n, phi = config.width, activations.get(activation)
+
+  def layer(key, h):
+    k_w, k_b = jax.random.split(key)
+    b = math.sqrt(sigma_b2) * jax.random.normal(k_b, (n,), dtype)
+    return phi(_weights(k_w, n, weights, sigma_w2, dtype) @ h + b)
+
+  def one_network(key):
+    k_x, k_layers = jax.random.split(key)
+    h0 = math.sqrt((q1 - sigma_b2) / sigma_w2) * jax.random.normal(k_x, (n,), dtype)
+    return diagnostics.log_singular_values(layer, jax.random.split(k_layers, depth), h0)
+
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), config.seeds)
+  return np.asarray(jax.jit(jax.vmap(one_network))(keys))
+
+
+def spectra(config: Config) -> dict:
+  out = {}
+  context = jax.enable_x64(True) if config.float64 else jax.enable_x64(False)
+  jobs = [(name, case, d) for name, case in config.cases().items() for d in config.depths]
+  with context:
+    for name, (act, weights, sw2, sb2, q1), depth in _cli.progress(jobs, desc="spectra"):
+      log_s = measure(config, act, weights, sw2, sb2, q1, depth)
+      entry = out.setdefault(name, {"activation": act, "weights": weights, "sigma_w2": sw2,
+                                    "sigma_b2": sb2, "depths": config.depths, "log_s": {},
+                                    "var_sq_per_seed": [], "mean_sq_per_seed": []})
+      s2 = np.exp(2.0 * log_s.astype(np.float64))
+      entry["log_s"][str(depth)] = log_s
+      entry["var_sq_per_seed"].append(s2.var(axis=-1))
+      entry["mean_sq_per_seed"].append(s2.mean(axis=-1))
+  with jax.enable_x64(True):
+    for name, entry in out.items():
+      act, weights, sw2, sb2, q1 = config.cases()[name]
+      moments = theory.jacobian_spectrum_moments(act, sw2, sb2, q1, max(config.depths), weights)
+      take = np.asarray(config.depths) - 1
+      entry["theory"] = {"mean_sq": np.asarray(moments["mean_sq"])[take],
+                         "var_sq": np.asarray(moments["var_sq"])[take]}
+      entry["var_sq_per_seed"] = np.asarray(entry["var_sq_per_seed"]).T  # (seeds, depths)
+      entry["mean_sq_per_seed"] = np.asarray(entry["mean_sq_per_seed"]).T
+  return out
+
+
+def learning_speed(config: Config) -> dict:
+  """Training loss per step for the three arms, (arms, seeds, steps)."""
+  dataset = data.standardize(data.mnist1d())
+  sw2_small, sb2_small = (float(v) for v in theory.critical_line("tanh", config.q_small))
+  arms = {"tanh critical orthogonal": ("tanh", "orthogonal", sw2_small, max(sb2_small, 0.0)),
+          "tanh critical Gaussian": ("tanh", "gaussian", sw2_small, max(sb2_small, 0.0)),
+          "ReLU He (Gaussian)": ("relu", "gaussian", 2.0, 0.0)}
+  optimizer = training.OptimizerConfig("sgd", config.learning_rate, momentum=0.9)
+  out = {}
+  for name, (act, weights, sw2, sb2) in _cli.progress(arms.items(), desc="learning speed"):
+    model = DeepMLP(depth=config.train_depth, width=config.train_width,
+                    out_features=dataset.num_classes, activation=act, **unit_inits(weights))
+    keys = jax.random.split(jax.random.key(config.seed), config.train_seeds)
+    grid = np.full((config.train_seeds,), sw2, np.float32)
+    res = train_many(model, dataset, optimizer, grid, np.full_like(grid, sb2), keys,
+                     steps=config.train_steps, batch=config.batch, eval_examples=1000,
+                     weights=weights)
+    out[name] = {"sigma_w2": sw2, "sigma_b2": sb2, "loss_per_seed": res["loss"],
+                 "train_accuracy_per_seed": res["train_accuracy"],
+                 "diverged_at_per_seed": res["diverged_at"]}
+  return out
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  results = {"config": config, "spectra": spectra(config)}
+  if config.train_steps > 0:
+    results["learning"] = learning_speed(config)
+  _cli.write_json(out_dir / "results.json", results)
+  plot(results, out_dir)
+  return results
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  cases = results["spectra"]
+  fig, axes = plotting.figure(1, len(cases), panel=(2.5, 2.3))
+  for col, (name, case) in enumerate(cases.items()):
+    ax = axes[0, col]
+    all_logs = np.concatenate([np.ravel(v) for v in case["log_s"].values()])
+    finite = all_logs[np.isfinite(all_logs)] * 2 / np.log(10)
+    bins = np.linspace(finite.min() - 0.05, finite.max() + 0.05, HISTOGRAM_BINS + 1)
+    for i, (depth, log_s) in enumerate(case["log_s"].items()):
+      values = np.ravel(np.asarray(log_s, dtype=float)) * 2 / np.log(10)
+      ax.hist(values[np.isfinite(values)], bins=bins, histtype="step", density=True,
+              color=plotting.plt.cm.viridis(i / max(len(case["log_s"]) - 1, 1)), label=f"L={depth}")
+    ax.set_title(f"{name}\nσw²={case['sigma_w2']:.4g}, σb²={case['sigma_b2']:.2g}", fontsize=7)
+    ax.set_xlabel("log10 s²")
+  axes[0, 0].set_ylabel("density")
+  axes[0, 0].legend()
+  plotting.save(fig, out_dir / "spectra.png")
+
+  fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))
+  ax = axes[0, 0]
+  for i, (name, case) in enumerate(cases.items()):
+    depths = case["depths"]
+    plotting.median_band(ax, depths, case["var_sq_per_seed"], color=f"C{i}", marker="o",
+                         label=name)
+    plotting.theory_line(ax, depths, case["theory"]["var_sq"], color=f"C{i}")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("depth L")
+  ax.set_ylabel("var of s² (dashed: theory)")
+  ax.set_title(f"N={results['config'].width}: var of s², median over seeds (dashed: theory)")
+  ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+  plotting.save(fig, out_dir / "variance.png")
+
+  if "learning" in results:
+    fig, axes = plotting.figure(1, 1, panel=(4.6, 3.0))
+    ax = axes[0, 0]
+    for i, (name, arm) in enumerate(results["learning"].items()):
+      loss = np.asarray(arm["loss_per_seed"], dtype=float)
+      plotting.median_band(ax, np.arange(loss.shape[-1]), loss, color=f"C{i}", label=name)
+    config = results["config"]
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("training loss (MNIST-1D)")
+    ax.set_title(f"depth {config.train_depth}, width {config.train_width}", fontsize=8)
+    ax.legend()
+    plotting.save(fig, out_dir / "learning.png")
+
+
+def summary(results: dict) -> str:
+  header = ["case", "L", "mean s² (theory 1)", "var s² measured", "predicted", "ratio"]
+  rows = []
+  for name, case in results["spectra"].items():
+    for j, depth in enumerate(case["depths"]):
+      measured = float(np.median(np.asarray(case["var_sq_per_seed"])[:, j]))
+      predicted = float(case["theory"]["var_sq"][j])
+      rows.append([name, depth, float(np.median(np.asarray(case["mean_sq_per_seed"])[:, j])),
+                   measured, predicted, measured / predicted if predicted else float("nan")])
+  text = _cli.format_table(header, rows)
+  if "learning" in results:
+    rows = [[name, float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
+             float(np.median(arm["train_accuracy_per_seed"]))]
+            for name, arm in results["learning"].items()]
+    text += "\n\n" + _cli.format_table(["arm", "final loss", "train accuracy"], rows)
+  return text
+
+
+def main(argv: list[str] | None = None) -> dict:
+  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,59 @@
+"""dynamical_isometry experiment: smoke run, spectra against exact ground truths and theory."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import dynamical_isometry as di
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("dynamical_isometry")
+  di.run(di.Config.smoke(), out)
+  return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_writes_results_and_figures(smoke):
+  out, results = smoke
+  config = di.Config.smoke()
+  assert set(results["spectra"]) == set(config.cases())
+  for case in results["spectra"].values():
+    assert np.shape(case["var_sq_per_seed"]) == (config.seeds, len(config.depths))
+    for depth in config.depths:
+      log_s = np.asarray(case["log_s"][str(depth)], dtype=float)
+      assert log_s.shape == (config.seeds, config.width)
+      assert np.all(np.diff(log_s, axis=-1)[np.isfinite(np.diff(log_s, axis=-1))] <= 1e-6)
+  for arm in results["learning"].values():
+    assert np.shape(arm["loss_per_seed"]) == (config.train_seeds, config.train_steps)
+  for name in ("spectra.png", "variance.png", "learning.png"):
+    assert (out / name).stat().st_size > 10_000
+
+
+def test_theory_is_on_the_critical_line(smoke):
+  """Every case has chi_1 = 1, so the predicted mean of s^2 is 1 at every depth; ReLU's var is 2L."""
+  config = di.Config.smoke()
+  for case in smoke[1]["spectra"].values():
+    np.testing.assert_allclose(case["theory"]["mean_sq"], 1.0, rtol=1e-6)
+  relu = smoke[1]["spectra"]["relu/gaussian/He"]
+  np.testing.assert_allclose(relu["theory"]["var_sq"], 2 * np.asarray(config.depths), rtol=1e-4)
+
+
+def test_linear_orthogonal_spectrum_is_exactly_flat():
+  """A linear net with orthogonal weights of gain 1: every log s = 0 at any depth."""
+  config = di.Config.smoke()
+  log_s = di.measure(config, "linear", "orthogonal", 1.0, 0.0, 1.0, 50)
+  np.testing.assert_allclose(log_s, 0.0, atol=1e-4)
+
+
+def test_orthogonal_beats_gaussian_at_small_q_star():
+  """Pennington et al.: critical orthogonal tanh at small q* is near-isometric, Gaussian is not."""
+  config = di.Config.smoke()
+  cases = config.cases()
+  var = {}
+  for weights in ("orthogonal", "gaussian"):
+    act, w, sw2, sb2, q1 = cases[f"tanh/{weights}/q*={config.q_small:g}"]
+    log_s = di.measure(config, act, w, sw2, sb2, q1, 8)
+    var[weights] = np.median(np.exp(2 * log_s).var(axis=-1))
+  assert var["orthogonal"] < 1e-2 < var["gaussian"]
