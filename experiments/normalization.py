@@ -34,6 +34,7 @@ Writes ``config.json``, ``results.json`` (every plotted number),
 import dataclasses
 import math
 import pathlib
+import warnings
 
 from experiments import _cli
 
@@ -42,16 +43,23 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import activations, data, diagnostics, initializers, plotting  # noqa: E402
+from jaxgrad import activations, data, diagnostics, initializers, plotting, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm  # noqa: E402
 from jaxgrad.training import OptimizerConfig, make_optimizer, train  # noqa: E402
 
 NORMS = ("none", "batch", "layer", "weight")
 COLORS = {"none": "C7", "batch": "C3", "layer": "C0", "weight": "C2"}
+# Weight norm equals the plain net at init (g = ||v||): drawn dotted so both show.
+LINESTYLES = {"weight": ":"}
+PANEL = (4.0, 2.8)
 # Yang et al. 2019 (theory.md §1.7): growth of the squared backprop signal per
 # BatchNorm-ReLU layer, large-batch limit.
 BN_RELU_GROWTH = math.pi / (math.pi - 1)
+# sigma_w^2 = fan_in * Var(W) of the initializers whose variance is known in
+# closed form, as a function of fan_in (the hidden width).
+SIGMA_W2 = {"normal_small": lambda fan_in: fan_in * 0.01**2, "he_normal": lambda _: 2.0,
+            "lecun_normal": lambda _: 1.0, "xavier_normal": lambda _: 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +114,9 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
   Returns ``grad_init`` / ``grad_final`` (seeds, depth): per-layer weight
   gradient norms on a fixed batch; ``signal_init`` / ``signal_final``
   (seeds, depth): per-layer ``||dL/dz||``; ``loss`` (seeds, steps);
-  ``test_accuracy`` (seeds,); ``diverged_at`` (seeds,).
+  ``test_accuracy`` (seeds,); ``diverged_at`` (seeds,); ``zero_grad_fraction_init``
+  / ``_final`` (seeds,): the fraction of float32 weight-gradient entries exactly 0.
+  Norms and signals are computed in float64 from the float32 parameters.
   """
   model = _model(config, activation, norm)
   x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
@@ -129,12 +139,19 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
     return cross_entropy(out, batch[1]), state
 
   def diagnose(params, state, perturbations, batch):
+    # In float64: the gradients of a net this badly initialised are ~1e-25 and
+    # their squares underflow float32 (norms would read 0). What float32
+    # training sees is recorded separately: the fraction of exactly-zero entries.
+    zero_fraction = _zero_fraction(jax.grad(lambda p: loss_fn(p, state, batch)[0])(params))
+    params, state, perturbations, batch = jax.tree.map(
+        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+        (params, state, perturbations, batch))
     grads = jax.grad(lambda p: loss_fn(p, state, batch)[0])(params)
     norms = diagnostics.layer_grad_norms(grads, weight_names=("kernel", "v"))
     signal = diagnostics.backprop_signal(
         lambda v: cross_entropy(logits(v, batch[0])[0], batch[1]),
         {"params": to_plain(params), **state, "perturbations": perturbations})
-    return jnp.stack(list(norms.values())), jnp.stack(list(signal.values()))
+    return jnp.stack(list(norms.values())), jnp.stack(list(signal.values())), zero_fraction
 
   def one(key):
     k_init, k_train, k_eval = jax.random.split(key, 3)
@@ -143,19 +160,58 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
     params = variables["params"]
     params = to_weight_norm(params) if norm == "weight" else params
     state = {"batch_stats": variables["batch_stats"]} if norm == "batch" else {}
-    grad_init, signal_init = diagnose(params, state, variables["perturbations"], batch)
+    grad_init, signal_init, zero_init = diagnose(params, state, variables["perturbations"], batch)
     result = train(loss_fn, params, optimizer, sample, config.steps, key=k_train,
                    model_state=state)
-    grad_final, signal_final = diagnose(result.params, result.model_state,
-                                        variables["perturbations"], batch)
-    test_logits = model.apply({"params": to_plain(result.params), **result.model_state}, x_test)
+    grad_final, signal_final, zero_final = diagnose(result.params, result.model_state,
+                                                    variables["perturbations"], batch)
+    # BatchNorm: test-set batch statistics (the running averages, momentum 0.99,
+    # still remember their init after 200 steps).
+    test_logits, _ = logits({"params": to_plain(result.params), **result.model_state}, x_test)
     accuracy = jnp.mean(jnp.argmax(test_logits, -1) == y_test)
     return dict(grad_init=grad_init, grad_final=grad_final, signal_init=signal_init,
-                signal_final=signal_final, loss=result.loss, test_accuracy=accuracy,
+                signal_final=signal_final, zero_grad_fraction_init=zero_init,
+                zero_grad_fraction_final=zero_final, loss=result.loss, test_accuracy=accuracy,
                 diverged_at=result.diverged_at)
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(keys).items()}
+  with jax.enable_x64(True):  # for diagnose's float64; training stays in float32
+    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(keys).items()}
+
+
+def _zero_fraction(grads) -> jax.Array:
+  """Fraction of the weight-gradient entries (kernels, weight-norm directions) exactly 0."""
+  leaves = [g for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
+            if str(getattr(path[-1], "key", "")) in ("kernel", "v")]
+  return sum(jnp.sum(g == 0) for g in leaves) / sum(g.size for g in leaves)
+
+
+def predicted_growth(config: Config, activation: str, norm: str) -> float | None:
+  r"""Mean-field growth of the squared backprop signal per hidden layer at init, toward the input.
+
+  * ``none`` and ``weight`` (identical at init): :math:`\chi_1 = \sigma_w^2
+    \mathbb E[\phi'(\sqrt{q^*} z)^2]` (:func:`jaxgrad.theory.chi1`, zero
+    biases), for the initializers in :data:`SIGMA_W2`;
+  * ``layer``: LayerNorm rescales the pre-activation to unit variance, and its
+    backward pass divides by the same standard deviation
+    :math:`\sigma_w \sqrt{\mathbb E h^2}`, so
+    :math:`\chi = \mathbb E[\phi'(z)^2] / \mathbb E[\phi(z)^2]`, whatever
+    the weight scale (1 for ReLU);
+  * ``batch``: :data:`BN_RELU_GROWTH` for ReLU (Yang et al. 2019), else None.
+  """
+  if norm == "batch":
+    return BN_RELU_GROWTH if activation == "relu" else None
+  if norm == "layer":
+    phi = activations.get(activation)
+    return float(theory.derivative_moment(activation, 1.0)
+                 / theory.gaussian_expectation(lambda u: phi(u) ** 2, 1.0))
+  if config.kernel_init not in SIGMA_W2:
+    return None
+  sigma_w2 = SIGMA_W2[config.kernel_init](config.width)
+  # In the ordered phase ReLU's q* is exactly 0, where relu'(0) = 0 would give
+  # chi_1 = 0; mu_1 is right-continuous at 0, so take the limit q -> 0+.
+  q = max(float(theory.q_star(activation, sigma_w2, 0.0)), 1e-30)
+  return sigma_w2 * float(theory.derivative_moment(activation, q))
 
 
 def growth_per_layer(signal: np.ndarray) -> np.ndarray:
@@ -180,10 +236,8 @@ def growth_per_layer(signal: np.ndarray) -> np.ndarray:
 
 def _quartiles(per_seed: np.ndarray) -> dict:
   finite = np.where(np.isfinite(per_seed), per_seed, np.nan)
-  if np.all(np.isnan(finite)):
-    nan = np.full(per_seed.shape[1:], np.nan)
-    return {"median": nan, "q25": nan, "q75": nan, "per_seed": per_seed}
-  with np.errstate(all="ignore"):
+  with warnings.catch_warnings(), np.errstate(all="ignore"):
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
     q25, q50, q75 = np.nanpercentile(finite, [25, 50, 75], axis=0)
   return {"median": q50, "q25": q25, "q75": q75, "per_seed": per_seed}
 
@@ -199,13 +253,12 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
         "activation": activation, "norm": norm,
         "layers": np.arange(1, config.depth + 1),
         **{k: _quartiles(m[k]) for k in ("grad_init", "grad_final", "signal_init",
-                                          "signal_final", "loss")},
-        "zero_grad_fraction_init": float(np.mean(m["grad_init"] == 0)),
+                                          "signal_final", "loss", "zero_grad_fraction_init",
+                                          "zero_grad_fraction_final")},
         "signal_growth_init": _quartiles(growth_per_layer(m["signal_init"])),
         "test_accuracy": _quartiles(m["test_accuracy"]),
         "diverged_at": m["diverged_at"],
-        "theory_signal_growth_init": (BN_RELU_GROWTH if (norm, activation) == ("batch", "relu")
-                                      else None),
+        "theory_signal_growth_init": predicted_growth(config, activation, norm),
     }
   results = {"config": config, "dataset": "mnist1d", "bn_relu_growth": BN_RELU_GROWTH,
              "cases": cases}
@@ -220,15 +273,18 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   config = results["config"]
   steps = config["steps"] if isinstance(config, dict) else config.steps
 
-  fig, axes = plotting.figure(2, len(acts), panel=(3.4, 2.6))
+  def draw(ax, x, y, norm, label):
+    line = plotting.median_band(ax, x, y, color=COLORS[norm], label=label)
+    line.set_linestyle(LINESTYLES.get(norm, "-"))
+
+  fig, axes = plotting.figure(2, len(acts), panel=PANEL)
   for c in cases.values():
     col = acts.index(c["activation"])
     for row, key in enumerate(("grad_init", "grad_final")):
-      plotting.median_band(axes[row, col], c["layers"], c[key]["per_seed"],
-                           color=COLORS[c["norm"]], label=c["norm"])
+      draw(axes[row, col], c["layers"], c[key]["per_seed"], c["norm"], c["norm"])
   for col, a in enumerate(acts):
-    axes[0, col].set_title(f"{a}: at initialization")
-    axes[1, col].set_title(f"{a}: after {steps} Adam steps")
+    axes[0, col].set_title(f"{a}, at initialization")
+    axes[1, col].set_title(f"{a}, after {steps} Adam steps")
     for row in range(2):
       axes[row, col].set_yscale("log")
     axes[1, col].set_xlabel("layer")
@@ -237,35 +293,35 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   axes[0, 0].legend()
   plotting.save(fig, out_dir / "grad_norms.png")
 
-  fig, axes = plotting.figure(1, len(acts), panel=(3.4, 2.6))
+  fig, axes = plotting.figure(1, len(acts), panel=PANEL)
   for c in cases.values():
     ax = axes[0, acts.index(c["activation"])]
-    plotting.median_band(ax, c["layers"], c["signal_init"]["per_seed"], color=COLORS[c["norm"]],
-                         label=c["norm"])
+    draw(ax, c["layers"], c["signal_init"]["per_seed"], c["norm"], c["norm"])
     growth = c["theory_signal_growth_init"]
-    if growth is not None:
+    if growth is not None and c["norm"] != "weight":  # weight: the same line as none
       anchor = np.asarray(c["signal_init"]["median"])[-2]
       layers = np.asarray(c["layers"])[1:-1]
-      predicted = anchor * growth ** (0.5 * (layers[-1] - layers))
-      plotting.theory_line(ax, layers, predicted, color=COLORS["batch"],
-                           label=f"BN theory: ×{growth:.3f} per layer (squared)")
+      with np.errstate(all="ignore"):
+        predicted = anchor * growth ** (0.5 * (layers[-1] - layers))
+      plotting.theory_line(ax, layers, predicted, color=COLORS[c["norm"]],
+                           label=f"{c['norm']}, mean field: ×{growth:.3g}/layer²")
   for col, a in enumerate(acts):
-    axes[0, col].set_title(f"{a}: backprop signal at initialization")
+    axes[0, col].set_title(f"{a}, backprop signal at initialization")
     axes[0, col].set_yscale("log")
     axes[0, col].set_xlabel("layer")
   axes[0, 0].set_ylabel("||dL/dz_l||")
   for ax in axes[0]:
-    ax.legend()
+    ax.legend(fontsize=6)
   plotting.save(fig, out_dir / "signal.png")
 
-  fig, axes = plotting.figure(1, len(acts), panel=(3.4, 2.6))
+  fig, axes = plotting.figure(1, len(acts), panel=PANEL)
   for c in cases.values():
     ax = axes[0, acts.index(c["activation"])]
     loss = np.asarray(c["loss"]["per_seed"])
-    plotting.median_band(ax, np.arange(1, loss.shape[1] + 1), loss, color=COLORS[c["norm"]],
-                         label=f"{c['norm']} (test acc {float(c['test_accuracy']['median']):.2f})")
+    draw(ax, np.arange(1, loss.shape[1] + 1), loss, c["norm"],
+         f"{c['norm']} (test acc {float(c['test_accuracy']['median']):.2f})")
   for col, a in enumerate(acts):
-    axes[0, col].set_title(f"{a}: MNIST-1D training loss")
+    axes[0, col].set_title(f"{a}, MNIST-1D training loss")
     axes[0, col].set_xlabel("Adam step")
   axes[0, 0].set_ylabel("cross-entropy")
   for ax in axes[0]:
@@ -275,7 +331,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
 def summary(results: dict) -> str:
   header = ["case", "|g₁|/|g_L| init", "after", "signal²/layer init", "theory",
-            "zero grads init", "final loss", "test acc"]
+            "f32 zero grads init", "final loss", "test acc"]
   rows = []
   for name, c in results["cases"].items():
     g0, g1 = (np.asarray(c[k]["median"], dtype=float) for k in ("grad_init", "grad_final"))
@@ -283,7 +339,7 @@ def summary(results: dict) -> str:
     with np.errstate(all="ignore"):
       rows.append([name, float(g0[0] / g0[-1]), float(g1[0] / g1[-1]),
                    float(c["signal_growth_init"]["median"]), "-" if t is None else float(t),
-                   f"{c['zero_grad_fraction_init']:.0%}",
+                   f"{float(c['zero_grad_fraction_init']['median']):.0%}",
                    float(np.asarray(c["loss"]["median"])[-1]),
                    float(c["test_accuracy"]["median"])])
   return _cli.format_table(header, rows)

@@ -42,10 +42,24 @@ def test_weight_norm_is_the_plain_net_at_initialization(smoke):
   assert np.all(np.asarray(weight["grad_init"]["per_seed"]) <= g_plain * (1 + 1e-5))
 
 
-def test_batch_norm_theory_constant(smoke):
-  assert smoke[1]["cases"]["relu/batch"]["theory_signal_growth_init"] == pytest.approx(
+def test_theory_values(smoke):
+  cases = smoke[1]["cases"]
+  width = nm.Config.smoke().width
+  assert cases["relu/batch"]["theory_signal_growth_init"] == pytest.approx(
       math.pi / (math.pi - 1))
-  assert smoke[1]["cases"]["relu/layer"]["theory_signal_growth_init"] is None
+  # LayerNorm + ReLU: E[relu'(z)^2] / E[relu(z)^2] = (1/2) / (1/2).
+  assert cases["relu/layer"]["theory_signal_growth_init"] == pytest.approx(1.0, rel=1e-3)
+  # N(0, 0.01^2) weights, ReLU: chi_1 = width * 1e-4 / 2, for none and weight norm alike.
+  for norm in ("none", "weight"):
+    assert cases[f"relu/{norm}"]["theory_signal_growth_init"] == pytest.approx(
+        width * 1e-4 / 2, rel=1e-3)
+
+
+def test_unnormalized_signal_shrinks_by_chi1_per_layer(smoke):
+  """Measured at width 8 over 2 seeds: the same order of magnitude as chi_1 = 4e-4."""
+  case = smoke[1]["cases"]["relu/none"]
+  assert case["signal_growth_init"]["median"] == pytest.approx(
+      case["theory_signal_growth_init"], rel=0.5)
 
 
 def test_growth_per_layer_recovers_a_geometric_signal():
