@@ -83,7 +83,7 @@ class Config:
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(width=8, depths=(3, 6), sigma_w2=(1.0, 1.75, 4.0), steps=3, batch=4,
+    return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), steps=3, batch=4,
                eval_examples=16, theory_points=9)
 
   def optimizer_config(self) -> training.OptimizerConfig:
