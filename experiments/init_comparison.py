@@ -26,9 +26,11 @@ forward signal shrinks by sqrt(100 * 0.01^2) = 0.1 per layer and the backward
 signal too). Their float32 *norm* is exactly 0: the squares (1e-40) are below
 the smallest normal float32 (1.2e-38) and XLA on CPU flushes subnormals to
 zero. So the gradient is computed in float32, as in the seed, but every norm is
-reduced in float64 (the float32 gradient is exact in float64); the float32
-norms are recorded too, and ``results.json`` counts, per layer, the seeds whose
-float32 norm is 0 and the exactly-zero gradient entries (dead ReLUs).
+reduced in float64 (the float32 gradient is exact in float64); the naive
+float32 norms are recorded too, and ``results.json`` counts, per layer, the
+seeds whose naive float32 norm is 0 and the exactly-zero gradient entries (dead
+ReLUs). Since this finding, jaxgrad's own norms (``diagnostics.safe_norm``)
+scale by the largest entry before squaring and do not underflow.
 
 Kaiming: the seed calls ``kaiming_*_(w, nonlinearity=activation)``, which for
 tanh uses PyTorch's gain 5/3, Var = (25/9) / fan_in. jaxgrad's ``he_*`` is
@@ -56,7 +58,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import activations, diagnostics, initializers, plotting, theory  # noqa: E402
-from jaxgrad.diagnostics._tree import per_layer  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "orthogonal",
@@ -187,8 +188,9 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
 
   Returns:
     dict of (L,) arrays: ``weight`` (||dL/dW_l||_F, float64 reduction),
-    ``weight_f32`` (the same reduced in float32), ``signal`` and
-    ``signal_f32`` (backprop signal E_b||dL/dz_l[b]||), ``zero_entries``
+    ``weight_f32`` (the same reduced naively in float32, sqrt(sum g^2) as
+    ``jnp.linalg.norm`` computes it), ``signal`` and ``signal_f32`` (backprop
+    signal E_b||dL/dz_l[b]||, likewise), ``zero_entries``
     (number of exactly-zero entries of dL/dW_l).
   """
   def loss_fn(v):
@@ -202,10 +204,13 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
   stack = lambda d: jnp.stack(list(d.values()))  # noqa: E731
   return {
       "weight": stack(diagnostics.layer_grad_norms(grads)),
-      "weight_f32": stack(diagnostics.layer_grad_norms(_cast(grads, jnp.float32))),
+      "weight_f32": stack(diagnostics.per_layer(_cast(grads, jnp.float32), "kernel",
+                                                jnp.linalg.norm)),
       "signal": stack(diagnostics.backprop_signal(loss64, variables64)),
-      "signal_f32": stack(diagnostics.backprop_signal(loss_fn, variables)),
-      "zero_entries": stack(per_layer(grads, "kernel", lambda g: jnp.sum(g == 0))),
+      "signal_f32": stack(diagnostics.per_layer(
+          diagnostics.perturbation_grads(loss_fn, variables), "preact",
+          lambda g: jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1)))),
+      "zero_entries": stack(diagnostics.per_layer(grads, "kernel", lambda g: jnp.sum(g == 0))),
   }
 
 

@@ -120,21 +120,9 @@ def _summary_over_seeds(per_seed: np.ndarray) -> dict:
             "per_seed": per_seed}
 
 
-def resolvable(s2: np.ndarray) -> np.ndarray:
-  """Mask of squared singular values above the SVD's resolution.
-
-  An SVD in precision eps resolves s only down to about ``n * eps * s_max``;
-  below that (e.g. the exact zeros that ReLU's dead units and hard-tanh's
-  saturated units put into J) it returns rounding noise. Shape (..., n).
-  """
-  n = s2.shape[-1]
-  floor = (n * np.finfo(s2.dtype).eps) ** 2 * s2.max(axis=-1, keepdims=True)
-  return s2 > floor
-
-
 def _density(s2: np.ndarray, depth_index: int, bins: np.ndarray) -> dict:
   values = s2[:, depth_index]
-  keep = resolvable(values)
+  keep = diagnostics.resolvable(values)
   counts, _ = np.histogram(np.log10(values[keep]), bins=bins)
   # Normalised so that the histogram integrates to the resolvable fraction.
   density = counts / max(values.size, 1) / np.diff(bins)
@@ -157,7 +145,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
           activation, sigma_w2[activation], 0.0, sigma_w2[activation] * config.input_q,
           max(config.depths), weights)
       take = np.asarray(config.depths) - 1
-      kept = s2[resolvable(s2)]
+      kept = s2[diagnostics.resolvable(s2)]
       lo, hi = np.log10(kept.min()), np.log10(kept.max())
       bins = np.linspace(min(lo, hi - 0.5), max(hi, lo + 0.5), 41)
       cases[f"{activation}/{weights}"] = {

@@ -42,7 +42,6 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.jacobian_spectrum import resolvable  # noqa: E402
 from jaxgrad import activations, diagnostics, plotting, theory  # noqa: E402
 from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP  # noqa: E402
 from jaxgrad.models.residual import ResidualStack  # noqa: E402
@@ -218,7 +217,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       m = measure(config, arch, activation, norm)
       stats = {k: np.asarray(v) for k, v in diagnostics.spectrum_stats(m["s"]).items()}
       with np.errstate(all="ignore"):
-        resolved = resolvable(m["s"] ** 2)  # (seeds, B, N); s is descending
+        resolved = diagnostics.resolvable(m["s"] ** 2)  # (seeds, B, N); s is descending
       # 0 where the smallest singular value is below the SVD's resolution.
       stats["min_resolved"] = np.where(resolved[..., -1], m["s"][..., -1], 0.0)
       pos = positions(arch, config.blocks)

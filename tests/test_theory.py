@@ -91,7 +91,7 @@ def test_relu_arccos_kernel_with_the_trapezoid_rule(x64):
   for c in (0.0, 0.3, 0.9):
     exact = 1.0 / (2 * np.pi) * (np.sqrt(1 - c**2) + (np.pi - np.arccos(c)) * c)
     got = theory.gaussian_expectation_2d(lambda a, b: relu(a) * relu(b), 1.0, c)
-    np.testing.assert_allclose(got, exact, **_tol.F32_REDUCED)
+    np.testing.assert_allclose(got, exact, **_tol.QUADRATURE_KINK)
 
 
 def test_chi1_and_correlation_map_against_monte_carlo(x64):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _check_vector(x: jax.Array, what: str) -> None:
@@ -55,3 +56,15 @@ def spectrum_stats(s: jax.Array) -> dict[str, jax.Array]:
       "min": smin,
       "condition": smax / smin,
   }
+
+
+def resolvable(s2: np.ndarray) -> np.ndarray:
+  """Mask of squared singular values above the SVD's resolution.
+
+  An SVD in precision eps resolves s only down to about ``n * eps * s_max``;
+  below that (e.g. the exact zeros that ReLU's dead units and hard-tanh's
+  saturated units put into J) it returns rounding noise. Shape (..., n).
+  """
+  n = s2.shape[-1]
+  floor = (n * np.finfo(s2.dtype).eps) ** 2 * s2.max(axis=-1, keepdims=True)
+  return s2 > floor
