@@ -9,6 +9,7 @@ import os
 import pathlib
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
 
 def default_dir() -> pathlib.Path:
@@ -17,9 +18,14 @@ def default_dir() -> pathlib.Path:
 
 
 def enable(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
-  """Caches every compiled program (however fast it compiled) under ``cache_dir``."""
+  """Caches every compiled program (however fast it compiled) under ``cache_dir``.
+
+  Works even after the process has compiled something: JAX initialises its
+  cache once, at the first compile, so the cache is reset to pick up the dir.
+  """
   path = pathlib.Path(cache_dir) if cache_dir is not None else default_dir()
   path.mkdir(parents=True, exist_ok=True)
+  _jax_cache.reset_cache()
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

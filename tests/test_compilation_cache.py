@@ -6,13 +6,16 @@ import jax.numpy as jnp
 from jaxgrad import compilation_cache
 
 
-def test_enable_writes_entries(tmp_path, monkeypatch):
+def test_enable_writes_entries_even_after_earlier_compiles(tmp_path):
   before = jax.config.jax_compilation_cache_dir
+  jax.jit(lambda a: a + 1.5)(jnp.arange(3.0)).block_until_ready()  # cache initialised here
   try:
     path = compilation_cache.enable(tmp_path / "xla")
     jax.jit(lambda a: jnp.sin(a) * 3.25)(jnp.arange(7.0)).block_until_ready()
     assert any(path.iterdir())
   finally:
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+    jax_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", before)
 
 
