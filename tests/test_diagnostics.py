@@ -166,3 +166,9 @@ class JitAgreement(parameterized.TestCase):
     chex.assert_shape(out, (BATCH, OUT))
     expected = jnp.stack([jnp.linalg.svd(jax.jacfwd(f)(xi), compute_uv=False) for xi in self.x])
     chex.assert_trees_all_close(out, expected, **_tol.F32_REDUCED)
+
+
+def test_stacks_with_sublayers_are_ordered_layer_first():
+  grads = {"layers": {"attn": {"kernel": jnp.ones((2, 3, 3))}, "mlp": {"kernel": jnp.ones((2, 3, 3))}}}
+  assert list(diagnostics.layer_grad_norms(grads)) == [
+      "layers_000/attn", "layers_000/mlp", "layers_001/attn", "layers_001/mlp"]

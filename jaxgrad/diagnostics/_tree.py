@@ -46,7 +46,6 @@ def per_layer(
     keys = [str(getattr(k, "key", k)) for k in path]
     if keys and keys[-1] in leaf_names:
       found.append((keys[:-1], leaf))
-  found.sort(key=lambda item: _natural_key("/".join(item[0])))
   out: dict[str, jax.Array] = {}
   for keys, leaf in found:
     stacked = [i for i, k in enumerate(keys) if _is_stacked(k)]
@@ -59,4 +58,5 @@ def per_layer(
     for i in range(leaf.shape[0]):
       name = keys[:s] + [f"{keys[s]}_{i:03d}"] + keys[s + 1 :]
       out["/".join(name)] = reduce(leaf[i])
-  return out
+  # Expanded names sort layer first, then sublayer (layers_000/attn before layers_001/attn).
+  return dict(sorted(out.items(), key=lambda item: _natural_key(item[0])))

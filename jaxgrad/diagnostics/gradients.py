@@ -78,12 +78,13 @@ def _mean_example_norm(g: jax.Array) -> jax.Array:
 
 
 def backprop_signal(
-    loss_fn: Callable[[Variables], jax.Array], variables: Variables
+    loss_fn: Callable[[Variables], jax.Array], variables: Variables, *, name: str = "preact"
 ) -> dict[str, jax.Array]:
   r"""Backprop signal of each layer: :math:`\mathbb{E}_b \|\partial L / \partial h_l[b]\|_2`.
 
-  ``h_l`` are the intermediates marked with ``Module.perturb`` (for jaxgrad's
-  MLPs, every layer's pre-activation); the norm is taken per example and
+  ``h_l`` are the intermediates marked with ``Module.perturb(name, ...)`` (for
+  jaxgrad's MLPs, ``'preact'``, every layer's pre-activation; the Transformer
+  perturbs its ``'residual'`` stream); the norm is taken per example and
   averaged over the batch.
 
   >>> import jax, jax.numpy as jnp
@@ -96,4 +97,4 @@ def backprop_signal(
   ['first', 'hidden/layers_000', 'hidden/layers_001', 'last']
   """
   grads = perturbation_grads(loss_fn, variables)
-  return per_layer(grads, "preact", _mean_example_norm)
+  return per_layer(grads, name, _mean_example_norm)
