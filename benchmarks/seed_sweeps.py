@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import _timing
+
 SEED_CODE = r'''
 import sys, pathlib
 import torch
@@ -230,6 +232,14 @@ def main(argv: list[str] | None = None) -> dict:
   if "baseline_note" in results:
     print(f"(baseline: {results['baseline_note']})")
   print(f"compilation cache: {cache}")
+  results["machine"] = _timing.machine()
+  results["rows"] = [{
+      "benchmark": "seed_sweeps", "figure": f"seed 000 §7.1 + §7.2 process start to figures: {label}",
+      "measured": f"{seconds:.1f} s",
+      "baseline": (f"seed's PyTorch loop, 1 seed per curve: {base:.1f} s" if base
+                   else "torch not installed"),
+      "ratio": ratio if base else None,
+  } for label, seconds, ratio in rows if label != "seed's PyTorch loop, 1 seed per curve"]
   return results
 
 
