@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 CELLS = ("simple", "lstm", "gru")
 CLIPPING = ("none", "clip_norm")
@@ -113,7 +114,7 @@ def train_setting(config: Config, cell: str, clipping: str, length: int) -> dict
             "constant_mse": jnp.var(y_test), "diverged_at": result.diverged_at}
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  out = jax.jit(jax.vmap(one))(keys)
+  out = sweep(one, keys)
   out = {k: np.asarray(v) for k, v in out.items()}
   finite = np.isfinite(out["test_mse"])
   out["solved"] = finite & (out["test_mse"] < SOLVED_MSE)

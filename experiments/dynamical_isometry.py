@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import activations, data, diagnostics, plotting, theory, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 HISTOGRAM_BINS = 40
 
@@ -119,7 +120,7 @@ def measure(config: Config, activation: str, weights: str, sigma_w2: float, sigm
     return diagnostics.log_singular_values(layer, jax.random.split(k_layers, depth), h0)
 
   keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), config.seeds)
-  return np.asarray(jax.jit(jax.vmap(one_network))(keys))
+  return np.asarray(sweep(one_network, keys))
 
 
 def spectra(config: Config) -> dict:

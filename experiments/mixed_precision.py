@@ -33,6 +33,7 @@ import optax  # noqa: E402
 
 from jaxgrad import data, mixed_precision, plotting, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 ARMS = ("float32", "bfloat16", "float16", "float16+scaling")
 DATASETS = ("digits", "mnist1d")
@@ -117,7 +118,7 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
     return res.loss, res.metrics, acc, res.diverged_at
 
   keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0), config.seeds)
-  loss, metrics, acc, diverged = jax.jit(jax.vmap(one_seed))(keys)
+  loss, metrics, acc, diverged = sweep(one_seed, keys)
   zero = {k: np.asarray(v) for k, v in metrics["zero_fraction"].items()}
   lost = {k: np.asarray(v) for k, v in metrics["underflow"].items()}
   return {

@@ -36,6 +36,7 @@ import optax  # noqa: E402
 
 from jaxgrad import activations, data, initializers, monitoring, plotting, training  # noqa: E402
 from jaxgrad.models import DenseBlock  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 MODELS = ("mlp", "bn")  # seed 001's MLP, seed 004's BatchNorm net
 # name -> (optimizer, learning rate, momentum): the seeds' settings and Optax defaults.
@@ -161,7 +162,7 @@ def train_arm(config: Config, ds: data.Dataset, kind: str, opt: str, init: str,
     return res.loss, accuracy(res.params, res.model_state, xt, yt), res.diverged_at
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  loss, acc, diverged = jax.jit(jax.vmap(one_seed))(keys)
+  loss, acc, diverged = sweep(one_seed, keys)
   loss = np.asarray(loss)
   return {"dataset": ds_name(ds, config), "model": kind, "optimizer": opt, "init": init,
           "activation": activation, "loss": loss, "test_accuracy": np.asarray(acc),

@@ -47,6 +47,7 @@ from jaxgrad import activations, data, diagnostics, initializers, plotting, theo
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm  # noqa: E402
 from jaxgrad.training import OptimizerConfig, make_optimizer, train  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 NORMS = ("none", "batch", "layer", "weight")
 COLORS = {"none": "C7", "batch": "C3", "layer": "C0", "weight": "C2"}
@@ -176,7 +177,7 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
   with jax.enable_x64(True):  # for diagnose's float64; training stays in float32
-    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(one))(keys).items()}
+    return {k: np.asarray(v) for k, v in sweep(one, keys).items()}
 
 
 def _zero_fraction(grads) -> jax.Array:

@@ -46,6 +46,7 @@ from jaxgrad import activations, diagnostics, plotting, theory  # noqa: E402
 from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP  # noqa: E402
 from jaxgrad.models.residual import ResidualStack  # noqa: E402
 from jaxgrad.models.residual import signal_theory  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 ACTIVATIONS = ("relu", "tanh")
 NORMS = ("none", "layer")
@@ -149,7 +150,7 @@ def measure(config: Config, arch: str, activation: str, norm: str) -> dict[str, 
     return signal / signal[-1], q, jnp.linalg.svd(jac, compute_uv=False)
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  signal, q, s = jax.jit(jax.vmap(one))(keys)
+  signal, q, s = sweep(one, keys)
   return {"signal": np.asarray(signal), "q": np.asarray(q), "s": np.asarray(s)}
 
 

@@ -48,6 +48,7 @@ import optax  # noqa: E402
 
 from jaxgrad import diagnostics, plotting  # noqa: E402
 from jaxgrad.models import resnet  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 STAGES = {10: (1, 1, 1, 1), 18: resnet.RESNET18, 34: resnet.RESNET34}
 NUM_CLASSES = 10
@@ -116,7 +117,7 @@ def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dic
             "loss": loss(variables)}
 
   keys = jax.random.split(_key(config.seed), config.seeds)
-  out = jax.tree.map(np.asarray, jax.jit(jax.vmap(one))(keys))
+  out = jax.tree.map(np.asarray, sweep(one, keys))
   names = list(out["layers"])
   stages = sorted({n.split("/")[0].split("_")[0] for n in names},
                   key=lambda s: int(s[len("stage"):]))
@@ -147,7 +148,7 @@ def stage_jacobian(config: Config, depth: int, residual: bool) -> np.ndarray:
     return diagnostics.singular_values(first_example, h[0].ravel())
 
   keys = jax.random.split(jax.random.fold_in(_key(config.seed), depth), config.seeds)
-  return np.asarray(jax.jit(jax.vmap(one))(keys))
+  return np.asarray(sweep(one, keys))
 
 
 def _quartiles(samples: np.ndarray) -> dict:

@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import data, plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 PASCANU_CELLS = ("linear", "simple")
 TRAINED_CELLS = ("simple", "lstm", "gru")
@@ -146,7 +147,7 @@ def trained_signal(config: Config, cell: str) -> dict:
     return signal(params), signal(result.params), result.loss
 
   keys = jax.random.split(jax.random.key(config.seed + 1), config.seeds)
-  init, trained, loss = (np.asarray(a) for a in jax.jit(jax.vmap(one))(keys))
+  init, trained, loss = (np.asarray(a) for a in sweep(one, keys))
   return {"init": init, "trained": trained, "train_loss": loss}
 
 

@@ -33,6 +33,7 @@ import optax  # noqa: E402
 
 from jaxgrad import activations, data, plotting, theory, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 CHANCE = 0.1  # ten classes
 THEORY_POINTS = 61  # sigma_w^2 values on the 6 xi_c curve
@@ -117,7 +118,7 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
     accuracy = jnp.mean(jnp.argmax(logits, -1) == y_eval)
     return result.loss, accuracy, result.diverged_at
 
-  loss, accuracy, diverged = jax.jit(jax.vmap(one_run))(sigma_w2, sigma_b2, keys)
+  loss, accuracy, diverged = sweep(one_run, sigma_w2, sigma_b2, keys)
   return {"loss": np.asarray(loss), "train_accuracy": np.asarray(accuracy),
           "diverged_at": np.asarray(diverged)}
 

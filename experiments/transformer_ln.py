@@ -47,6 +47,7 @@ import optax  # noqa: E402
 
 from jaxgrad import diagnostics, plotting, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 FFN_OUT = "mlp_out"
 
@@ -133,7 +134,7 @@ def init_grad_norms(config: Config, depth: int, norm_position: str) -> np.ndarra
     return jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)])
 
   keys = jax.random.split(_key(config.seed), config.seeds)
-  return np.asarray(jax.jit(jax.vmap(one))(keys))
+  return np.asarray(sweep(one, keys))
 
 
 def attention_stats(config: Config, head_dim: int) -> dict:
@@ -165,7 +166,7 @@ def attention_stats(config: Config, head_dim: int) -> dict:
 
   keys = jax.random.split(jax.random.fold_in(_key(config.seed), head_dim),
                           config.seeds)
-  return jax.tree.map(np.asarray, jax.jit(jax.vmap(one))(keys))
+  return jax.tree.map(np.asarray, sweep(one, keys))
 
 
 def train_arm(config: Config, norm_position: str, warmup: bool) -> training.TrainResult:
@@ -183,7 +184,7 @@ def train_arm(config: Config, norm_position: str, warmup: bool) -> training.Trai
                           config.steps, key=k_train)
 
   keys = jax.random.split(jax.random.fold_in(_key(config.seed), 1), config.seeds)
-  return jax.tree.map(np.asarray, jax.jit(jax.vmap(one))(keys))
+  return jax.tree.map(np.asarray, sweep(one, keys))
 
 
 def _quartiles(samples: np.ndarray) -> dict:
