@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -62,3 +63,12 @@ def format_rows(rows: list[dict], machine_name: str) -> str:
   lines = ["  ".join(v.ljust(w) for v, w in zip(c, widths)) for c in cells]
   lines.insert(1, "  ".join("-" * w for w in widths))
   return f"machine: {machine_name}\n" + "\n".join(lines)
+
+
+def report(result: dict, rows: list[dict], json_path=None) -> dict:
+  """Attaches ``rows`` to ``result``, prints the table, optionally writes ``result`` as JSON."""
+  result["rows"] = rows
+  print(format_rows(rows, result["machine"]))
+  if json_path:
+    json_path.write_text(json.dumps(result, indent=1))
+  return result

@@ -12,7 +12,6 @@
 """
 
 import argparse
-import json
 import pathlib
 
 from benchmarks import _timing
@@ -102,11 +101,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
   args = parser.parse_args(argv)
   r = run(args.width, args.depth)
-  r["rows"] = rows(r)
-  print(_timing.format_rows(r["rows"], r["machine"]))
-  if args.json:
-    args.json.write_text(json.dumps(r, indent=1))
-  return r
+  return _timing.report(r, rows(r), args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ same run. Timings are printed, never asserted.
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import time
 
@@ -167,11 +166,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
   args = parser.parse_args(argv)
   r = run(args.repeats, args.seeds, args.epochs)
-  r["rows"] = rows(r)
-  print(_timing.format_rows(r["rows"], r["machine"]))
-  if args.json:
-    args.json.write_text(json.dumps(r, indent=1))
-  return r
+  return _timing.report(r, rows(r), args.json)
 
 
 if __name__ == "__main__":
