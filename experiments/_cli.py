@@ -14,7 +14,7 @@ import pathlib
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 # Before numpy/jax are imported by any experiment: CPU SVD is otherwise up to
@@ -96,7 +96,7 @@ def to_jsonable(obj: Any) -> Any:
   """Arrays to lists, dataclasses to dicts; NaN and inf stay (Python's json writes them)."""
   if dataclasses.is_dataclass(obj):
     return to_jsonable(dataclasses.asdict(obj))
-  if isinstance(obj, dict):
+  if isinstance(obj, Mapping):
     return {str(k): to_jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [to_jsonable(v) for v in obj]

@@ -201,16 +201,15 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
 
   variables64 = _cast(variables, jnp.float64)
   grads = jax.grad(loss64)(variables64)["params"]
-  stack = lambda d: jnp.stack(list(d.values()))  # noqa: E731
   return {
-      "weight": stack(diagnostics.layer_grad_norms(grads)),
-      "weight_f32": stack(diagnostics.per_layer(_cast(grads, jnp.float32), "kernel",
-                                                jnp.linalg.norm)),
-      "signal": stack(diagnostics.backprop_signal(loss64, variables64)),
-      "signal_f32": stack(diagnostics.per_layer(
+      "weight": diagnostics.layer_grad_norms(grads).stack(),
+      "weight_f32": diagnostics.per_layer(_cast(grads, jnp.float32), "kernel",
+                                         jnp.linalg.norm).stack(),
+      "signal": diagnostics.backprop_signal(loss64, variables64).stack(),
+      "signal_f32": diagnostics.per_layer(
           diagnostics.perturbation_grads(loss_fn, variables), "preact",
-          lambda g: jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1)))),
-      "zero_entries": stack(diagnostics.per_layer(grads, "kernel", lambda g: jnp.sum(g == 0))),
+          lambda g: jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1))).stack(),
+      "zero_entries": diagnostics.per_layer(grads, "kernel", lambda g: jnp.sum(g == 0)).stack(),
   }
 
 

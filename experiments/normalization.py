@@ -152,7 +152,7 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
     signal = diagnostics.backprop_signal(
         lambda v: cross_entropy(logits(v, batch[0])[0], batch[1]),
         {"params": to_plain(params), **state, "perturbations": perturbations})
-    return jnp.stack(list(norms.values())), jnp.stack(list(signal.values())), zero_fraction
+    return norms.stack(), signal.stack(), zero_fraction
 
   def one(key):
     k_init, k_train, k_eval = jax.random.split(key, 3)

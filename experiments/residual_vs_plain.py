@@ -137,7 +137,7 @@ def measure(config: Config, arch: str, activation: str, norm: str) -> dict[str, 
     target = jax.random.normal(k_t, (config.batch, config.width), dtype)
     variables = model.init(k_init, x)
     loss = lambda v: jnp.mean(jnp.sum((model.apply(v, x) - target) ** 2, -1))  # noqa: E731
-    signal = jnp.stack(list(diagnostics.backprop_signal(loss, variables).values()))
+    signal = diagnostics.backprop_signal(loss, variables).stack()
     _, state = model.apply({"params": variables["params"]}, x, capture_intermediates=capture,
                            mutable=["intermediates"])
     (h0,) = state["intermediates"]["first"]["__call__"]

@@ -113,7 +113,7 @@ def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dic
     signal = diagnostics.backprop_signal(loss, variables)
     grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
     layer_norms = diagnostics.layer_grad_norms(grads)
-    return {"signal": jnp.stack(list(signal.values())), "layers": layer_norms,
+    return {"signal": signal.stack(), "layers": layer_norms,
             "loss": loss(variables)}
 
   keys = jax.random.split(_key(config.seed), config.seeds)

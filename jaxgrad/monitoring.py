@@ -116,11 +116,11 @@ def mlp_outputs(model: Any, variables: Mapping[str, Any], x: jax.Array, *,
 
 
 def update_ratios(updates: Any, params: Any, weight_names: str | tuple[str, ...] = "kernel"
-                  ) -> dict[str, jax.Array]:
+                  ) -> Mapping[str, jax.Array]:
   r"""Per layer :math:`\|\Delta W_l\|_F / \|W_l\|_F`."""
   du = per_layer(updates, weight_names, lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
   w = per_layer(params, weight_names, lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-  return {k: du[k] / w[k] for k in du}
+  return jax.tree.map(jnp.divide, du, w)  # a LayerValues: one op per stack, any depth
 
 
 def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,

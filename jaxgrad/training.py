@@ -124,7 +124,7 @@ class GradNormState(NamedTuple):
   """What :func:`record_grad_norms` keeps: the last gradient's norms."""
 
   global_norm: jax.Array  # () ||g||_2 over every leaf
-  layer_norms: dict[str, jax.Array]  # layer path -> () ||dL/dW_l||_F, input to output
+  layer_norms: Mapping[str, jax.Array]  # layer path -> () ||dL/dW_l||_F (a LayerValues)
 
 
 def _norm_dtype(tree: Any) -> Any:
@@ -135,8 +135,9 @@ def _norm_dtype(tree: Any) -> Any:
 def record_grad_norms(weight_names: str | tuple[str, ...] = "kernel") -> optax.GradientTransformation:
   r"""Records :math:`\|g\|_2` and per-layer :math:`\|g_{W_l}\|_F` in the state; updates pass through.
 
-  Per-layer norms come from :func:`jaxgrad.diagnostics.layer_grad_norms` (one
-  entry per layer, scanned stacks expanded). Norms are computed in at least
+  Per-layer norms come from :func:`jaxgrad.diagnostics.layer_grad_norms`: a
+  scanned stack's norms stay one ``(L,)`` array in the state (one vmapped
+  reduction), so the step compiles in the same time at any depth. Norms are computed in at least
   float32. Read them back with :func:`pre_clip_norm` and :func:`layer_norms`.
 
   Args:
@@ -200,7 +201,7 @@ def pre_clip_norm(opt_state: Any) -> jax.Array:
   return _grad_norm_state(opt_state).global_norm
 
 
-def layer_norms(opt_state: Any) -> dict[str, jax.Array]:
+def layer_norms(opt_state: Any) -> Mapping[str, jax.Array]:
   """Per-layer weight-gradient norms of the last update, before any clipping."""
   return _grad_norm_state(opt_state).layer_norms
 
@@ -225,7 +226,7 @@ class TrainResult(NamedTuple):
   loss: jax.Array  # (steps,) training loss at each step, before its update
   grad_norm: jax.Array  # (steps,) global gradient norm before clipping
   diverged_at: jax.Array  # first step with a non-finite loss, -1 if none
-  layer_grad_norms: dict[str, jax.Array] | None = None  # layer -> (steps,) pre-clip norms
+  layer_grad_norms: Mapping[str, jax.Array] | None = None  # layer -> (steps,) pre-clip norms
   metrics: dict[str, Any] | None = None  # what ``record`` returned, stacked over steps
   opt_state: Any = None  # final optimizer state (resume with train(..., opt_state=))
 

@@ -172,3 +172,34 @@ def test_stacks_with_sublayers_are_ordered_layer_first():
   grads = {"layers": {"attn": {"kernel": jnp.ones((2, 3, 3))}, "mlp": {"kernel": jnp.ones((2, 3, 3))}}}
   assert list(diagnostics.layer_grad_norms(grads)) == [
       "layers_000/attn", "layers_000/mlp", "layers_001/attn", "layers_001/mlp"]
+
+
+def test_layer_values_stack_and_reads_follow_the_layer_order_under_leading_axes():
+  # Two stacked sublayers interleave with an unstacked layer: stack() must
+  # permute groups into name order, and reads must find the layer axis behind
+  # the leading (seed) axis that vmap adds.
+  scale = jnp.arange(1.0, 3.0)[:, None, None]  # layer i's kernel is (i + 1) * ones
+  grads = {"head": {"kernel": jnp.full((3, 3), 10.0)},
+           "layers": {"attn": {"kernel": scale * jnp.ones((2, 3, 3))},
+                      "mlp": {"kernel": 2 * scale * jnp.ones((2, 3, 3))}}}
+  seeds = jnp.asarray([1.0, -1.0])
+  norms = jax.vmap(lambda s: diagnostics.layer_grad_norms(jax.tree.map(lambda g: s * g, grads)))(seeds)
+  assert list(norms) == ["head", "layers_000/attn", "layers_000/mlp", "layers_001/attn",
+                         "layers_001/mlp"]
+  expected = 3.0 * jnp.asarray([10.0, 1.0, 2.0, 2.0, 4.0])  # ||c * ones(3, 3)||_F = 3c
+  chex.assert_trees_all_close(norms.stack(), jnp.stack([expected, expected]), **_tol.F32)
+  chex.assert_trees_all_close(jnp.stack([norms[k] for k in norms], axis=-1), norms.stack(),
+                              **_tol.F32)
+  with pytest.raises(KeyError, match="no layer 'layers_002/attn'"):
+    norms["layers_002/attn"]  # pylint: disable=pointless-statement
+
+
+@pytest.mark.parametrize("depth", [4, 64])
+def test_recording_per_layer_norms_costs_the_same_ops_at_any_depth(depth):
+  # A scanned stack's norms are one vmapped reduction, not `depth` slices: the
+  # traced program, hence compile time, does not grow with depth.
+  grads = {"first": {"kernel": jnp.ones((3, 3))}, "layers": {"kernel": jnp.ones((depth, 3, 3))}}
+  jaxpr = jax.make_jaxpr(diagnostics.layer_grad_norms)(grads)
+  assert len(jaxpr.eqns) == len(jax.make_jaxpr(diagnostics.layer_grad_norms)(
+      {"first": {"kernel": jnp.ones((3, 3))}, "layers": {"kernel": jnp.ones((2, 3, 3))}}).eqns)
+  assert len(diagnostics.layer_grad_norms(grads)) == depth + 1

@@ -54,7 +54,7 @@ def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitor
 
   norms, new = direct(m["params"])
   recorded = {k: v[0] for k, v in m["result"].layer_grad_norms.items()}
-  chex.assert_trees_all_close(recorded, norms, **_tol.F32_REDUCED)
+  chex.assert_trees_all_close(recorded, dict(norms), **_tol.F32_REDUCED)
   kernel = lambda t, name: (t["hidden"]["layers"]["dense"]["kernel"][1]  # noqa: E731
                             if name == "hidden/layers_001/dense" else t["first"]["dense"]["kernel"])
   for name in ("first/dense", "hidden/layers_001/dense"):

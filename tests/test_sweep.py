@@ -31,7 +31,7 @@ def grad_norms_one_seed(key):
   x = jnp.ones((4, 3))
   v = model.init(key, x)
   g = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2))(v["params"])
-  return jnp.stack(list(diagnostics.layer_grad_norms(g).values()))
+  return diagnostics.layer_grad_norms(g).stack()
 
 
 def test_one_device_sweep_is_jit_of_vmap():

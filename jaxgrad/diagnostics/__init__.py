@@ -1,5 +1,6 @@
 """Pure, jit-able measurements of gradients and Jacobians."""
 
+from jaxgrad.diagnostics._tree import LayerValues as LayerValues
 from jaxgrad.diagnostics._tree import per_layer as per_layer
 from jaxgrad.diagnostics.diagnose import diagnose as diagnose
 from jaxgrad.diagnostics.diagnose import format_report as format_report
@@ -15,6 +16,7 @@ from jaxgrad.diagnostics.jacobian import spectrum_stats as spectrum_stats
 from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values
 
 __all__ = [
+    "LayerValues",
     "backprop_signal",
     "diagnose",
     "format_report",
