@@ -35,11 +35,12 @@ def make(depth: int, width: int, dtype):
 
   def layer(key, h):
     k_w, k_b = jax.random.split(key)
-    # Drawn in float32 and cast, so that both precisions see the same network.
-    w = jax.random.normal(k_w, (width, width), jnp.float32).astype(dtype)
-    b = jax.random.normal(k_b, (width,), jnp.float32).astype(dtype)
-    w, b = math.sqrt(sigma_w2 / width) * w, math.sqrt(max(sigma_b2, 0.0)) * b
-    return jnp.tanh(w @ h + b)
+    # Drawn and scaled in float32, then cast, so that both precisions see
+    # exactly the same network (scaling after the cast would give the float64
+    # run weights that differ in the last float32 bit).
+    w = math.sqrt(sigma_w2 / width) * jax.random.normal(k_w, (width, width), jnp.float32)
+    b = math.sqrt(max(sigma_b2, 0.0)) * jax.random.normal(k_b, (width,), jnp.float32)
+    return jnp.tanh(w.astype(dtype) @ h + b.astype(dtype))
 
   def spectrum(key):
     k_x, k_layers = jax.random.split(key)

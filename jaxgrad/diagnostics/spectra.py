@@ -58,7 +58,7 @@ def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track
   limit = 0.25 * math.log(float(jnp.finfo(dtype).max))
 
   def step(carry, x):
-    q, logs, n = carry
+    q, logs, lost, n = carry
     z, out = apply_j(x, q)
     q, r, log_r = _qr_log_diag(z)
     if track:
@@ -67,10 +67,28 @@ def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track
       d = jnp.where(d > 0, d, 1.0)  # an exactly singular layer (dead ReLU units)
       scaled = jnp.where(upper & jnp.isfinite(grade), r / d[:, None] * jnp.exp(grade), 0.0)
       n = scaled @ n
-    return (q, logs + log_r, n), out
+    logs, lost = _compensated_add(logs, lost, log_r)
+    return (q, logs, lost, n), out
 
-  init = (frame, jnp.zeros((k,), dtype), jnp.eye(k, dtype=dtype))
-  return jax.lax.scan(step, init, xs, reverse=reverse)
+  zeros = jnp.zeros((k,), dtype)
+  init = (frame, zeros, zeros, jnp.eye(k, dtype=dtype))
+  (q, logs, _, n), out = jax.lax.scan(step, init, xs, reverse=reverse)
+  return (q, logs, n), out
+
+
+def _compensated_add(total: jax.Array, lost: jax.Array, term: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+  r"""Kahan summation step: ``total + term``, carrying the rounding error in ``lost``.
+
+  A plain float32 running sum of L = 10,000 log-diagonals of size ~1 drifts by
+  up to :math:`L \cdot \mathrm{ulp}(\sum)`, about 1e-2 at sums of ~100;
+  compensated, the error stays at a few ulp of the sum. Infinite terms (an
+  exactly singular layer) pass through as -inf.
+  """
+  y = term - lost
+  t = total + y
+  lost = jnp.where(jnp.isfinite(t), (t - total) - y, 0.0)
+  return t, lost
 
 
 def _combine(logs: jax.Array, n: jax.Array, sweeps: int) -> jax.Array:
