@@ -30,16 +30,11 @@ import dataclasses
 import pathlib
 import warnings
 
-import os
-
 from experiments import _cli
+from jaxgrad import compilation_cache
 
-# Compile time dominates these small programs on CPU: LLVM's optimisation of
-# XLA's fused loops took minutes for one ResNet gradient on a busy 2-core box;
-# at level 0 compiles were 2-8x faster (notes in docs/sections/issue5.md).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_backend_optimization_level=0").strip()
+# Compile time dominates these small programs on CPU (notes in docs/sections/issue5.md).
+compilation_cache.prefer_fast_compile()
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402

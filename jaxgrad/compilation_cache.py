@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache, on by default for experiments and benchmarks.
+"""Compile cost: JAX's persistent compilation cache, and XLA's fast-compile setting.
 
 The second run of an experiment loads its compiled programs from disk instead
 of compiling them again. The cache lives in ``$JAXGRAD_COMPILE_CACHE`` or
@@ -30,3 +30,20 @@ def enable(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return path
+
+
+FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+
+
+def prefer_fast_compile() -> None:
+  """Skips LLVM's optimisation of XLA's CPU code, unless ``XLA_FLAGS`` already names a level.
+
+  For programs whose time is compile time (tiny shapes, many distinct
+  programs: tests, the ResNet and Transformer experiments), level 0 compiles
+  2-8x faster on CPU; matmuls still run in XLA's optimised library kernels.
+  XLA reads its flags when the backend starts, so call this before the first
+  computation (importing jax is fine).
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE_FLAG}".strip()

@@ -4,13 +4,14 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/jax: see notes/jax-stack.md
 os.environ.setdefault("JAXGRAD_NO_PROGRESS", "1")
-# Tests use tiny shapes, so their time is compile time: skipping LLVM's
-# optimisation passes halves it (measured: test_normalization 64 s -> 34 s).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+from jaxgrad import compilation_cache  # noqa: E402
+
+# Tests use tiny shapes, so their time is compile time: skipping LLVM's
+# optimisation passes halves it (measured: test_normalization 64 s -> 34 s).
+compilation_cache.prefer_fast_compile()
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

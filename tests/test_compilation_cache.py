@@ -1,4 +1,6 @@
-"""The persistent compilation cache writes compiled programs where it is told to."""
+"""Compile cost: the persistent compilation cache writes where it is told to; the fast-compile flag."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -22,3 +24,14 @@ def test_enable_writes_entries_even_after_earlier_compiles(tmp_path):
 def test_default_dir_follows_the_environment(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXGRAD_COMPILE_CACHE", str(tmp_path))
   assert compilation_cache.default_dir() == tmp_path
+
+
+def test_prefer_fast_compile_adds_the_level_once_and_respects_a_users_choice(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  compilation_cache.prefer_fast_compile()
+  compilation_cache.prefer_fast_compile()
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                     "--xla_backend_optimization_level=0")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
+  compilation_cache.prefer_fast_compile()
+  assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"
