@@ -13,7 +13,6 @@ the full depth (scan: independent of depth).
 """
 
 import argparse
-import functools
 import math
 import time
 

@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import activations, diagnostics, initializers, plotting, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "orthogonal",
          "uniform_small", "normal_small")
@@ -252,8 +253,8 @@ def init_arms(make_model: Callable[..., DeepMLP], inits: list, key: jax.Array, x
   def one(arm, key, x):
     return make_model(kernel_init=switch_init(arm, inits)).init(key, x)
 
-  over_arms = jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, 0, None))
-  return jax.jit(over_arms)(jnp.arange(len(inits)), keys, x)
+  over_seeds = jax.vmap(one, in_axes=(None, 0, 0))
+  return sweep(lambda arm, arm_keys: over_seeds(arm, arm_keys, x), jnp.arange(len(inits)), keys)
 
 
 def profile_arms(model: DeepMLP, variables, x: jax.Array, t: jax.Array) -> dict[str, np.ndarray]:
@@ -263,8 +264,7 @@ def profile_arms(model: DeepMLP, variables, x: jax.Array, t: jax.Array) -> dict[
   ``jax.enable_x64``. Returns (arms, seeds, L) arrays.
   """
   over_seeds = jax.vmap(functools.partial(gradient_profile, model))
-  over_arms = jax.vmap(over_seeds, in_axes=(0, None, None))
-  return {k: np.asarray(v) for k, v in jax.jit(over_arms)(variables, x, t).items()}
+  return {k: np.asarray(v) for k, v in sweep(lambda v: over_seeds(v, x, t), variables).items()}
 
 
 def measure_arms(make_model: Callable[..., DeepMLP], inits: list, key: jax.Array, seeds: int,

@@ -23,7 +23,6 @@ Writes ``config.json``, ``results.json`` (every plotted number), ``chi1.png``
 """
 
 import dataclasses
-import math
 import pathlib
 
 from experiments import _cli
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import activations, diagnostics, plotting, theory  # noqa: E402
 from jaxgrad.models import DenseStack  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 WEIGHTS = ("gaussian", "orthogonal")
 LENGTH_MAP_PANELS = 3  # sigma_w^2 values drawn in the length-map figure: lowest, middle, highest
@@ -135,9 +135,11 @@ def measure(config: Config, activation: str) -> dict[str, np.ndarray]:
     return jnp.log(jnp.mean(jnp.sum(grads**2, axis=-1), axis=-1)), jnp.mean(z**2, axis=(1, 2))
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  per_sigma = lambda s: jax.vmap(one_network, in_axes=(0, None))(keys, s)  # noqa: E731
-  log_g2, q = jax.jit(lambda grid: jax.lax.map(per_sigma, grid))(jnp.asarray(config.sigma_w2))
-  return {"log_grad_sq": np.asarray(log_g2), "q": np.asarray(q)}
+  grid = jnp.asarray(config.sigma_w2)
+  # Seeds are the sweep axis; the grid is a loop inside, so memory holds one
+  # network per seed whatever the grid size.
+  log_g2, q = sweep(lambda key: jax.lax.map(lambda s: one_network(key, s), grid), keys)
+  return {"log_grad_sq": np.swapaxes(np.asarray(log_g2), 0, 1), "q": np.swapaxes(np.asarray(q), 0, 1)}
 
 
 def fit_slope(log_g2: np.ndarray, burn_in: int) -> np.ndarray:

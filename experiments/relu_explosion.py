@@ -49,6 +49,7 @@ from scipy import special  # noqa: E402
 
 from jaxgrad import diagnostics, plotting  # noqa: E402
 from jaxgrad.models import DenseStack  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 INITS = {
     "wrong": dict(kernel_init=("normal", {"mean": 1.5, "stddev": 0.1}), bias_init="zeros"),
@@ -125,8 +126,8 @@ def measure(config: Config, init: str) -> dict[str, np.ndarray]:
   key = jax.random.fold_in(jax.random.key(config.seed), list(INITS).index(init))
   keys = jax.random.split(key, (len(config.depths), config.seeds))
   depths = jnp.asarray(config.depths)
-  per_depth = jax.vmap(jax.vmap(one_chain, in_axes=(0, None)), in_axes=(0, 0))
-  return {k: np.asarray(v) for k, v in jax.jit(per_depth)(keys, depths).items()}
+  over_seeds = jax.vmap(one_chain, in_axes=(0, None))
+  return {k: np.asarray(v) for k, v in sweep(over_seeds, keys, depths).items()}
 
 
 def path_product(kernel: np.ndarray, bias: np.ndarray, x: float) -> np.ndarray:

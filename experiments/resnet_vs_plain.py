@@ -18,7 +18,7 @@ For CIFAR-style ResNet-18 / ResNet-34 and the same networks without shortcuts
    how far from 1 the singular values actually are, residual vs plain.
 
     python -m experiments.resnet_vs_plain            # width 16, 4 seeds, a few minutes
-    python -m experiments.resnet_vs_plain --quick    # width 8, 3 seeds
+    python -m experiments.resnet_vs_plain --quick    # the ResNet-18 pair only, width 8, 3 seeds
     python -m experiments.resnet_vs_plain --width 64 --seeds 2   # the seed's ResNet-18
 
 Writes ``config.json``, ``results.json``, ``grad_flow.png`` and
@@ -31,13 +31,8 @@ import pathlib
 import warnings
 
 from experiments import _cli
-from jaxgrad import compilation_cache
-
-# Compile time dominates these small programs on CPU (notes in docs/sections/issue5.md).
-compilation_cache.prefer_fast_compile()
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
@@ -78,7 +73,7 @@ class Config:
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(width=8, batch=4, seeds=3, jacobian_size=6)
+    return cls(depths=(18,), width=8, batch=4, seeds=3, jacobian_size=6)
 
   @classmethod
   def smoke(cls) -> "Config":

@@ -32,11 +32,11 @@ import pathlib
 from experiments import _cli
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.sweep import sweep  # noqa: E402
 
 ARMS = ("none", "clip_norm", "clip_value", "lstm", "gru")
 ARM_CELL = {"none": "simple", "clip_norm": "simple", "clip_value": "simple", "lstm": "lstm",
@@ -119,7 +119,7 @@ def replica(config: Config, cell: str, key: jax.Array):
 
 
 def arm_program(config: Config, arm: str):
-  """``(jitted fn, keys)``: ``fn(keys)`` trains every seed of ``arm`` in one vmapped program."""
+  """``(one, keys)``: ``one(key)`` trains one seed of ``arm``; ``sweep(one, keys)`` all of them."""
   tx = training.make_optimizer(optimizer_config(config, arm))
   steps = config.epochs * config.steps_per_epoch
 
@@ -128,13 +128,13 @@ def arm_program(config: Config, arm: str):
     return training.train(loss_fn, params, tx, sample, steps, key=k_train)
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  return jax.jit(jax.vmap(one)), keys
+  return one, keys
 
 
 def train_arm(config: Config, arm: str) -> training.TrainResult:
-  """All seeds of one arm in one jitted, vmapped program."""
-  fn, keys = arm_program(config, arm)
-  return jax.block_until_ready(fn(keys))
+  """All seeds of one arm in one jitted, vmapped program, sharded over the devices."""
+  one, keys = arm_program(config, arm)
+  return jax.block_until_ready(sweep(one, keys))
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:

@@ -109,8 +109,8 @@ def pascanu(config: Config, cell: str) -> dict:
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
   rhos = jnp.asarray(config.rhos, jnp.float64)
-  fn = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))
-  log_signal, hi, lo = (np.asarray(a) for a in fn(rhos, keys))
+  over_seeds = jax.vmap(one, in_axes=(None, 0))
+  log_signal, hi, lo = (np.asarray(a) for a in sweep(lambda rho: over_seeds(rho, keys), rhos))
   steps_back = np.arange(config.length - 1, -1, -1)  # T - t
   # Rate per step: least-squares slope of log10 signal against T - t, per seed.
   slope = np.linalg.lstsq(steps_back[:, None].astype(float),

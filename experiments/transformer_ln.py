@@ -14,7 +14,7 @@ target[t] = token[T-1-t], cross-entropy per position):
    dashed theory lines); unscaled, the softmax saturates (entropy -> 0,
    max probability -> 1) as d_k grows.
 3. **Warmup**: Adam on the reversal task with a constant learning rate vs
-   a linear warmup to the same rate (``optax.linear_schedule``), pre-LN and
+   a linear warmup to the same rate (:func:`warmup_schedule`, ``optax.linear_schedule``'s ramp), pre-LN and
    post-LN, seeds vmapped, trained with ``jaxgrad.training.train``.
 
     python -m experiments.transformer_ln            # d_model 64, 8 seeds, ~3 min on 2 cores
@@ -30,10 +30,6 @@ import math
 import pathlib
 
 from experiments import _cli
-from jaxgrad import compilation_cache
-
-# Compile time dominates these small programs on CPU (notes in docs/sections/issue5.md).
-compilation_cache.prefer_fast_compile()
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -89,7 +85,8 @@ class Config:
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(d_model=32, d_ff=128, seeds=4, batch=16, steps=300, warmup_steps=75)
+    return cls(d_model=32, d_ff=128, depths=(6, 24), seeds=4, batch=16, steps=200,
+               warmup_steps=50)
 
   @classmethod
   def smoke(cls) -> "Config":
@@ -164,22 +161,38 @@ def attention_stats(config: Config, head_dim: int) -> dict:
   return jax.tree.map(np.asarray, sweep(one, keys))
 
 
-def train_arm(config: Config, norm_position: str, warmup: bool) -> training.TrainResult:
-  """Adam on the reversal task, seeds vmapped; constant rate or linear warmup to it."""
+def warmup_schedule(peak: float, warmup_steps: jax.Array) -> optax.Schedule:
+  """``optax.linear_schedule(0, peak, warmup_steps)``, constant ``peak`` when ``warmup_steps`` is 0.
+
+  ``warmup_steps`` may be traced, so both arms of the comparison share one program.
+  """
+  def schedule(count):
+    ramp = jnp.minimum(count / jnp.maximum(warmup_steps, 1), 1.0)
+    return peak * jnp.where(warmup_steps > 0, ramp, 1.0)
+  return schedule
+
+
+def train_arms(config: Config, norm_position: str) -> training.TrainResult:
+  """Adam on the reversal task, without then with linear warmup: leading axes (2, seeds).
+
+  Both arms and all seeds run in one vmapped program; seed s starts from the
+  same parameters and draws the same batches in either arm.
+  """
   model = make_model(config, config.train_depth, norm_position)
-  lr = config.learning_rate
-  schedule = optax.linear_schedule(0.0, lr, config.warmup_steps) if warmup else lr
-  optimizer = training.make_optimizer(training.OptimizerConfig("adam", learning_rate=schedule))
   loss_fn = lambda params, state, batch: (cross_entropy(model, params, batch), state)  # noqa: E731
 
-  def one(key):
+  def one(key, warmup_steps):
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, reversal_batch(k_init, config)[0])["params"]
+    optimizer = training.make_optimizer(training.OptimizerConfig(
+        "adam", learning_rate=warmup_schedule(config.learning_rate, warmup_steps)))
     return training.train(loss_fn, params, optimizer, lambda k: reversal_batch(k, config),
                           config.steps, key=k_train)
 
   keys = jax.random.split(jax.random.fold_in(_key(config.seed), 1), config.seeds)
-  return jax.tree.map(np.asarray, sweep(one, keys))
+  warmups = jnp.repeat(jnp.asarray([0, config.warmup_steps]), config.seeds)
+  out = sweep(one, jnp.concatenate([keys, keys]), warmups)
+  return jax.tree.map(lambda a: np.asarray(a).reshape(2, config.seeds, *np.shape(a)[1:]), out)
 
 
 def _quartiles(samples: np.ndarray) -> dict:
@@ -220,17 +233,18 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       float(np.median(s["unscaled"]["logit_std"] / s["scaled"]["logit_std"])) for s in per_dim]
 
   warmup = {}
-  arms = [(p, w) for p in positions for w in (False, True)]
   tail = max(1, config.steps // 10)
-  for position, use_warmup in _cli.progress(arms, desc="training"):
-    result = train_arm(config, position, use_warmup)
-    name = f"{position}-LN, {'warmup' if use_warmup else 'no warmup'}"
-    warmup[name] = {
-        "norm_position": position, "warmup": use_warmup,
-        "loss": _quartiles(result.loss), "grad_norm": _quartiles(result.grad_norm),
-        "final_loss_per_seed": result.loss[:, -tail:].mean(axis=1),
-        "diverged_at": result.diverged_at,
-    }
+  for position in _cli.progress(positions, desc="training"):
+    both = train_arms(config, position)
+    for a, use_warmup in enumerate((False, True)):
+      result = jax.tree.map(lambda x, a=a: x[a], both)
+      name = f"{position}-LN, {'warmup' if use_warmup else 'no warmup'}"
+      warmup[name] = {
+          "norm_position": position, "warmup": use_warmup,
+          "loss": _quartiles(result.loss), "grad_norm": _quartiles(result.grad_norm),
+          "final_loss_per_seed": result.loss[:, -tail:].mean(axis=1),
+          "diverged_at": result.diverged_at,
+      }
 
   results = {"config": config, "grad_norms": grad_norms, "last_layer_median": last_layer,
              "mean_layer_median": mean_layer, "last_layer_depth_exponent": depth_exponent,

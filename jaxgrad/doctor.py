@@ -16,7 +16,6 @@ arguments after a colon: ``name:key=value,key=value``. The mean-field
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any

@@ -48,7 +48,9 @@ class OptimizerConfig:
     weight_decay: AdamW's decoupled weight decay.
     clip_value: clip every gradient entry to ``[-c, c]`` (``optax.clip``).
     clip_norm: rescale the gradient to global norm at most ``c``
-      (``optax.clip_by_global_norm``); applied after ``clip_value``.
+      (``optax.clip_by_global_norm``); applied after ``clip_value``. May be
+      an array traced under ``vmap``, so that arms with different thresholds
+      share one program (``inf``: never clipped).
     skip_nonfinite: wrap the chain in ``optax.apply_if_finite``: a step with a
       NaN/Inf gradient leaves the parameters unchanged.
     schedule: one of :data:`SCHEDULES`. ``"warmup_cosine"``: linear warmup
@@ -66,7 +68,7 @@ class OptimizerConfig:
   nesterov: bool = False
   weight_decay: float = 1e-4
   clip_value: float | None = None
-  clip_norm: float | None = None
+  clip_norm: float | jax.Array | None = None
   skip_nonfinite: bool = False
   schedule: str = "constant"
   warmup_steps: int = 0
@@ -80,7 +82,7 @@ class OptimizerConfig:
       raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {SCHEDULES}")
     for field in ("clip_value", "clip_norm"):
       value = getattr(self, field)
-      if value is not None and not value > 0:
+      if value is not None and not isinstance(value, jax.core.Tracer) and not value > 0:
         raise ValueError(f"{field} must be > 0 or None, got {value!r}")
     if not callable(self.learning_rate) and not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")

@@ -90,5 +90,6 @@ def test_sample_batch_is_a_deterministic_function_of_the_key():
   draw = jax.jit(lambda k: data.sample_batch(k, x, y, 4))
   (xa, ya), (xb, yb) = draw(jax.random.key(0)), draw(jax.random.key(0))
   np.testing.assert_array_equal(xa, xb)
+  np.testing.assert_array_equal(ya, yb)
   np.testing.assert_array_equal(xa[:, 0], 2.0 * np.asarray(ya))  # rows stay paired
   assert not np.array_equal(ya, draw(jax.random.key(1))[1])

@@ -93,6 +93,21 @@ def test_clip_by_global_norm_gives_the_threshold(x64):
   assert float(training.pre_clip_norm(state)) > 0.5
 
 
+def test_vmapped_clip_thresholds_equal_separate_chains(x64):
+  # One program for several clipping arms: clip_norm traced under vmap,
+  # inf meaning "never clipped".
+  params, grads = _params_and_grads(1)
+  params, grads = jax.tree.map(lambda a: a.astype(jnp.float64), (params, grads))
+
+  def updates(clip_norm):
+    tx = training.make_optimizer(training.OptimizerConfig("sgd", 1.0, clip_norm=clip_norm))
+    return tx.update(grads[0], tx.init(params), params)[0]
+
+  vmapped = jax.vmap(updates)(jnp.asarray([0.5, jnp.inf]))
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], vmapped), updates(0.5), **_tol.F64)
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], vmapped), updates(None), **_tol.F64)
+
+
 def test_recorded_layer_norms_equal_a_direct_computation():
   params, (g,) = _params_and_grads(1)
   tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3, clip_norm=0.1))

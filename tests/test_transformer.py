@@ -87,3 +87,15 @@ def test_bad_arguments_raise():
     transformer.TransformerBlock(2, 8, norm_position="mid").init(jax.random.key(0), X)
   with pytest.raises(ValueError, match="num_heads=3 must divide d_model=8"):
     transformer.MultiHeadSelfAttention(3).init(jax.random.key(0), X)
+
+
+def test_stack_remat_changes_memory_not_gradients():
+  def jaxpr_and_grads(remat):
+    model = transformer.TransformerStack(depth=2, num_heads=2, d_ff=16, remat=remat)
+    params = jax.jit(model.init)(jax.random.key(1), X)["params"]
+    loss = lambda p: jnp.mean(model.apply({"params": p}, X) ** 2)  # noqa: E731
+    return str(jax.make_jaxpr(jax.grad(loss))(params)), jax.jit(jax.grad(loss))(params)
+
+  (jaxpr_remat, g_remat), (jaxpr_plain, g_plain) = jaxpr_and_grads(True), jaxpr_and_grads(False)
+  assert "remat" in jaxpr_remat and "remat" not in jaxpr_plain
+  chex.assert_trees_all_close(g_remat, g_plain, **_tol.F32)

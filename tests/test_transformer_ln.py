@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import optax
 import pytest
 
 from experiments import transformer_ln
@@ -39,3 +40,10 @@ def test_config_rejects_bad_values():
     transformer_ln.Config(d_model=8, num_heads=3)
   with pytest.raises(ValueError, match="warmup_steps"):
     transformer_ln.Config(steps=10, warmup_steps=20)
+
+
+def test_warmup_schedule_is_optax_linear_schedule_and_constant_without_warmup():
+  steps = np.arange(0, 12)
+  np.testing.assert_allclose(transformer_ln.warmup_schedule(0.5, 8)(steps),
+                             optax.linear_schedule(0.0, 0.5, 8)(steps), **_tol.F32)
+  np.testing.assert_allclose(transformer_ln.warmup_schedule(0.5, 0)(steps), 0.5, **_tol.F32)

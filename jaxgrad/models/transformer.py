@@ -150,6 +150,9 @@ class TransformerStack(nn.Module):
     depth: number of blocks, >= 1.
     num_heads, d_ff, norm_position, scale_attention, causal, kernel_init,
       param_dtype: as in :class:`TransformerBlock`.
+    remat: rematerialise each block in the backward pass (``nn.remat``):
+      reverse-mode memory holds one residual stream per block instead of
+      every block's intermediates; same gradients, one more forward pass.
   """
 
   depth: int
@@ -160,6 +163,7 @@ class TransformerStack(nn.Module):
   causal: bool = False
   kernel_init: InitializerLike = "xavier_uniform"
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,7 +171,7 @@ class TransformerStack(nn.Module):
     if not isinstance(self.depth, int) or self.depth < 1:
       raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
     scan = nn.scan(
-        _ScannedBlock,
+        nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
         variable_axes={"params": 0, "perturbations": 0, "intermediates": 0},
         split_rngs={"params": True},
         length=self.depth,
@@ -191,7 +195,7 @@ class Transformer(nn.Module):
     out_features: logits per position.
     d_model: residual-stream width.
     depth, num_heads, d_ff, norm_position, scale_attention, causal, kernel_init,
-      param_dtype: as in :class:`TransformerStack`.
+      param_dtype, remat: as in :class:`TransformerStack`.
 
   >>> import jax, jax.numpy as jnp
   >>> model = Transformer(vocab_size=8, max_len=6, out_features=8, d_model=16, depth=2,
@@ -213,6 +217,7 @@ class Transformer(nn.Module):
   causal: bool = False
   kernel_init: InitializerLike = "xavier_uniform"
   param_dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -226,7 +231,7 @@ class Transformer(nn.Module):
     x = (x + pos[None, :t]) / jnp.sqrt(jnp.asarray(2.0, x.dtype))
     x = TransformerStack(self.depth, self.num_heads, self.d_ff, self.norm_position,
                          self.scale_attention, self.causal, self.kernel_init,
-                         self.param_dtype, name="hidden")(x)
+                         self.param_dtype, self.remat, name="hidden")(x)
     return nn.Dense(self.out_features, kernel_init=initializers.resolve(self.kernel_init),
                     param_dtype=self.param_dtype, name="output_proj")(x)
 
