@@ -74,7 +74,7 @@ class Config:
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(width=8, depths=(1, 2, 4), seeds=2)
+    return cls(width=8, depths=(1, 2, 4), seeds=2, activations=("linear", "relu", "sigmoid"))
 
 
 def critical_sigma_w2(activation: str) -> float:
