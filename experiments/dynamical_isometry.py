@@ -186,17 +186,23 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   fig, axes = plotting.figure(1, len(cases), panel=(2.5, 2.3))
   for col, (name, case) in enumerate(cases.items()):
     ax = axes[0, col]
-    all_logs = np.concatenate([np.ravel(v) for v in case["log_s"].values()])
+    all_logs = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in case["log_s"].values()])
     finite = all_logs[np.isfinite(all_logs)] * 2 / np.log(10)
+    ax.set_title(f"{name}\nσw²={case['sigma_w2']:.4g}, σb²={case['sigma_b2']:.2g}", fontsize=7)
+    ax.set_xlabel("log10 s²")
+    if finite.size == 0:  # e.g. a 10,000-layer ReLU net whose signal underflowed to 0
+      ax.text(0.5, 0.5, "J = 0 exactly:\nno finite log s", ha="center", va="center",
+              transform=ax.transAxes, fontsize=8)
+      continue
     bins = np.linspace(finite.min() - 0.05, finite.max() + 0.05, HISTOGRAM_BINS + 1)
     for i, (depth, log_s) in enumerate(case["log_s"].items()):
       values = np.ravel(np.asarray(log_s, dtype=float)) * 2 / np.log(10)
       ax.hist(values[np.isfinite(values)], bins=bins, histtype="step", density=True,
               color=plotting.plt.cm.viridis(i / max(len(case["log_s"]) - 1, 1)), label=f"L={depth}")
-    ax.set_title(f"{name}\nσw²={case['sigma_w2']:.4g}, σb²={case['sigma_b2']:.2g}", fontsize=7)
-    ax.set_xlabel("log10 s²")
   axes[0, 0].set_ylabel("density")
-  axes[0, 0].legend()
+  drawn = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+  if drawn:
+    drawn[0].legend()
   plotting.save(fig, out_dir / "spectra.png")
 
   fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))

@@ -1,5 +1,6 @@
 """dynamical_isometry experiment: smoke run, spectra against exact ground truths and theory."""
 
+import copy
 import json
 
 import numpy as np
@@ -56,3 +57,16 @@ def test_orthogonal_beats_gaussian_at_small_q_star(smoke):
   var = {w: np.median(spectra[f"tanh/{w}/q*={q:g}"]["var_sq_per_seed"])
          for w in ("orthogonal", "gaussian")}
   assert var["orthogonal"] < 1e-2 < var["gaussian"]
+
+
+def test_figures_survive_a_case_whose_jacobian_is_exactly_zero(smoke, tmp_path):
+  # At depth 10,000 a float32 ReLU net's forward signal underflows to 0, so
+  # every log s is -inf (seen in `--depths 10000`); the figure says so.
+  results = copy.deepcopy(smoke[1])
+  name = next(iter(results["spectra"]))
+  case = results["spectra"][name]
+  case["log_s"] = {d: np.full_like(np.asarray(v, dtype=float), -np.inf)
+                   for d, v in case["log_s"].items()}
+  results["config"] = di.Config.smoke()
+  di.plot(results, tmp_path)
+  assert (tmp_path / "spectra.png").stat().st_size > 0
