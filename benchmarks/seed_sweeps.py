@@ -185,7 +185,10 @@ def run_baseline(out: pathlib.Path) -> tuple[float, str]:
 
 
 def run_jaxgrad(out: pathlib.Path, seeds: int, cache: pathlib.Path) -> float:
-  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache),
+  # The experiments enable jaxgrad's cache (compilation_cache.enable) at the
+  # directory JAXGRAD_COMPILE_CACHE names, which overrides JAX's own variable.
+  env = {**os.environ, "JAXGRAD_COMPILE_CACHE": str(cache),
+         "JAX_COMPILATION_CACHE_DIR": str(cache),
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
          "JAXGRAD_NO_PROGRESS": "1", "OPENBLAS_NUM_THREADS": "1"}
