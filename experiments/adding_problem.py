@@ -14,7 +14,7 @@ Adam on fresh batches, all seeds and both clipping arms of a setting in one ``vm
 ``lax.scan``; the figure shows the fraction of seeds that solve each setting
 and the median training curves.
 
-    python -m experiments.adding_problem            # T = 50, 100, 200; ~10 min on 2 cores
+    python -m experiments.adding_problem            # T = 50, 100, 200; over 26 min on 2 cores
     python -m experiments.adding_problem --quick    # T = 10, 30; under a minute
     python -m experiments.adding_problem --lengths 50 --cells lstm --seeds 16
 
