@@ -42,6 +42,13 @@ def _step(depth: int, width: int, batch: int, remat: bool):
   return step, params, opt_state
 
 
+def _compile(step, params, opt_state):
+  """``(compiled step, seconds to trace, lower and compile it)``, buffers donated."""
+  start = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
+  return compiled, time.perf_counter() - start
+
+
 def _peak_bytes(compiled) -> int:
   m = compiled.memory_analysis()
   return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
@@ -51,9 +58,7 @@ def run(depth: int = 10_000, width: int = 128, batch: int = 64) -> dict:
   out = {"machine": _timing.machine(), "depth": depth, "width": width, "batch": batch}
   for remat in (False, True):
     step, params, opt_state = _step(depth, width, batch, remat)
-    start = time.perf_counter()
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
-    compile_seconds = time.perf_counter() - start
+    compiled, compile_seconds = _compile(step, params, opt_state)
     m = compiled.memory_analysis()
     key = "remat" if remat else "no_remat"
     out[key] = {"peak_bytes": _peak_bytes(compiled), "temp_bytes": m.temp_size_in_bytes,
@@ -69,10 +74,7 @@ def run(depth: int = 10_000, width: int = 128, batch: int = 64) -> dict:
       out[key]["step_seconds"] = _timing.median_seconds(one_step, repeats=3)
       out[key]["loss_finite"] = bool(jnp.isfinite(one_step()))
   # After the deep compiles, so that neither pays the process's first-compile costs.
-  step, params, opt_state = _step(10, width, batch, remat=True)
-  start = time.perf_counter()
-  jax.jit(step, donate_argnums=(0, 1)).lower(params, opt_state).compile()
-  shallow = time.perf_counter() - start
+  _, shallow = _compile(*_step(10, width, batch, remat=True))
   out["rows"] = [{
       "benchmark": "memory",
       "figure": f"train step, MLP L={depth} N={width} B={batch}: peak memory with remat",
