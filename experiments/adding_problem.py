@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad.sweep import sweep_grid  # noqa: E402
 
 CELLS = ("simple", "lstm", "gru")
 CLIPPING = ("none", "clip_norm")
@@ -119,13 +119,11 @@ def train_settings(config: Config, cell: str, length: int) -> dict[str, dict]:
 
   keys = jax.random.split(jax.random.key(config.seed), config.seeds)
   arms = config.clipping
-  thresholds = jnp.repeat(jnp.asarray([config.clip_norm if a == "clip_norm" else jnp.inf
-                                       for a in arms]), config.seeds)
-  out = sweep(one, jnp.concatenate([keys] * len(arms)), thresholds)
+  thresholds = jnp.asarray([config.clip_norm if a == "clip_norm" else jnp.inf for a in arms])
+  out = sweep_grid(one, keys, thresholds)
   settings = {}
   for a, arm in enumerate(arms):
-    o = {k: np.asarray(v).reshape(len(arms), config.seeds, *np.shape(v)[1:])[a]
-         for k, v in out.items()}
+    o = {k: np.asarray(v[a]) for k, v in out.items()}
     finite = np.isfinite(o["test_mse"])
     o["solved"] = finite & (o["test_mse"] < SOLVED_MSE)
     o["fraction_solved"] = float(o["solved"].mean())

@@ -38,7 +38,7 @@ import optax  # noqa: E402
 
 from jaxgrad import diagnostics, plotting, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad.sweep import sweep, sweep_grid  # noqa: E402
 
 FFN_OUT = "mlp_out"
 
@@ -190,9 +190,8 @@ def train_arms(config: Config, norm_position: str) -> training.TrainResult:
                           config.steps, key=k_train)
 
   keys = jax.random.split(jax.random.fold_in(_key(config.seed), 1), config.seeds)
-  warmups = jnp.repeat(jnp.asarray([0, config.warmup_steps]), config.seeds)
-  out = sweep(one, jnp.concatenate([keys, keys]), warmups)
-  return jax.tree.map(lambda a: np.asarray(a).reshape(2, config.seeds, *np.shape(a)[1:]), out)
+  out = sweep_grid(one, keys, jnp.asarray([0, config.warmup_steps]))
+  return jax.tree.map(np.asarray, out)
 
 
 def _quartiles(samples: np.ndarray) -> dict:

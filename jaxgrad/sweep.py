@@ -59,3 +59,18 @@ def sweep(fn: Callable[..., Any], *args: Any, devices: Sequence[jax.Device] | No
   if pad == 0:  # slicing anyway would compile one small program per output shape
     return out
   return jax.tree.map(lambda x: x[:n], out)
+
+
+def sweep_grid(fn: Callable[[Any, Any], Any], keys: Any, arms: Any) -> Any:
+  """``fn(key, arm)`` for every arm x key pair in one :func:`sweep`: leaves ``(arms, keys, ...)``.
+
+  Every arm sees the same keys (a paired comparison: seed s starts from the
+  same draw in each arm); ``arms`` is a pytree of arrays with a leading arm
+  axis, e.g. one traced hyperparameter per arm.
+  """
+  n_arms = jax.tree.leaves(arms)[0].shape[0]
+  n_keys = jax.tree.leaves(keys)[0].shape[0]
+  flat_keys = jax.tree.map(lambda k: jnp.concatenate([k] * n_arms), keys)
+  flat_arms = jax.tree.map(lambda a: jnp.repeat(jnp.asarray(a), n_keys, axis=0), arms)
+  out = sweep(fn, flat_keys, flat_arms)
+  return jax.tree.map(lambda x: x.reshape(n_arms, n_keys, *x.shape[1:]), out)

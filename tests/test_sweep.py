@@ -13,7 +13,8 @@ import pytest
 
 from jaxgrad import diagnostics
 from jaxgrad.models import DeepMLP
-from jaxgrad.sweep import sweep
+from jaxgrad.sweep import sweep, sweep_grid
+from tests import _tol
 
 # Run as a script in a subprocess: the device count is fixed when jax starts.
 SCRIPT = """
@@ -55,3 +56,13 @@ def test_four_simulated_devices_give_the_one_device_results():
 def test_sweep_rejects_mismatched_axes():
   with pytest.raises(ValueError, match="same leading sweep axis"):
     sweep(lambda a, b: a + b, jnp.ones(3), jnp.ones(4))
+
+
+def test_sweep_grid_pairs_every_arm_with_every_key():
+  keys = jax.random.split(jax.random.key(0), 3)
+  arms = jnp.asarray([0.5, 2.0])
+  fn = lambda key, arm: arm * jax.random.normal(key, (2,))  # noqa: E731
+  got = sweep_grid(fn, keys, arms)
+  chex.assert_shape(got, (2, 3, 2))
+  expected = jnp.stack([jnp.stack([fn(k, a) for k in keys]) for a in arms])
+  chex.assert_trees_all_close(got, expected, **_tol.F32)
