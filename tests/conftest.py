@@ -10,7 +10,8 @@ import pytest  # noqa: E402
 from jaxgrad import compilation_cache  # noqa: E402
 
 # Tests use tiny shapes, so their time is compile time: skipping LLVM's
-# optimisation passes halves it (measured: test_normalization 64 s -> 34 s).
+# optimisation passes and the fusion emitters cuts it 2-5x (measured on
+# normalization's smoke run: 10.6 s of compiling at level 0, 4.3 s with both).
 compilation_cache.prefer_fast_compile()
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -26,12 +26,18 @@ def test_default_dir_follows_the_environment(tmp_path, monkeypatch):
   assert compilation_cache.default_dir() == tmp_path
 
 
-def test_prefer_fast_compile_adds_the_level_once_and_respects_a_users_choice(monkeypatch):
+def test_prefer_fast_compile_adds_each_flag_once_and_respects_a_users_choice(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   compilation_cache.prefer_fast_compile()
   compilation_cache.prefer_fast_compile()
   assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
-                                     "--xla_backend_optimization_level=0")
+                                     "--xla_backend_optimization_level=0 "
+                                     "--xla_cpu_use_fusion_emitters=false")
   monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=3")
   compilation_cache.prefer_fast_compile()
-  assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=3"
+  assert os.environ["XLA_FLAGS"] == ("--xla_backend_optimization_level=3 "
+                                     "--xla_cpu_use_fusion_emitters=false")
+  monkeypatch.delenv("XLA_FLAGS")
+  compilation_cache.prefer_fast_compile()
+  assert os.environ["XLA_FLAGS"] == ("--xla_backend_optimization_level=0 "
+                                     "--xla_cpu_use_fusion_emitters=false")
