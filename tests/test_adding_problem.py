@@ -54,6 +54,25 @@ def test_clipping_arms_share_the_first_step(smoke):
                              **_tol.F32)
 
 
+def test_a_stopped_run_keeps_the_settings_it_finished(tmp_path, monkeypatch):
+  """results.json is rewritten after every (cell, T): stop in the second, the first is there."""
+  finished = []
+
+  def train_settings(config, cell, length):
+    if finished:
+      raise KeyboardInterrupt
+    finished.append((cell, length))
+    return {"none": {"test_mse": np.array([0.01, 0.1])}}
+
+  monkeypatch.setattr(ap, "train_settings", train_settings)
+  config = ap.Config(lengths=(6, 8), cells=("lstm",), clipping=("none",), steps=4, log_every=2)
+  with pytest.raises(KeyboardInterrupt):
+    ap.run(config, tmp_path)
+  settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+  assert list(settings) == [ap.setting_name("lstm", "none", 6)]
+  assert settings[ap.setting_name("lstm", "none", 6)]["test_mse"] == [0.01, 0.1]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--lengths", "3"], "lengths must be >= 4"),
     (["--cells", "rnn"], "unknown cell in ('rnn',); valid choices"),
