@@ -11,18 +11,22 @@ through the layers and re-orthonormalised after each one,
    J_l Q_{l-1} = Q_l R_l \quad\Rightarrow\quad J Q_0 = Q_L\, R_L \cdots R_1,
 
 so that :math:`\sum_l \ln |\mathrm{diag}\, R_l|` holds the logs of the
-diagonal of the triangular factor of :math:`J Q_0`; their values divided by
-L converge to the Lyapunov exponents. The diagonal equals the singular values
-only once :math:`Q_0` is aligned with the right singular vectors, so the
-sweep alternates direction: a backward sweep through :math:`J_l^\top`
-starting from the forward sweep's final frame :math:`Q_L` is one step of
-subspace iteration on :math:`J J^\top`, after which the error of
-:math:`\ln\sigma_i` is of order :math:`(\sigma_{i+1}/\sigma_i)^2`: machine
-precision for the exponentially separated spectra of deep products, and 0 for
-any product whose singular values are all equal. ``J_l`` is never formed
-either: each step applies ``jax.jvp`` (forward) or ``jax.vjp`` (backward) to
-the k columns of the frame. Memory: the L layer inputs (``L x n``) and one
-``n x k`` frame.
+diagonal of the triangular factor :math:`R = R_L \cdots R_1` of :math:`J Q_0`;
+their values divided by L converge to the Lyapunov exponents. The product
+:math:`R` itself is tracked too, row-scaled by those sums so that nothing
+overflows, and its singular values are read off by zero-shift QR steps on
+that small :math:`k \times k` matrix (:func:`_zero_shift_qr`), which keep
+float32's relative accuracy for each :math:`\sigma_i` however far below
+:math:`\sigma_{\max}` it lies. With a full frame (k = n) :math:`J = Q_L R
+Q_0^\top` exactly, so one sweep gives the singular values. With k < n the
+frame must first find the top-k subspace, so the sweep alternates direction:
+a backward sweep through :math:`J_l^\top` starting from the forward sweep's
+final frame :math:`Q_L` is one step of subspace iteration on
+:math:`J J^\top`, which converges like :math:`(\sigma_{k+1}/\sigma_k)^2`
+per pair of sweeps: fast for the exponentially separated spectra of deep
+products. ``J_l`` is never formed either: each step applies ``jax.jvp``
+(forward) or ``jax.vjp`` (backward) to the k columns of the frame. Memory:
+the L layer inputs (``L x n``) and one ``n x k`` frame.
 """
 
 from collections.abc import Callable
@@ -34,6 +38,11 @@ import jax
 import jax.numpy as jnp
 
 LayerFn = Callable[[Any, jax.Array], jax.Array]
+# Zero-shift QR steps on the tracked k x k product. Off-diagonal entries shrink by
+# sigma_j / sigma_i per step, so 64 steps settle every pair whose ln s are more than
+# 0.25 apart to float32 precision (e^-16), 0.56 to float64's; closer pairs near the
+# top come from the SVD instead (see _combine).
+QR_STEPS = 64
 
 
 def _qr_log_diag(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -91,14 +100,48 @@ def _compensated_add(total: jax.Array, lost: jax.Array, term: jax.Array
   return t, lost
 
 
-def _combine(logs: jax.Array, n: jax.Array, sweeps: int) -> jax.Array:
+def _zero_shift_qr(logs: jax.Array, n: jax.Array, steps: int) -> tuple[jax.Array, jax.Array]:
+  r"""Zero-shift QR steps on the k x k product :math:`P = \mathrm{diag}(e^\ell) N`, never forming it.
+
+  One step factors :math:`P^\top = \tilde Q \tilde R` and continues with
+  :math:`\tilde R`, which has the singular values of :math:`P` and a diagonal
+  closer to them (off-diagonal entries shrink by :math:`\sigma_j/\sigma_i`).
+  Since :math:`P^\top = N^\top \mathrm{diag}(e^\ell)` and Householder QR
+  commutes with column scaling, :math:`\tilde R = T\, \mathrm{diag}(e^\ell)`
+  with :math:`N^\top = \tilde Q T`: only the well-scaled :math:`N` is
+  factored, so each column of :math:`\tilde R` keeps float32's relative
+  accuracy however small :math:`e^{\ell_j}` is (an SVD of :math:`P` resolves
+  only :math:`\sigma_i > \epsilon\,\sigma_{\max}`). Rows are kept sorted by
+  :math:`\ell`, descending, so the rescaled upper triangle
+  :math:`T_{ij} e^{\ell_j - \ell_i} / |T_{ii}|` never grows.
+  """
+  def step(carry, _):
+    logs, n = carry
+    order = jnp.argsort(-logs)
+    logs, n = logs[order], n[order][:, order]
+    _, t = jnp.linalg.qr(n.T)
+    d = jnp.abs(jnp.diagonal(t))
+    d = jnp.where(d > 0, d, 1.0)  # an exactly singular product: its -inf logs stay
+    grade = jnp.where(jnp.isfinite(logs[None, :] - logs[:, None]),
+                      logs[None, :] - logs[:, None], 0.0)
+    n = jnp.triu(t / d[:, None] * jnp.exp(jnp.minimum(grade, 0.0)))
+    return (logs + jnp.log(d), n), None
+
+  (logs, n), _ = jax.lax.scan(step, (logs, n), None, length=steps)
+  return logs, n
+
+
+def _combine(logs: jax.Array, n: jax.Array) -> jax.Array:
   r"""Per index, the better of two estimates of :math:`\ln\sigma_i` of :math:`P = \mathrm{diag}(e^\ell) N`.
 
-  The diagonal :math:`\ell_i` errs by about :math:`(\sigma_{i\pm1}/\sigma_i)^{2(s-1)}`
-  after s sweeps (nothing gained by one sweep); the SVD of
+  After :func:`_zero_shift_qr`, the diagonal :math:`\ell_i` errs by about the
+  size of the off-diagonal entries left in row and column i of N (relative
+  perturbation theory: :math:`P = \mathrm{diag}(e^\ell)(I + E)` moves each
+  :math:`\ln\sigma_i` by at most :math:`\|E\|`); the SVD of
   :math:`\mathrm{diag}(e^{\ell - \max\ell}) N` by about
   :math:`\epsilon\,\sigma_{\max}/\sigma_i`. Clusters of nearly equal singular
-  values (near isometry) come from the SVD, the graded tail from the diagonal.
+  values (near isometry), where the QR steps converge slowly, come from the
+  SVD; the graded tail from the diagonal.
   """
   order = jnp.argsort(-logs)
   logs, n = logs[order], n[order][:, order]
@@ -107,17 +150,17 @@ def _combine(logs: jax.Array, n: jax.Array, sweeps: int) -> jax.Array:
   scale = jnp.where(finite, jnp.exp(logs - top), 0.0)
   log_svd = jnp.log(jnp.linalg.svd(scale[:, None] * jnp.where(finite[:, None], n, 0.0),
                                    compute_uv=False)) + top
-  inf = jnp.full((1,), jnp.inf, logs.dtype)
-  gap = jnp.minimum(jnp.concatenate([inf, logs[:-1] - logs[1:]]),
-                    jnp.concatenate([logs[:-1] - logs[1:], inf]))
-  log_err_diag = -2.0 * max(sweeps - 1, 0) * gap
+  tiny = jnp.finfo(logs.dtype).tiny
+  off = jnp.where(jnp.eye(n.shape[0], dtype=bool), 0.0, jnp.abs(n))
+  log_err_diag = jnp.log(jnp.maximum(jnp.maximum(off.max(0), off.max(1)), tiny))
   log_err_svd = jnp.log(jnp.finfo(logs.dtype).eps) + (top - logs)
   use_svd = finite & (log_err_svd < log_err_diag) & jnp.all(jnp.isfinite(n))
   return jnp.where(use_svd, log_svd, logs)
 
 
 def log_singular_values(
-    layer_fn: LayerFn, params: Any, h0: jax.Array, *, k: int | None = None, sweeps: int = 2,
+    layer_fn: LayerFn, params: Any, h0: jax.Array, *, k: int | None = None,
+    sweeps: int | None = None,
 ) -> jax.Array:
   r"""The k largest :math:`\ln\sigma_i` of :math:`\partial h_L/\partial h_0`, descending.
 
@@ -130,9 +173,10 @@ def log_singular_values(
     h0: the input, shape ``(n,)``; its dtype sets the precision (float32 or
       float64).
     k: how many singular values (default n).
-    sweeps: QR sweeps through the layers, alternating forward and backward;
-      1 gives the Lyapunov-style diagonal (exact in the limit, O(1) error in
-      :math:`\ln\sigma` at finite L), 2 (default) the singular values.
+    sweeps: QR sweeps through the layers, alternating forward and backward.
+      Default: 1 for a full frame (k = n), which represents the product
+      exactly; 2 for k < n, whose frame must first turn towards the top-k
+      singular subspace (error of order :math:`(\sigma_{k+1}/\sigma_k)^2`).
 
   Returns:
     ``(k,)`` log singular values, descending; ``-inf`` for an exact 0 (a dead
@@ -147,6 +191,7 @@ def log_singular_values(
   k = n if k is None else k
   if not 1 <= k <= n:
     raise ValueError(f"k must be in [1, {n}], got {k}")
+  sweeps = (1 if k == n else 2) if sweeps is None else sweeps
   if sweeps < 1:
     raise ValueError(f"sweeps must be >= 1, got {sweeps}")
   return _log_singular_values(layer_fn, params, h0, k, sweeps)
@@ -179,4 +224,5 @@ def _log_singular_values(layer_fn: LayerFn, params: Any, h0: jax.Array, k: int,
     backward = sweep % 2 == 1
     (frame, logs, n), _ = _sweep(apply_backward if backward else apply_forward, frame,
                                  (params, inputs), reverse=backward, track=sweep == sweeps - 1)
-  return _combine(logs, n, sweeps)
+  logs, n = _zero_shift_qr(logs, n, QR_STEPS)
+  return _combine(logs, n)
