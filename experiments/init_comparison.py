@@ -147,6 +147,14 @@ def layer_fans(depth: int, width: int, in_features: int, out_features: int = 1) 
   return [(in_features, width)] + [(width, width)] * (depth - 2) + [(width, out_features)]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _derivative_moments(activation: str, q1: float, sigma_w2: float, layers: int) -> jax.Array:
+  """:math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias: one program
+  per depth (op by op it was ten small compiles, each traced again on every run)."""
+  q = theory.length_map_iterates(activation, q1, sigma_w2, 0.0, layers)
+  return theory.derivative_moment(activation, q)
+
+
 def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.0) -> np.ndarray:
   r"""Mean-field backprop signal per layer, relative to the output layer's.
 
@@ -168,8 +176,7 @@ def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.
     raise ValueError(f"hidden layers must share sigma_w2, got {sigma_w2[1:-1]}")
   hidden = sigma_w2[1] if depth > 2 else 1.0
   with jax.enable_x64(True):
-    q = theory.length_map_iterates(activation, sigma_w2[0] * q_input, hidden, 0.0, depth - 1)
-    mu1 = np.asarray(theory.derivative_moment(activation, q), dtype=np.float64)
+    mu1 = np.asarray(_derivative_moments(activation, sigma_w2[0] * q_input, hidden, depth - 1))
   factors = np.asarray(sigma_w2[1:], dtype=np.float64) * mu1  # delta_{l+1} -> delta_l, l = 1..L-1
   log_sq = np.concatenate([np.cumsum(np.log(factors)[::-1])[::-1], [0.0]])
   return np.exp(0.5 * log_sq)
