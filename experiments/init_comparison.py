@@ -149,7 +149,7 @@ def layer_fans(depth: int, width: int, in_features: int, out_features: int = 1) 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _derivative_moments(activation: str, q1: float, sigma_w2: float, layers: int) -> jax.Array:
-  """:math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias: one program
+  r""":math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias: one program
   per depth (op by op it was ten small compiles, each traced again on every run)."""
   q = theory.length_map_iterates(activation, q1, sigma_w2, 0.0, layers)
   return theory.derivative_moment(activation, q)
