@@ -32,6 +32,8 @@ def enable(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
   return path
 
 
+# XLA aborts the process on a flag it does not know: these exist in jaxlib 0.10
+# (pyproject pins jax < 0.11); check them again before raising that pin.
 FAST_COMPILE_FLAGS = {
     "xla_backend_optimization_level": "0",
     "xla_cpu_use_fusion_emitters": "false",
