@@ -14,7 +14,7 @@ Adam on fresh batches, all seeds and both clipping arms of a setting in one ``vm
 ``lax.scan``; the figure shows the fraction of seeds that solve each setting
 and the median training curves.
 
-    python -m experiments.adding_problem            # T = 50, 100, 200; about 45 min on 2 cores
+    python -m experiments.adding_problem            # T = 50, 100, 200; 74 min on 2 cores
     python -m experiments.adding_problem --quick    # T = 10, 30; under a minute
     python -m experiments.adding_problem --lengths 50 --cells lstm --seeds 16
 
@@ -139,7 +139,7 @@ def setting_name(cell: str, clipping: str, length: int) -> str:
 def run(config: Config, out_dir: pathlib.Path) -> dict:
   """Trains every setting; ``results.json`` is rewritten after each (cell, T).
 
-  A long run (the default takes the better part of an hour on 2 cores) that
+  A long run (the default took 74 min on 2 cores) that
   is stopped keeps every setting it finished; the figures come at the end.
   """
   jobs = [(c, t) for t in config.lengths for c in config.cells]
