@@ -122,9 +122,9 @@ def _zero_shift_qr(logs: jax.Array, n: jax.Array, steps: int) -> tuple[jax.Array
     _, t = jnp.linalg.qr(n.T)
     d = jnp.abs(jnp.diagonal(t))
     d = jnp.where(d > 0, d, 1.0)  # an exactly singular product: its -inf logs stay
-    grade = jnp.where(jnp.isfinite(logs[None, :] - logs[:, None]),
-                      logs[None, :] - logs[:, None], 0.0)
-    n = jnp.triu(t / d[:, None] * jnp.exp(jnp.minimum(grade, 0.0)))
+    grade = logs[None, :] - logs[:, None]  # l_j - l_i <= 0 above the diagonal
+    grade = jnp.where(jnp.isfinite(grade), jnp.minimum(grade, 0.0), 0.0)
+    n = jnp.triu(t / d[:, None] * jnp.exp(grade))
     return (logs + jnp.log(d), n), None
 
   (logs, n), _ = jax.lax.scan(step, (logs, n), None, length=steps)
