@@ -51,6 +51,28 @@ def _qr_log_diag(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   return q, r, jnp.log(jnp.abs(d))
 
 
+def _row_scaled(r: jax.Array, logs: jax.Array, limit: float) -> jax.Array:
+  r"""Upper-triangular ``r`` as a factor of a row-scaled product :math:`\mathrm{diag}(e^\ell) N`.
+
+  Returns :math:`(\mathrm{diag}(|r_{ii}|)^{-1} r) \odot e^{\min(\ell_j - \ell_i,
+  \mathrm{limit})}` on and above the diagonal, 0 below it and wherever the
+  grade is not finite (:math:`e^{-\infty} = 0`: a direction already exactly
+  singular). A zero :math:`r_{ii}` (an exactly singular layer, dead ReLU
+  units) is divided by 1.
+  """
+  d = jnp.abs(jnp.diagonal(r))
+  d = jnp.where(d > 0, d, 1.0)
+  grade = jnp.minimum(logs[None, :] - logs[:, None], limit)
+  upper = jnp.triu(jnp.ones(r.shape, bool))
+  return jnp.where(upper & jnp.isfinite(grade), r / d[:, None] * jnp.exp(grade), 0.0)
+
+
+def _sorted_descending(logs: jax.Array, n: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Reorders the row-scaled product by ``logs``, descending; its singular values stay."""
+  order = jnp.argsort(-logs)
+  return logs[order], n[order][:, order]
+
+
 def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track: bool):
   r"""One QR sweep; ``apply_j(x, frame) -> (J_l frame, carry_out)`` for layer input ``x``.
 
@@ -63,7 +85,6 @@ def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track
   """
   k = frame.shape[1]
   dtype = frame.dtype
-  upper = jnp.triu(jnp.ones((k, k), bool))
   limit = 0.25 * math.log(float(jnp.finfo(dtype).max))
 
   def step(carry, x):
@@ -71,11 +92,7 @@ def _sweep(apply_j: Callable, frame: jax.Array, xs: Any, *, reverse: bool, track
     z, out = apply_j(x, q)
     q, r, log_r = _qr_log_diag(z)
     if track:
-      grade = jnp.minimum(logs[None, :] - logs[:, None], limit)
-      d = jnp.abs(jnp.diagonal(r))
-      d = jnp.where(d > 0, d, 1.0)  # an exactly singular layer (dead ReLU units)
-      scaled = jnp.where(upper & jnp.isfinite(grade), r / d[:, None] * jnp.exp(grade), 0.0)
-      n = scaled @ n
+      n = _row_scaled(r, logs, limit) @ n
     logs, lost = _compensated_add(logs, lost, log_r)
     return (q, logs, lost, n), out
 
@@ -116,16 +133,10 @@ def _zero_shift_qr(logs: jax.Array, n: jax.Array, steps: int) -> tuple[jax.Array
   :math:`T_{ij} e^{\ell_j - \ell_i} / |T_{ii}|` never grows.
   """
   def step(carry, _):
-    logs, n = carry
-    order = jnp.argsort(-logs)
-    logs, n = logs[order], n[order][:, order]
-    _, t = jnp.linalg.qr(n.T)
-    d = jnp.abs(jnp.diagonal(t))
-    d = jnp.where(d > 0, d, 1.0)  # an exactly singular product: its -inf logs stay
-    grade = logs[None, :] - logs[:, None]  # l_j - l_i <= 0 above the diagonal
-    grade = jnp.where(jnp.isfinite(grade), jnp.minimum(grade, 0.0), 0.0)
-    n = jnp.triu(t / d[:, None] * jnp.exp(grade))
-    return (logs + jnp.log(d), n), None
+    logs, n = _sorted_descending(*carry)
+    _, t, log_t = _qr_log_diag(n.T)
+    # Sorted, so l_j - l_i <= 0 above the diagonal: the cap 0 never binds.
+    return (logs + log_t, _row_scaled(t, logs, 0.0)), None
 
   (logs, n), _ = jax.lax.scan(step, (logs, n), None, length=steps)
   return logs, n
@@ -143,8 +154,7 @@ def _combine(logs: jax.Array, n: jax.Array) -> jax.Array:
   values (near isometry), where the QR steps converge slowly, come from the
   SVD; the graded tail from the diagonal.
   """
-  order = jnp.argsort(-logs)
-  logs, n = logs[order], n[order][:, order]
+  logs, n = _sorted_descending(logs, n)
   top = logs[0]
   finite = jnp.isfinite(logs)
   scale = jnp.where(finite, jnp.exp(logs - top), 0.0)
