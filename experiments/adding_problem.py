@@ -139,8 +139,8 @@ def setting_name(cell: str, clipping: str, length: int) -> str:
 def run(config: Config, out_dir: pathlib.Path) -> dict:
   """Trains every setting; ``results.json`` is rewritten after each (cell, T).
 
-  A long run (the default took 74 min on 2 cores) that
-  is stopped keeps every setting it finished; the figures come at the end.
+  A long run that is stopped (the default took 74 min on 2 cores) keeps every
+  setting it finished; the figures come at the end.
   """
   jobs = [(c, t) for t in config.lengths for c in config.cells]
   settings = {}
