@@ -9,7 +9,7 @@ normalised position (l - 1)/(L - 1): the weight-gradient norm
 curve; here median and IQR over ``--seeds``) and the backprop signal
 :math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|`. Measurements are those
 of :mod:`experiments.init_comparison` (float32 gradients, float64 norms, one
-vmapped program over seeds per (activation, depth)).
+vmapped program per depth over every activation and seed).
 
 Summary figure: the ratio first layer / last layer against depth.
 
@@ -104,31 +104,31 @@ def _nan_quantiles(values: np.ndarray) -> dict:
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """One program per (activation, depth); writes results.json and the figures."""
-  jobs = [(a, d) for a in config.activations for d in config.depths]
+  """One program per depth (every activation an arm); writes results.json and the figures."""
   cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
+  arms = [(act, ic.kernel_init(INIT_FOR[act], act)) for act in config.activations]
   with jax.enable_x64(True):
-    for j, (act, depth) in enumerate(_cli.progress(jobs, desc="depths")):
-      init = ic.kernel_init(INIT_FOR[act], act)
-      make_model = functools.partial(DeepMLP, depth, config.width, 1, activation=act,
-                                     bias_init="zeros")
+    for j, depth in enumerate(_cli.progress(config.depths, desc="depths")):
+      make_model = functools.partial(DeepMLP, depth, config.width, 1, bias_init="zeros")
       key = jax.random.fold_in(jax.random.key(config.seed, impl=ic.PRNG_IMPL), j)
-      m = {k: v[0] for k, v in ic.measure_arms(make_model, [init], key, config.seeds,
-                                               config.batch, config.in_features).items()}
+      measured = ic.measure_arms(make_model, arms, key, config.seeds, config.batch,
+                                 config.in_features)
       fans = ic.layer_fans(depth, config.width, config.in_features)
-      sigma_w2 = [fi * ic.weight_variance(INIT_FOR[act], fi, fo, act) for fi, fo in fans]
-      case = ic.summarize_arm(m)
-      predicted = ic.predicted_signal(act, sigma_w2)
-      case.update({
-          "init": INIT_FOR[act],
-          "position": np.linspace(0.0, 1.0, depth),
-          "sigma_w2": sigma_w2,
-          "theory_signal": predicted * case["signal"]["median"][-1],
-          "weight_ratio": _nan_quantiles(_ratio(m["weight"])),
-          "signal_ratio": _nan_quantiles(_ratio(m["signal"])),
-          "theory_signal_ratio": float(predicted[0]),
-      })
-      cases[act][str(depth)] = case
+      for a, act in enumerate(config.activations):
+        m = {k: v[a] for k, v in measured.items()}
+        sigma_w2 = [fi * ic.weight_variance(INIT_FOR[act], fi, fo, act) for fi, fo in fans]
+        case = ic.summarize_arm(m)
+        predicted = ic.predicted_signal(act, sigma_w2)
+        case.update({
+            "init": INIT_FOR[act],
+            "position": np.linspace(0.0, 1.0, depth),
+            "sigma_w2": sigma_w2,
+            "theory_signal": predicted * case["signal"]["median"][-1],
+            "weight_ratio": _nan_quantiles(_ratio(m["weight"])),
+            "signal_ratio": _nan_quantiles(_ratio(m["signal"])),
+            "theory_signal_ratio": float(predicted[0]),
+        })
+        cases[act][str(depth)] = case
   results = {"config": config, "depths": config.depths, "cases": cases}
   _cli.write_json(out_dir / "results.json", results)
   plot(results, out_dir)

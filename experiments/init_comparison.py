@@ -4,14 +4,14 @@ The seed's ``DeepNet``: ``depth`` = 20 Dense layers (10 -> 100 -> ... -> 100 -> 
 relu or tanh, biases 0, MSE against random targets on one random batch of 32
 (x, t ~ N(0, 1)). For each initialization it plots one network's per-layer
 weight-gradient norm :math:`\|\partial L/\partial W_l\|_F`. Here every curve
-is the median over ``--seeds`` networks (each with its own batch, shared by the
-seven initializations) with an interquartile band, beside the per-layer
-backprop signal :math:`s_l = \mathbb E_b \|\partial L/\partial z_l[b]\|`
+is the median over ``--seeds`` networks (each with its own batch, shared by
+every activation and initialization) with an interquartile band, beside the
+per-layer backprop signal :math:`s_l = \mathbb E_b \|\partial L/\partial z_l[b]\|`
 (z_l the pre-activation; :func:`jaxgrad.diagnostics.backprop_signal`). All
-seeds and all seven initializations of one activation run in ONE vmapped,
-jitted program: the parameters of each initialization are drawn by its own
-(vmapped) ``init`` and stacked along a leading arm axis; they all have the same
-shapes.
+seeds, both activations and all seven initializations run in ONE vmapped,
+jitted program that differentiates once per network (the activation a
+traced switch: every arm has the same shapes), after one that draws every
+network, grouped by initializer (:func:`measure_arms`).
 
 Mean-field theory (dashed) predicts the backprop signal from the output back:
 :math:`\mathbb E\|\delta_{l-1}\|^2 = \sigma_{w,l}^2\,\mu_1(q_{l-1})\,
@@ -118,11 +118,25 @@ class Config:
 
 
 def kernel_init(name: str, activation: str, kaiming_gain: str = "he"):
-  """The Flax initializer for one of :data:`INITS` (He with PyTorch's gain if asked)."""
+  """The Flax initializer for one of :data:`INITS` (He with PyTorch's gain if asked).
+
+  The same initializer is the same object, whatever the activation it is
+  asked for, so :func:`init_arms` draws its arms together.
+  """
   if kaiming_gain == "torch" and name in ("he_normal", "he_uniform"):
-    distribution = "normal" if name == "he_normal" else "uniform"
-    return jax.nn.initializers.variance_scaling(TORCH_GAIN[activation] ** 2, "fan_in", distribution)
+    return _torch_kaiming(name, TORCH_GAIN[activation])
+  return _registered(name)
+
+
+@functools.cache
+def _registered(name: str):
   return initializers.get(name)
+
+
+@functools.cache
+def _torch_kaiming(name: str, gain: float):
+  distribution = "normal" if name == "he_normal" else "uniform"
+  return jax.nn.initializers.variance_scaling(gain**2, "fan_in", distribution)
 
 
 def weight_variance(name: str, fan_in: int, fan_out: int, activation: str,
@@ -147,10 +161,15 @@ def layer_fans(depth: int, width: int, in_features: int, out_features: int = 1) 
   return [(in_features, width)] + [(width, width)] * (depth - 2) + [(width, out_features)]
 
 
+# Layers per compiled length-map program: every depth up to 128 shares one
+# program per activation (one per depth was 15 programs in depth_comparison).
+MEAN_FIELD_LAYERS = 128
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _derivative_moments(activation: str, q1: float, sigma_w2: float, layers: int) -> jax.Array:
-  r""":math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias: one program
-  per depth (op by op it was ten small compiles, each traced again on every run)."""
+  r""":math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias, one program
+  (op by op it was ten small compiles, each traced again on every run)."""
   q = theory.length_map_iterates(activation, q1, sigma_w2, 0.0, layers)
   return theory.derivative_moment(activation, q)
 
@@ -176,7 +195,9 @@ def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.
     raise ValueError(f"hidden layers must share sigma_w2, got {sigma_w2[1:-1]}")
   hidden = sigma_w2[1] if depth > 2 else 1.0
   with jax.enable_x64(True):
-    mu1 = np.asarray(_derivative_moments(activation, sigma_w2[0] * q_input, hidden, depth - 1))
+    padded = -(-(depth - 1) // MEAN_FIELD_LAYERS) * MEAN_FIELD_LAYERS
+    mu1 = np.asarray(_derivative_moments(activation, sigma_w2[0] * q_input, hidden,
+                                         padded))[:depth - 1]
   factors = np.asarray(sigma_w2[1:], dtype=np.float64) * mu1  # delta_{l+1} -> delta_l, l = 1..L-1
   log_sq = np.concatenate([np.cumsum(np.log(factors)[::-1])[::-1], [0.0]])
   return np.exp(0.5 * log_sq)
@@ -186,13 +207,21 @@ def _cast(tree, dtype):
   return jax.tree.map(lambda a: a.astype(dtype), tree)
 
 
+def _naive_example_norm(g: jax.Array) -> jax.Array:
+  """mean_b sqrt(sum g[b]^2), reduced in g's dtype as ``jnp.linalg.norm`` does (may underflow)."""
+  return jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1))
+
+
 def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array) -> dict:
   r"""Per-layer gradient measurements of one network on one batch, input to output.
 
-  The gradient is computed in float32 (the parameters' dtype); norms are
-  reduced in float64 (must run under ``jax.enable_x64``): the loss is written
-  as a function of float64 variables cast to float32, so its gradient is the
-  float32 gradient, converted exactly.
+  One backward pass, with respect to ``params`` and ``perturbations``
+  together, gives :math:`\partial L/\partial W_l` and
+  :math:`\partial L/\partial z_l`. It runs in float32 (the parameters'
+  dtype); norms are reduced in float64 (must run under ``jax.enable_x64``):
+  the loss is written as a function of float64 variables cast to float32, so
+  its gradient is the float32 gradient, converted exactly, and casting it back
+  to float32 recovers the float32 gradient bit for bit.
 
   Returns:
     dict of (L,) arrays: ``weight`` (||dL/dW_l||_F, float64 reduction),
@@ -201,23 +230,19 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
     signal E_b||dL/dz_l[b]||, likewise), ``zero_entries``
     (number of exactly-zero entries of dL/dW_l).
   """
-  def loss_fn(v):
-    return jnp.mean((model.apply(v, x) - target) ** 2)
-
   def loss64(v):
-    return loss_fn(_cast(v, jnp.float32))
+    return jnp.mean((model.apply(_cast(v, jnp.float32), x) - target) ** 2)
 
-  variables64 = _cast(variables, jnp.float64)
-  grads = jax.grad(loss64)(variables64)["params"]
+  grads = jax.grad(loss64)(_cast(variables, jnp.float64))
+  weights, preacts = grads["params"], grads[diagnostics.PERTURBATIONS]
   return {
-      "weight": diagnostics.layer_grad_norms(grads).stack(),
-      "weight_f32": diagnostics.per_layer(_cast(grads, jnp.float32), "kernel",
+      "weight": diagnostics.layer_grad_norms(weights).stack(),
+      "weight_f32": diagnostics.per_layer(_cast(weights, jnp.float32), "kernel",
                                          jnp.linalg.norm).stack(),
-      "signal": diagnostics.backprop_signal(loss64, variables64).stack(),
-      "signal_f32": diagnostics.per_layer(
-          diagnostics.perturbation_grads(loss_fn, variables), "preact",
-          lambda g: jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1))).stack(),
-      "zero_entries": diagnostics.per_layer(grads, "kernel", lambda g: jnp.sum(g == 0)).stack(),
+      "signal": diagnostics.signal_norms(preacts).stack(),
+      "signal_f32": diagnostics.per_layer(_cast(preacts, jnp.float32), "preact",
+                                         _naive_example_norm).stack(),
+      "zero_entries": diagnostics.per_layer(weights, "kernel", lambda g: jnp.sum(g == 0)).stack(),
   }
 
 
@@ -229,65 +254,90 @@ def random_batches(key: jax.Array, seeds: int, batch: int, in_features: int, out
   return x, t
 
 
-def switch_init(arm: jax.Array, inits: list) -> Callable:
-  """An initializer that draws from ``inits[arm]`` (``arm`` may be traced).
+def switch_activation(arm: jax.Array, names: list[str]) -> Callable:
+  """The activation ``names[arm]``, ``arm`` possibly traced (``lax.switch``).
 
-  Under ``vmap`` over ``arm`` every arm's parameters come from ONE traced
-  ``init`` (every initializer runs, ``lax.switch`` selects), so one compile
-  serves all arms; for a given key the draw is that of ``inits[arm]`` alone.
+  Under ``vmap`` over ``arm`` every arm runs through ONE traced model (each
+  activation is evaluated, ``lax.switch`` selects), so arms that differ only
+  in the activation share a program; the cost is elementwise, the matmuls are
+  shared.
   """
-  def init(key, shape, dtype=jnp.float32):
-    branches = [functools.partial(f, shape=shape, dtype=dtype) for f in inits]
-    return jax.lax.switch(arm, branches, key)
+  branches = [activations.get(n) for n in names]
+  if len(branches) == 1:
+    return branches[0]
+  return lambda z: jax.lax.switch(arm, branches, z)
 
-  return init
 
+def init_arms(make_model: Callable[..., DeepMLP], inits: list[Callable], keys: jax.Array,
+              x: jax.Array):
+  """Variables of every arm x seed, stacked (arms, seeds, ...), in one jitted program.
 
-def init_arms(make_model: Callable[..., DeepMLP], inits: list, key: jax.Array, x: jax.Array):
-  """Variables of every arm (initializer) x seed, stacked (arms, seeds, ...), one program.
+  Arms are grouped by initializer (by identity: :func:`kernel_init` returns
+  one object per initializer), and each group is drawn by its own vmapped
+  ``init``: a traced switch between initializers would, under ``vmap``, draw
+  every initializer for every network (7x the random numbers here) and keep
+  one.
 
   Args:
-    make_model: ``make_model(kernel_init=...) -> DeepMLP``; all arms share
-      every other field.
-    inits: the arms' Flax kernel initializers.
-    key: arm a, seed s is initialised with ``split(fold_in(key, a), seeds)[s]``.
+    make_model: ``make_model(kernel_init=...) -> DeepMLP``.
+    inits: the Flax kernel initializer of each arm.
+    keys: (arms, seeds) PRNG keys. Under ``vmap`` an ``rbg`` key array draws
+      a whole group from one of its keys (JAX's batching rule for XLA's
+      RngBitGenerator): statistically independent networks, but not the draws
+      of each key alone; threefry keys give exactly those.
     x: (seeds, batch, in_features), fixes the perturbation shapes.
   """
-  seeds = x.shape[0]
-  keys = jnp.stack([jax.random.split(jax.random.fold_in(key, a), seeds)
-                    for a in range(len(inits))])
+  groups = list(dict.fromkeys(inits))
+  members = [[a for a, i in enumerate(inits) if i is init] for init in groups]
+  order = np.argsort(np.concatenate(members), kind="stable")
 
-  def one(arm, key, x):
-    return make_model(kernel_init=switch_init(arm, inits)).init(key, x)
+  def draw(keys, x):
+    parts = []
+    for init, arms in zip(groups, members):
+      over_seeds = jax.vmap(make_model(kernel_init=init).init)
+      parts.append(jax.vmap(over_seeds, in_axes=(0, None))(keys[np.asarray(arms)], x))
+    return jax.tree.map(lambda *p: jnp.concatenate(p)[order], *parts)
 
-  over_seeds = jax.vmap(one, in_axes=(None, 0, 0))
-  return sweep(lambda arm, arm_keys: over_seeds(arm, arm_keys, x), jnp.arange(len(inits)), keys)
-
-
-def profile_arms(model: DeepMLP, variables, x: jax.Array, t: jax.Array) -> dict[str, np.ndarray]:
-  """:func:`gradient_profile` of stacked (arms, seeds) variables, one jitted program.
-
-  Seed s uses the batch ``x[s], t[s]`` in every arm. Must run under
-  ``jax.enable_x64``. Returns (arms, seeds, L) arrays.
-  """
-  over_seeds = jax.vmap(functools.partial(gradient_profile, model))
-  return {k: np.asarray(v) for k, v in sweep(lambda v: over_seeds(v, x, t), variables).items()}
+  return jax.jit(draw)(keys, x)
 
 
-def measure_arms(make_model: Callable[..., DeepMLP], inits: list, key: jax.Array, seeds: int,
-                 batch: int, in_features: int) -> dict[str, np.ndarray]:
-  """Every initializer (arm) x every seed: :func:`init_arms`, then :func:`profile_arms`.
+def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Callable]],
+                 key: jax.Array, seeds: int, batch: int, in_features: int) -> dict[str, np.ndarray]:
+  """Every arm (activation, initializer) x every seed: two jitted programs in all.
 
-  Seed s uses the same random batch in every arm. Must run under
-  ``jax.enable_x64`` (see :func:`gradient_profile`).
+  :func:`init_arms` draws the networks; :func:`gradient_profile` measures
+  them in one :func:`~jaxgrad.sweep.sweep` over arms (vmapped over seeds),
+  the activation a traced switch (:func:`switch_activation`).
+
+  Args:
+    make_model: ``make_model(activation=..., kernel_init=...) -> DeepMLP``;
+      all arms share every other field.
+    arms: ``(activation name, Flax kernel initializer)`` per arm.
+    key: split into the data key and the parameter key; arm a, seed s is
+      initialised with ``split(fold_in(params_key, a), seeds)[s]`` (but see
+      :func:`init_arms` on ``rbg`` keys).
+    seeds: networks per arm; seed s uses the same random batch in every arm.
+
+  Must run under ``jax.enable_x64`` (see :func:`gradient_profile`).
 
   Returns:
     The :func:`gradient_profile` entries with shape (arms, seeds, L).
   """
+  names = list(dict.fromkeys(a for a, _ in arms))
   k_data, k_params = jax.random.split(key)
-  model = make_model(kernel_init=inits[0])
-  x, t = random_batches(k_data, seeds, batch, in_features, model.out_features)
-  return profile_arms(model, init_arms(make_model, inits, k_params, x), x, t)
+  out_features = make_model().out_features
+  x, t = random_batches(k_data, seeds, batch, in_features, out_features)
+  keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
+                    for a in range(len(arms))])
+  variables = init_arms(make_model, [i for _, i in arms], keys, x)
+
+  def one(act, v, x, t):
+    return gradient_profile(make_model(activation=switch_activation(act, names)), v, x, t)
+
+  over_seeds = jax.vmap(one, in_axes=(None, 0, 0, 0))
+  out = sweep(lambda act, v: over_seeds(act, v, x, t),
+              jnp.asarray([names.index(a) for a, _ in arms]), variables)
+  return {k: np.asarray(v) for k, v in out.items()}
 
 
 def quantiles(per_seed: np.ndarray) -> dict:
@@ -318,24 +368,22 @@ def summarize_arm(m: dict[str, np.ndarray]) -> dict:
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """One program per activation; writes results.json and one figure per activation."""
+  """Every activation x initialization in one program; writes results.json and one figure each."""
   fans = layer_fans(config.depth, config.width, config.in_features)
-  per_activation = {}
+  make_model = functools.partial(DeepMLP, config.depth, config.width, 1, bias_init="zeros")
+  arms = [(act, name) for act in config.activations for name in config.inits]
   with jax.enable_x64(True):
-    for i, act in enumerate(_cli.progress(config.activations, desc="activations")):
-      make_model = functools.partial(DeepMLP, config.depth, config.width, 1, activation=act,
-                                     bias_init="zeros")
-      inits = [kernel_init(name, act, config.kaiming_gain) for name in config.inits]
-      key = jax.random.fold_in(jax.random.key(config.seed, impl=PRNG_IMPL), i)
-      m = measure_arms(make_model, inits, key, config.seeds, config.batch, config.in_features)
-      arms = {}
-      for a, name in enumerate(config.inits):
-        sigma_w2 = [fi * weight_variance(name, fi, fo, act, config.kaiming_gain) for fi, fo in fans]
-        arm = summarize_arm({k: v[a] for k, v in m.items()})
-        arm["sigma_w2"] = sigma_w2
-        arm["theory_signal"] = predicted_signal(act, sigma_w2) * arm["signal"]["median"][-1]
-        arms[name] = arm
-      per_activation[act] = arms
+    m = measure_arms(make_model, [(act, kernel_init(name, act, config.kaiming_gain))
+                                  for act, name in arms],
+                     jax.random.key(config.seed, impl=PRNG_IMPL), config.seeds, config.batch,
+                     config.in_features)
+    per_activation = {act: {} for act in config.activations}
+    for a, (act, name) in enumerate(arms):
+      sigma_w2 = [fi * weight_variance(name, fi, fo, act, config.kaiming_gain) for fi, fo in fans]
+      arm = summarize_arm({k: v[a] for k, v in m.items()})
+      arm["sigma_w2"] = sigma_w2
+      arm["theory_signal"] = predicted_signal(act, sigma_w2) * arm["signal"]["median"][-1]
+      per_activation[act][name] = arm
   results = {"config": config, "layers": np.arange(1, config.depth + 1),
              "float32_tiny": float(np.finfo(np.float32).tiny), "activations": per_activation}
   _cli.write_json(out_dir / "results.json", results)

@@ -51,8 +51,8 @@ def test_relu_he_prediction_is_one_and_sigmoid_is_chi1_power(smoke):
 def test_measured_signal_follows_mean_field_for_relu_he():
   """Width 64, depth 8, He + relu: s_1/s_L = 1 in theory; median over 16 seeds within 25%."""
   with jax.enable_x64(True):
-    m = ic.measure_arms(functools.partial(DeepMLP, 8, 64, 1, activation="relu"),
-                        [ic.kernel_init("he_normal", "relu")],
+    m = ic.measure_arms(functools.partial(DeepMLP, 8, 64, 1),
+                        [("relu", ic.kernel_init("he_normal", "relu"))],
                         jax.random.key(0, impl=ic.PRNG_IMPL), 16, 8, 8)
   ratio = np.median(m["signal"][0, :, 0] / m["signal"][0, :, -1])
   assert ratio == pytest.approx(1.0, rel=0.25)

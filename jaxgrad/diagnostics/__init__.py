@@ -5,10 +5,12 @@ from jaxgrad.diagnostics._tree import per_layer as per_layer
 from jaxgrad.diagnostics.diagnose import diagnose as diagnose
 from jaxgrad.diagnostics.diagnose import format_report as format_report
 from jaxgrad.diagnostics.gradient_check import gradient_check as gradient_check
+from jaxgrad.diagnostics.gradients import PERTURBATIONS as PERTURBATIONS
 from jaxgrad.diagnostics.gradients import backprop_signal as backprop_signal
 from jaxgrad.diagnostics.gradients import layer_grad_norms as layer_grad_norms
 from jaxgrad.diagnostics.gradients import perturbation_grads as perturbation_grads
 from jaxgrad.diagnostics.gradients import safe_norm as safe_norm
+from jaxgrad.diagnostics.gradients import signal_norms as signal_norms
 from jaxgrad.diagnostics.jacobian import jacobian as jacobian
 from jaxgrad.diagnostics.jacobian import resolvable as resolvable
 from jaxgrad.diagnostics.jacobian import singular_values as singular_values
@@ -17,6 +19,7 @@ from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_valu
 
 __all__ = [
     "LayerValues",
+    "PERTURBATIONS",
     "backprop_signal",
     "diagnose",
     "format_report",
@@ -28,6 +31,7 @@ __all__ = [
     "perturbation_grads",
     "resolvable",
     "safe_norm",
+    "signal_norms",
     "singular_values",
     "spectrum_stats",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.diagnostics._tree import per_layer
+from jaxgrad.diagnostics._tree import LayerValues, per_layer
 
 Variables = Mapping[str, Any]
 PERTURBATIONS = "perturbations"
@@ -31,7 +31,7 @@ def safe_norm(g: jax.Array) -> jax.Array:
 
 def layer_grad_norms(
     grads: Mapping[str, Any], *, weight_names: str | tuple[str, ...] = "kernel"
-) -> dict[str, jax.Array]:
+) -> LayerValues:
   r"""L2 (Frobenius) norm :math:`\|\partial L / \partial W_l\|_F` of each layer's weight gradient.
 
   Args:
@@ -79,7 +79,7 @@ def _mean_example_norm(g: jax.Array) -> jax.Array:
 
 def backprop_signal(
     loss_fn: Callable[[Variables], jax.Array], variables: Variables, *, name: str = "preact"
-) -> dict[str, jax.Array]:
+) -> LayerValues:
   r"""Backprop signal of each layer: :math:`\mathbb{E}_b \|\partial L / \partial h_l[b]\|_2`.
 
   ``h_l`` are the intermediates marked with ``Module.perturb(name, ...)`` (for
@@ -96,5 +96,18 @@ def backprop_signal(
   >>> list(backprop_signal(loss, variables))
   ['first', 'hidden/layers_000', 'hidden/layers_001', 'last']
   """
-  grads = perturbation_grads(loss_fn, variables)
-  return per_layer(grads, name, _mean_example_norm)
+  return signal_norms(perturbation_grads(loss_fn, variables), name=name)
+
+
+def signal_norms(perturbation_grads: Any, *, name: str = "preact") -> LayerValues:
+  r""":math:`\mathbb{E}_b \|g_l[b]\|_2` per layer, for gradients already taken w.r.t. ``'perturbations'``.
+
+  The reduction of :func:`backprop_signal`, for callers that differentiate
+  once with respect to ``params`` and ``perturbations`` together (one
+  backward pass gives the weight gradients and the backprop signal).
+
+  Args:
+    perturbation_grads: shaped like ``variables['perturbations']``.
+    name: the perturbation name, as in :func:`backprop_signal`.
+  """
+  return per_layer(perturbation_grads, name, _mean_example_norm)
