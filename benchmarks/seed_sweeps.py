@@ -13,6 +13,10 @@ figures on disk:
 * jaxgrad: ``python -m experiments.init_comparison`` then
   ``python -m experiments.depth_comparison``, ``--seeds`` networks per curve
   (default 20), each with its interquartile band and mean-field line.
+* floor: what any JAX run of the two experiments pays before a single
+  gradient, a trace or a figure: a fresh process importing them, plus
+  ``jax.random.normal`` of every weight their networks draw
+  (:func:`floor_seconds`), against ``torch.randn`` of the same count.
 
 jaxgrad runs twice with JAX's persistent compilation cache in a user cache
 directory (``$XDG_CACHE_HOME/jaxgrad/jax_cache``, set through the
@@ -26,12 +30,16 @@ import argparse
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 from benchmarks import _timing
+from experiments import depth_comparison, init_comparison
+
+import jax
 
 SEED_CODE = r'''
 import sys, pathlib
@@ -200,6 +208,48 @@ def run_jaxgrad(out: pathlib.Path, seeds: int, cache: pathlib.Path) -> float:
   return total
 
 
+PRNG_IMPLS = ("threefry2x32", "rbg")
+
+
+def weights_drawn(seeds: int) -> int:
+  """Weights (kernel entries) the two experiments' default configurations draw at ``seeds``."""
+  def per_network(depth: int, width: int, in_features: int) -> int:
+    return sum(fi * fo for fi, fo in init_comparison.layer_fans(depth, width, in_features))
+
+  ic = init_comparison.Config(seeds=seeds)
+  dc = depth_comparison.Config(seeds=seeds)
+  arms = len(ic.activations) * len(ic.inits)
+  return (arms * seeds * per_network(ic.depth, ic.width, ic.in_features)
+          + len(dc.activations) * seeds * sum(per_network(d, dc.width, dc.in_features)
+                                              for d in dc.depths))
+
+
+def floor_seconds(seeds: int) -> dict:
+  """What no jaxgrad run of the two experiments can go below, each part measured here.
+
+  ``imports``: a fresh process importing both experiment modules (jax, flax,
+  matplotlib, jaxgrad), median of 3. ``draw``: one jitted
+  ``jax.random.normal`` of every weight the runs draw, median of 3 after a
+  warm-up, with the faster of JAX's PRNGs (the experiments use threefry);
+  beside it ``torch.randn`` of the same count where torch is installed.
+  """
+  imports = statistics.median(
+      _timed([sys.executable, "-c", "import experiments.init_comparison, "
+              "experiments.depth_comparison"])[0] for _ in range(3))
+  n = weights_drawn(seeds)
+  draw = jax.jit(lambda k: jax.random.normal(k, (n,)))
+  out = {"imports": imports, "weights": n}
+  for impl in PRNG_IMPLS:
+    key = jax.random.key(0, impl=impl)
+    out[f"draw_{impl}"] = _timing.median_seconds(lambda: draw(key).block_until_ready(), repeats=3)
+  out["draw"] = min(out[f"draw_{impl}"] for impl in PRNG_IMPLS)
+  if torch_available():
+    import torch
+    buffer = torch.empty(n)
+    out["torch_draw"] = _timing.median_seconds(lambda: buffer.normal_(), repeats=3)
+  return out
+
+
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(prog="python -m benchmarks.seed_sweeps", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
       print("torch is not installed: skipping the PyTorch baseline (pip install torch)")
     results["jaxgrad_first"] = run_jaxgrad(tmp / "first", args.seeds, cache)
     results["jaxgrad_second"] = run_jaxgrad(tmp / "second", args.seeds, cache)
+  results["floor"] = floor = floor_seconds(args.seeds)
   rows = []
   if "baseline" in results:
     rows.append(("seed's PyTorch loop, 1 seed per curve", results["baseline"], 1.0))
@@ -228,10 +279,17 @@ def main(argv: list[str] | None = None) -> dict:
   for key, label in (("jaxgrad_first", f"jaxgrad, {args.seeds} seeds per curve, empty cache"),
                      ("jaxgrad_second", f"jaxgrad, {args.seeds} seeds per curve, warm cache")):
     rows.append((label, results[key], results[key] / base if base else float("nan")))
+  floor_total = floor["imports"] + floor["draw"]
+  rows.append((f"floor: imports + drawing {floor['weights'] / 1e6:.0f}M weights",
+               floor_total, floor_total / base if base else float("nan")))
   width = max(len(r[0]) for r in rows)
   print(f"{'sections 7.1 + 7.2, process start to figures':<{width}}  wall s   / baseline")
   for label, seconds, ratio in rows:
     print(f"{label:<{width}}  {seconds:6.1f}   {ratio:6.2f}")
+  print(f"(floor: imports {floor['imports']:.2f} s, jax.random.normal "
+        + ", ".join(f"{floor[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
+        + (f", torch.randn of the same {floor['torch_draw']:.2f} s" if "torch_draw" in floor else "")
+        + ")")
   if "baseline_note" in results:
     print(f"(baseline: {results['baseline_note']})")
   print(f"compilation cache: {cache}")

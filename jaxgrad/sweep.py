@@ -66,7 +66,10 @@ def sweep_grid(fn: Callable[[Any, Any], Any], keys: Any, arms: Any) -> Any:
 
   Every arm sees the same keys (a paired comparison: seed s starts from the
   same draw in each arm); ``arms`` is a pytree of arrays with a leading arm
-  axis, e.g. one traced hyperparameter per arm.
+  axis, e.g. one traced hyperparameter per arm. The pairing needs keys whose
+  draws ``vmap`` respects, as threefry's (JAX's default) do: under ``vmap``
+  ``rbg`` / ``unsafe_rbg`` keys draw the whole batch from one of them (JAX's
+  batching rule for XLA's RngBitGenerator), so equal keys give unequal draws.
   """
   n_arms = jax.tree.leaves(arms)[0].shape[0]
   n_keys = jax.tree.leaves(keys)[0].shape[0]

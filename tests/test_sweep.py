@@ -66,3 +66,10 @@ def test_sweep_grid_pairs_every_arm_with_every_key():
   chex.assert_shape(got, (2, 3, 2))
   expected = jnp.stack([jnp.stack([fn(k, a) for k in keys]) for a in arms])
   chex.assert_trees_all_close(got, expected, **_tol.F32)
+
+
+def test_rbg_keys_are_not_paired_under_vmap():
+  """What sweep_grid's docstring warns of: rbg keys draw a vmapped batch from one key."""
+  key = jax.random.key(0, impl="rbg")
+  got = sweep_grid(lambda k, arm: jax.random.normal(k, (4,)), key[None], jnp.arange(2))
+  assert not np.allclose(got[0, 0], got[1, 0])
