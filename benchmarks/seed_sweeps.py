@@ -13,10 +13,10 @@ figures on disk:
 * jaxgrad: ``python -m experiments.init_comparison`` then
   ``python -m experiments.depth_comparison``, ``--seeds`` networks per curve
   (default 20), each with its interquartile band and mean-field line.
-* floor: what any JAX run of the two experiments pays before a single
-  gradient, a trace or a figure: a fresh process importing them, plus
-  ``jax.random.normal`` of every weight their networks draw
-  (:func:`floor_seconds`), against ``torch.randn`` of the same count.
+* floor: what any JAX run of the two experiments pays before a single trace
+  or figure: a fresh process importing them, ``jax.random.normal`` of every
+  weight their networks draw (beside ``torch.randn`` of the same count), and
+  the arithmetic of their gradients (:func:`floor_seconds`).
 
 jaxgrad runs twice with JAX's persistent compilation cache in a user cache
 directory (``$XDG_CACHE_HOME/jaxgrad/jax_cache``, set through the
@@ -232,6 +232,9 @@ def floor_seconds(seeds: int) -> dict:
   ``jax.random.normal`` of every weight the runs draw, median of 3 after a
   warm-up, with the faster of JAX's PRNGs (the experiments use threefry);
   beside it ``torch.randn`` of the same count where torch is installed.
+  ``arithmetic``: the forward pass and both gradients (6 B flops per weight)
+  at the machine's (width x width) matmul rate, an upper bound on the rate of
+  the experiments' (batch x width) products.
   """
   imports = statistics.median(
       _timed([sys.executable, "-c", "import experiments.init_comparison, "
@@ -243,6 +246,10 @@ def floor_seconds(seeds: int) -> dict:
     key = jax.random.key(0, impl=impl)
     out[f"draw_{impl}"] = _timing.median_seconds(lambda: draw(key).block_until_ready(), repeats=3)
   out["draw"] = min(out[f"draw_{impl}"] for impl in PRNG_IMPLS)
+  # Forward, input gradient and weight gradient: 2 B fan_in fan_out flops each per layer.
+  width = init_comparison.Config().width
+  out["flops"] = 6 * init_comparison.Config().batch * n
+  out["arithmetic"] = out["flops"] / _timing.matmul_flops_per_second(width)
   if torch_available():
     import torch
     buffer = torch.empty(n)
@@ -279,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
   for key, label in (("jaxgrad_first", f"jaxgrad, {args.seeds} seeds per curve, empty cache"),
                      ("jaxgrad_second", f"jaxgrad, {args.seeds} seeds per curve, warm cache")):
     rows.append((label, results[key], results[key] / base if base else float("nan")))
-  floor_total = floor["imports"] + floor["draw"]
-  rows.append((f"floor: imports + drawing {floor['weights'] / 1e6:.0f}M weights",
+  floor_total = floor["imports"] + floor["draw"] + floor["arithmetic"]
+  rows.append((f"floor: imports, drawing {floor['weights'] / 1e6:.0f}M weights, their gradients",
                floor_total, floor_total / base if base else float("nan")))
   width = max(len(r[0]) for r in rows)
   print(f"{'sections 7.1 + 7.2, process start to figures':<{width}}  wall s   / baseline")
@@ -289,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"(floor: imports {floor['imports']:.2f} s, jax.random.normal "
         + ", ".join(f"{floor[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
         + (f", torch.randn of the same {floor['torch_draw']:.2f} s" if "torch_draw" in floor else "")
-        + ")")
+        + f", {floor['flops'] / 1e9:.0f} GFLOP {floor['arithmetic']:.2f} s)")
   if "baseline_note" in results:
     print(f"(baseline: {results['baseline_note']})")
   print(f"compilation cache: {cache}")
