@@ -278,7 +278,9 @@ def init_arms(make_model: Callable[..., DeepMLP], inits: list[Callable], keys: j
   one object per initializer), and each group is drawn by its own vmapped
   ``init``: a traced switch between initializers would, under ``vmap``, draw
   every initializer for every network (7x the random numbers here) and keep
-  one.
+  one. A plain ``jit``, not a :func:`sweep` over seeds: seeds-outer (a sweep
+  over seeds, each group's arms vmapped inside, the measurement likewise),
+  depth_comparison compiled in 48 s cold against 38 s, for 1.8 s saved warm.
 
   Args:
     make_model: ``make_model(kernel_init=...) -> DeepMLP``.
