@@ -5,7 +5,8 @@ from jaxgrad import diagnostics as diagnostics
 from jaxgrad import initializers as initializers
 from jaxgrad import models as models
 from jaxgrad import theory as theory
+from jaxgrad.diagnostics.diagnose import diagnose as diagnose
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "diagnostics", "initializers", "models", "theory"]
+__all__ = ["activations", "diagnose", "diagnostics", "initializers", "models", "theory"]

@@ -3,7 +3,8 @@
 from jaxgrad.diagnostics._tree import LayerValues as LayerValues
 from jaxgrad.diagnostics._tree import per_layer as per_layer
 from jaxgrad.diagnostics.diagnose import diagnose as diagnose
-from jaxgrad.diagnostics.diagnose import format_report as format_report
+from jaxgrad.diagnostics.report import LayerReport as LayerReport
+from jaxgrad.diagnostics.report import Report as Report
 from jaxgrad.diagnostics.gradient_check import gradient_check as gradient_check
 from jaxgrad.diagnostics.gradients import PERTURBATIONS as PERTURBATIONS
 from jaxgrad.diagnostics.gradients import backprop_signal as backprop_signal
@@ -18,11 +19,12 @@ from jaxgrad.diagnostics.jacobian import spectrum_stats as spectrum_stats
 from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values
 
 __all__ = [
+    "LayerReport",
     "LayerValues",
     "PERTURBATIONS",
+    "Report",
     "backprop_signal",
     "diagnose",
-    "format_report",
     "gradient_check",
     "jacobian",
     "layer_grad_norms",

@@ -1,190 +1,322 @@
-r"""A per-layer diagnosis of a model on a batch: healthy, vanishing, exploding, saturated or dead.
+r"""Diagnose any Flax model, as written: where the gradient dies or blows up, and why.
 
-The evidence, for layer :math:`l` (input to output):
+:func:`diagnose` probes every module that owns parameters (:mod:`jaxgrad.probe`
+for linen, :mod:`jaxgrad.nnx_probe` for nnx), in execution order, and reads
+for module :math:`l`:
 
-* the backprop signal :math:`s_l = \mathbb{E}_b\|\partial L/\partial z_l\|` at the
-  pre-activations (from ``Module.perturb``; without a ``'perturbations''``
-  collection, the weight-gradient norm :math:`\|\partial L/\partial W_l\|_F`
-  stands in), and its ratio :math:`\rho_l = s_l / s_L` to the output layer's;
+* the backprop signal :math:`s_l = \mathbb{E}_b\|\partial L/\partial y_l[b]\|`
+  at its output, and its ratio :math:`\rho_l = s_l / s_{\mathrm{out}}` to the
+  last module's;
 * :math:`\|\partial L/\partial W_l\|_F`, :math:`\|W_l\|_F` and their ratio;
-* the fraction of dead and of saturated units (:mod:`jaxgrad.monitoring`),
-  when the layer's activations are given.
+* the units after it (the next module's input, where the two form a chain):
+  dead (0 on every example) and saturated (a bounded activation's flat
+  regime, :math:`\phi'/\max\phi' < 0.05`), the activation read from the data
+  (exact zeros and a range in :math:`[0, \infty)`: ReLU; in :math:`[0, 1]`:
+  sigmoid; in :math:`[-1, 1]`: tanh) unless a hint names it;
+* in a chain of dense layers, the measured growth :math:`(s_l/s_{l+1})^2`
+  beside the mean-field :math:`\chi_1 = \sigma_w^2\,\mathbb{E}[\phi'(\sqrt{q_l}
+  z)^2]` of the next layer's measured weight variance and the measured
+  pre-activation length :math:`q_l` (Poole et al. 2016; Schoenholz et al. 2017).
 
-Verdict, first match wins: *dead* (more than half the units dead), *saturated*
-(more than half saturated), *exploding* (:math:`\rho_l > 10^2`), *vanishing*
-(:math:`\rho_l < 10^{-2}`), else *healthy*. With depth, :math:`\rho_l` moves
-geometrically, :math:`\rho_l \approx \chi_1^{-(L-l)/2}` in mean-field theory,
-so two decades is about 13 layers at :math:`\chi_1 = 2` and needs no fine tuning.
-
-The remedies follow seed 000 §8.3's workflow (monitor, check weight changes,
-clip, re-initialise, add residual connections, reduce depth, check the
-optimizer), with §8.1's activation and normalisation advice, ordered for each
-verdict by expected effect: the cause first (initialisation, activation), then
-architecture, then training-time patches.
+Verdict, first match wins: non-finite → *exploding*; an exactly zero gradient
+with a zero-initialised module downstream (a zero head, a zero BatchNorm scale
+closing a residual branch) → *blocked* by that module, not vanishing; more
+than half the units dead → *dead*, saturated → *saturated*;
+:math:`\rho_l > 10^2` → *exploding*, :math:`\rho_l < 10^{-2}` → *vanishing*;
+else *healthy*. :math:`\rho_l` moves geometrically with depth,
+:math:`\rho_l \approx \chi_1^{-(L-l)/2}`, so two decades is about 13 layers
+at :math:`\chi_1 = 2`.
 """
 
 from collections.abc import Callable, Mapping
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.diagnostics._tree import per_layer
-from jaxgrad.diagnostics.gradients import PERTURBATIONS, backprop_signal
+from jaxgrad import probe as probe_lib
+from jaxgrad import theory
+from jaxgrad.diagnostics.gradients import safe_norm
+from jaxgrad.diagnostics.report import VERDICTS, LayerReport, Report
 
-VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead")
 VANISHING_RATIO = 1e-2
 EXPLODING_RATIO = 1e2
 UNIT_FRACTION = 0.5
+ACTIVATION_HINTS = ("relu", "tanh", "sigmoid", "linear")
+NORM_KINDS = ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm")
 
 REMEDIES = {
     "vanishing": [
-        "initialise for the activation: He (relu family) or Xavier (tanh), i.e. chi_1 = 1 "
-        "(seed 000 §8.3 step 4, §8.1)",
-        "switch to a non-saturating activation: relu / leaky_relu / gelu (§8.1)",
-        "add residual connections (§8.3 step 5)",
-        "add BatchNorm or LayerNorm (§8.1)",
-        "reduce the depth (§8.3 step 6)",
-        "use an adaptive optimizer (Adam) and check the learning rate (§8.3 step 7)",
+        ("initialise for the activation so that chi_1 = 1: He for the ReLU family, Xavier or "
+         "orthogonal for tanh (He et al. 2015; Glorot & Bengio 2010; Saxe et al. 2014)", None),
+        ("switch to a non-saturating activation: relu / leaky_relu / gelu", None),
+        ("add residual connections (He et al. 2016)", None),
+        ("add BatchNorm or LayerNorm (Ioffe & Szegedy 2015; Ba et al. 2016)", "norm"),
+        ("reduce the depth", None),
+        ("use an adaptive optimizer (Adam) and check the learning rate", None),
     ],
     "exploding": [
-        "initialise with a smaller weight scale, chi_1 = 1: He for relu, Xavier for tanh "
-        "(§8.3 step 4)",
-        "clip gradients by global norm (§8.3 step 3)",
-        "add BatchNorm or LayerNorm (§8.1)",
-        "add residual connections with a small residual branch (§8.3 step 5)",
-        "lower the learning rate, warm it up (§8.3 step 7, §8.1)",
-        "reduce the depth (§8.3 step 6)",
+        ("initialise with a smaller weight scale so that chi_1 = 1: He for relu, Xavier for "
+         "tanh (He et al. 2015; Glorot & Bengio 2010)", None),
+        ("clip gradients by global norm (Pascanu et al. 2013): optax.clip_by_global_norm", None),
+        ("add BatchNorm or LayerNorm (Ioffe & Szegedy 2015; Ba et al. 2016)", "norm"),
+        ("add residual connections with a small or zero-initialised branch (Goyal et al. 2017)",
+         None),
+        ("lower the learning rate and warm it up", None),
+        ("reduce the depth", None),
     ],
     "saturated": [
-        "initialise with a smaller weight scale (Xavier for tanh / sigmoid) (§8.3 step 4)",
-        "switch to a non-saturating activation: relu / leaky_relu / gelu (§8.1)",
-        "add BatchNorm or LayerNorm before the activation (§8.1)",
-        "lower the learning rate (§8.3 step 7)",
+        ("initialise with a smaller weight scale (Xavier for tanh / sigmoid)", None),
+        ("switch to a non-saturating activation: relu / leaky_relu / gelu", None),
+        ("add BatchNorm or LayerNorm before the activation", "norm"),
+        ("lower the learning rate", None),
     ],
     "dead": [
-        "initialise biases at 0 (or small positive) and weights with He (§8.3 step 4)",
-        "switch to leaky_relu / elu / gelu, which keep a gradient for negative inputs (§8.1)",
-        "lower the learning rate: large steps kill relu units (§8.3 step 7)",
-        "add BatchNorm before the activation (§8.1)",
+        ("initialise biases at 0 (or small positive) and weights with He (He et al. 2015)", None),
+        ("switch to leaky_relu / elu / gelu, which keep a gradient for negative inputs", None),
+        ("lower the learning rate: large steps kill relu units", None),
+        ("add BatchNorm before the activation", "norm"),
+    ],
+    "blocked": [
+        ("nothing to cure: a zero-initialised module passes no gradient upstream at "
+         "initialisation by design (zero heads; zero-init residual branches, Goyal et al. "
+         "2017) and receives a gradient itself; diagnose again after a few optimizer steps "
+         "to see the layers it blocks", None),
     ],
     "healthy": [],
 }
 
 
-def _batch_size_matches(variables: Mapping[str, Any], batch_size: int) -> bool:
-  leaves = jax.tree.leaves(variables.get(PERTURBATIONS, {}))
-  # A scanned stack's perturbation is (layers, batch, ...), others (batch, ...).
-  return bool(leaves) and all(batch_size in leaf.shape[:2] for leaf in leaves)
+def _example_norm(g: Any, batch: int) -> jax.Array:
+  """E_b ||g[b]|| over the leaves' leading batch axis (the whole norm where there is none)."""
+  leaves = jax.tree.leaves(g)
+  if all(a.ndim >= 1 and a.shape[0] == batch for a in leaves):
+    flat = jnp.concatenate([a.reshape(batch, -1).astype(jnp.float32) for a in leaves], axis=1)
+    return jnp.mean(jax.vmap(safe_norm)(flat))
+  return safe_norm(jnp.concatenate([jnp.ravel(a).astype(jnp.float32) for a in leaves]))
 
 
-def diagnose(
-    apply_fn: Callable[[Mapping[str, Any], jax.Array], jax.Array],
-    variables: Mapping[str, Any],
-    batch: tuple[jax.Array, jax.Array],
-    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
-    *,
-    outputs: Mapping[str, jax.Array] | None = None,
-    activation: str | None = None,
-) -> dict[str, Any]:
-  r"""Per-layer verdict, evidence and remedies.
+def _fan_in_variance(kernel: jax.Array) -> jax.Array:
+  r""":math:`\sigma_w^2 = \mathrm{fan\_in}\cdot\overline{W^2}` of a ``(..., fan_in, fan_out)`` kernel."""
+  return jnp.mean(kernel.astype(jnp.float32) ** 2) * np.prod(kernel.shape[:-1])
+
+
+def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
+                 batch: int) -> dict[str, jax.Array]:
+  """Per-layer arrays (a stack's with a leading layer axis) for one probed row."""
+  norm = lambda a: safe_norm(a.astype(jnp.float32))  # noqa: E731
+  stacked = row.stack is not None
+  out = {"grad": probe_lib.row_values(grads["params"], row, row.weight_names, norm),
+         "weight": probe_lib.row_values(params, row, row.weight_names, norm),
+         "zero_weight": probe_lib.row_values(params, row, row.weight_names,
+                                             lambda a: jnp.all(a == 0))}
+  own = probe_lib.subtree(params, row.path)
+  if row.kind == "Dense" and "kernel" in own:
+    out["sigma_w2"] = (jax.vmap(_fan_in_variance) if stacked else _fan_in_variance)(own["kernel"])
+    bias = own.get("bias")
+    out["sigma_b2"] = (jnp.zeros(own["kernel"].shape[:1] if stacked else ()) if bias is None
+                       else jnp.mean(bias.astype(jnp.float32) ** 2, axis=-1))
+  if row.has_signal:
+    g = probe_lib.subtree(grads["signal"], row.path)[row.key]
+    out["signal"] = (jax.vmap(lambda a: _example_norm(a, batch))(g) if stacked
+                     else _example_norm(g, batch))
+  if row.has_stats:
+    out["stats"] = probe_lib.subtree(grads["stats"], row.path)[f"{probe_lib.STATS}:{row.method}"]
+  return out
+
+
+def _measure(probe: probe_lib.Probe, loss_fn, variables, x):
+  loss, grads = probe.value_and_grad(variables, x, loss_fn)
+  batch = jax.tree.leaves(x)[0].shape[0]
+  return loss, [_measure_row(r, variables["params"], grads, batch) for r in probe.trace.rows]
+
+
+def _layer_values(measured: list[dict[str, Any]], trace: probe_lib.Trace) -> list[dict[str, Any]]:
+  """One dict of Python numbers per layer, in execution order."""
+  index = {id(r): i for i, r in enumerate(trace.rows)}
+  out = []
+  for name, row, layer in trace.layers():
+    m = measured[index[id(row)]]
+    pick = lambda a: float(np.asarray(a if layer is None else a[layer]))  # noqa: E731
+    values = {"name": name, "row": row,
+              **{k: pick(v) for k, v in m.items() if k != "stats"}}
+    if "stats" in m:
+      values["stats"] = {k: pick(v) for k, v in m["stats"].items()}
+    out.append(values)
+  return out
+
+
+def _regime(stats: Mapping[str, float], hint: str | None) -> str | None:
+  """The activation that produced an input, as its values show it (or as hinted)."""
+  if hint is not None:
+    return hint
+  if not all(math.isfinite(stats[k]) for k in ("min", "max", "zero")):
+    return None
+  if stats["min"] >= 0 and stats["zero"] >= 0.05:
+    return "relu"
+  if stats["min"] >= 0 and stats["max"] <= 1:
+    return "sigmoid"
+  if stats["min"] >= -1 and stats["max"] <= 1:
+    return "tanh"
+  return None
+
+
+def _units_after(values: list[dict[str, Any]], hint: str | None) -> None:
+  """Fills ``dead``, ``saturated``, ``activation``, ``growth``, ``chi1`` from the next layer."""
+  for cur, nxt in zip(values, values[1:] + [None]):
+    cur.update(dead=math.nan, saturated=math.nan, activation=None, growth=None, chi1=None)
+    stats = nxt.get("stats") if nxt is not None else None
+    if (stats is None or stats["is_data"] or cur["row"].out_shape != nxt["row"].in_shape):
+      continue
+    act = _regime(stats, hint)
+    sat = {"tanh": stats["saturated_tanh"], "sigmoid": stats["saturated_sigmoid"]}
+    cur.update(dead=stats["dead"], saturated=sat.get(act, 0.0), activation=act)
+    if (act is not None and "sigma_w2" in nxt and "signal" in cur and "signal" in nxt
+        and cur.get("stats") is not None and nxt["signal"] > 0):
+      q = cur["stats"]["q_out"]
+      cur["growth"] = (cur["signal"] / nxt["signal"]) ** 2
+      mu = 1.0 if act == "linear" else float(theory.derivative_moment(act, jnp.asarray(q)))
+      cur["chi1"] = nxt["sigma_w2"] * mu
+
+
+def _blocked_by(values: list[dict[str, Any]], i: int) -> str | None:
+  """The nearest module downstream of layer ``i`` whose weights are all zero, if any."""
+  for later in values[i + 1:]:
+    if later["zero_weight"] >= 1:
+      return later["name"]
+  return None
+
+
+def _verdicts(values: list[dict[str, Any]]) -> list[LayerReport]:
+  kinds = ["output" if "signal" in v else "weight_grad" for v in values]
+  refs = {}
+  for v, kind in zip(values, kinds):
+    value = v["signal"] if kind == "output" else v["grad"]
+    if math.isfinite(value) and value > 0:
+      refs[kind] = value  # the last one of each kind: the output end
+  layers = []
+  for i, (v, kind) in enumerate(zip(values, kinds)):
+    value = v["signal"] if kind == "output" else v["grad"]
+    finite = (math.isfinite(value) and math.isfinite(v["grad"])
+              and bool(v.get("stats", {}).get("finite_out", True)))
+    ratio = value / refs[kind] if kind in refs and math.isfinite(value) else math.nan
+    cause = _blocked_by(values, i) if value == 0 and v["grad"] == 0 else None
+    if not finite:
+      verdict = "exploding"
+    elif cause is not None:
+      verdict = "blocked"
+    elif v["dead"] > UNIT_FRACTION:
+      verdict = "dead"
+    elif v["saturated"] > UNIT_FRACTION:
+      verdict = "saturated"
+    elif ratio > EXPLODING_RATIO:
+      verdict = "exploding"
+    elif not ratio >= VANISHING_RATIO:
+      verdict = "vanishing"
+    else:
+      verdict = "healthy"
+    layers.append(LayerReport(
+        v["name"], v["row"].kind, verdict, v.get("signal", math.nan), kind, ratio, v["grad"],
+        v["weight"], v["dead"], v["saturated"], v["activation"], v["growth"], v["chi1"], cause,
+        finite))
+  return layers
+
+
+def _first_nonfinite(values: list[dict[str, Any]]) -> dict[str, str] | None:
+  for v in values:
+    stats = v.get("stats")
+    if stats is not None and not stats["finite_in"] and stats["is_data"]:
+      return {"module": v["name"], "direction": "input"}
+    if stats is not None and not stats["finite_out"]:
+      return {"module": v["name"], "direction": "forward"}
+  for v in reversed(values):
+    if not math.isfinite(v.get("signal", 0.0)) or not math.isfinite(v["grad"]):
+      return {"module": v["name"], "direction": "backward"}
+  return None
+
+
+def _overall(layers: list[LayerReport]) -> str:
+  counts = {v: sum(l.verdict == v for l in layers) for v in VERDICTS}
+  bad = [v for v in VERDICTS[1:-1] if counts[v]]
+  if bad:
+    return max(bad, key=lambda v: (counts[v], -VERDICTS.index(v)))
+  return "blocked" if counts["blocked"] else "healthy"
+
+
+def _notes(layers: list[LayerReport]) -> list[str]:
+  notes = []
+  w_only = [l.name for l in layers if l.signal_kind == "weight_grad"]
+  if w_only:
+    notes.append(f"{len(w_only)} layers ({w_only[0]} …) sit in an nn.scan without "
+                 "'perturbations' in its variable_axes: no signal there, their verdict and ratio "
+                 "rest on the weight gradient, against the last such layer")
+  causes = sorted({l.cause for l in layers if l.cause})
+  for cause in causes:
+    n = sum(l.cause == cause for l in layers)
+    notes.append(f"{n} layers are blocked at initialisation by the zero-initialised {cause}")
+  return notes
+
+
+def _remedies(verdict: str, layers: list[LayerReport]) -> tuple[str, ...]:
+  has = {"norm"} if any(l.kind in NORM_KINDS for l in layers) else set()
+  return tuple(text for text, needs_absent in REMEDIES[verdict] if needs_absent not in has)
+
+
+def report_from_values(values: list[dict[str, Any]], loss: float,
+                       hint: str | None = None) -> Report:
+  """The :class:`Report` from per-layer measurements (shared by the linen and nnx probes)."""
+  _units_after(values, hint)
+  layers = _verdicts(values)
+  overall = _overall(layers)
+  return Report(tuple(layers), overall, _remedies(overall, layers), _first_nonfinite(values),
+                loss, tuple(_notes(layers)),
+                {"vanishing_ratio": VANISHING_RATIO, "exploding_ratio": EXPLODING_RATIO,
+                 "unit_fraction": UNIT_FRACTION,
+                 "saturation": probe_lib.SATURATION_THRESHOLD})
+
+
+def diagnose(model: Any, variables: Mapping[str, Any] | None, x: Any,
+             loss_fn: Callable[[Any], jax.Array], *, rngs: Any = None, mutable: Any = False,
+             activation: str | None = None, **apply_kwargs) -> Report:
+  """Per-layer verdicts, evidence and remedies for a Flax model as written.
 
   Args:
-    apply_fn: ``(variables, x) -> model output`` (e.g. ``model.apply``).
-    variables: Flax variables; with a ``'perturbations'`` collection made at
-      this batch size, the verdict uses the backprop signal.
-    batch: ``(x, y)``.
-    loss_fn: ``(model output, y) -> scalar loss``.
-    outputs: optional ``{layer: activations (batch, units)}``, keys as in
-      :func:`jaxgrad.diagnostics.layer_grad_norms` (e.g.
-      :func:`jaxgrad.monitoring.mlp_outputs`), for the dead/saturated verdicts.
-    activation: the activation's name (needed with ``outputs``).
+    model: a ``flax.linen.Module`` exactly as the user wrote it (no
+      ``perturb``, no jaxgrad base class), or an ``nnx.Module`` (then
+      ``variables`` is None).
+    variables: from ``model.init``.
+    x: the input batch (leading batch axis).
+    loss_fn: ``output -> scalar loss`` (close over the labels).
+    rngs, mutable, **apply_kwargs: passed to ``model.apply``, e.g.
+      ``mutable=['batch_stats'], train=True`` or ``rngs={'dropout': key}``.
+    activation: optional hint (one of :data:`ACTIVATION_HINTS`) for the
+      activation between layers, where the data cannot show it.
 
   Returns:
-    ``{"layers": [{"layer", "verdict", "evidence"}...], "counts": {verdict: n},
-    "verdict": overall, "remedies": [...], "signal": "backprop" | "weight_grad"}``;
-    the overall verdict is the most frequent non-healthy one (healthy if none).
+    A :class:`jaxgrad.diagnostics.report.Report`.
+
+  >>> import jax, jax.numpy as jnp, flax.linen as nn
+  >>> class MLP(nn.Module):
+  ...   @nn.compact
+  ...   def __call__(self, x):
+  ...     return nn.Dense(1)(nn.relu(nn.Dense(8)(x)))
+  >>> x = jnp.ones((4, 3)); model = MLP(); v = model.init(jax.random.key(0), x)
+  >>> [l.name for l in diagnose(model, v, x, lambda y: jnp.mean(y ** 2)).layers]
+  ['Dense_0', 'Dense_1']
   """
-  from jaxgrad import monitoring  # pylint: disable=import-outside-toplevel
-
-  x, y = batch
-  loss = lambda v: loss_fn(apply_fn(v, x), y)  # noqa: E731
-  signal_kind = "backprop" if _batch_size_matches(variables, x.shape[0]) else "weight_grad"
-  if outputs is not None:
-    monitoring.relative_derivative(activation, jnp.zeros(()))  # validates the name
-
-  @jax.jit
-  def measure(variables, outputs):
-    grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
-    g = per_layer(grads, "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-    w = per_layer(variables["params"], "kernel", lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-    signal = g
-    if signal_kind == "backprop":
-      raw = backprop_signal(loss, variables)
-      signal = {(k if k in g else next((n for n in g if n.startswith(k + "/")), k)): v
-                for k, v in raw.items()}
-    units = (monitoring.unit_fractions(outputs, activation) if outputs is not None
-             else {"dead": {}, "saturated": {}})
-    return g, w, signal, units, loss(variables)
-
-  g, w, signal, units, loss_value = jax.tree.map(np.asarray, measure(variables, outputs))
-  names = list(g)
-  ref = float(signal[names[-1]]) if names[-1] in signal else float(list(signal.values())[-1])
-  layers = []
-  for name in names:
-    s = float(signal.get(name, g[name]))
-    with np.errstate(all="ignore"):
-      ratio = s / ref if ref > 0 else float("nan")
-    ev = {"signal": s, "signal_ratio_to_output": ratio, "grad_norm": float(g[name]),
-          "weight_norm": float(w[name]),
-          "grad_to_weight": float(g[name]) / float(w[name]) if float(w[name]) > 0 else float("nan")}
-    dead, sat = units["dead"].get(name), units["saturated"].get(name)
-    if dead is not None:
-      ev["dead_fraction"], ev["saturated_fraction"] = float(dead), float(sat)
-    ev["finite"] = bool(np.isfinite(s) and np.isfinite(ev["grad_norm"]))
-    layers.append({"layer": name, "verdict": _verdict(ev), "evidence": ev})
-  counts = {v: sum(l["verdict"] == v for l in layers) for v in VERDICTS}
-  bad = [v for v in VERDICTS[1:] if counts[v]]
-  overall = max(bad, key=lambda v: (counts[v], -VERDICTS.index(v))) if bad else "healthy"
-  return {"layers": layers, "counts": counts, "verdict": overall, "signal": signal_kind,
-          "loss": float(loss_value), "remedies": REMEDIES[overall],
-          "thresholds": {"vanishing_ratio": VANISHING_RATIO, "exploding_ratio": EXPLODING_RATIO,
-                         "unit_fraction": UNIT_FRACTION,
-                         "saturation": monitoring.SATURATION_THRESHOLD}}
-
-
-def _verdict(ev: Mapping[str, Any]) -> str:
-  if ev.get("dead_fraction", 0.0) > UNIT_FRACTION:
-    return "dead"
-  if ev.get("saturated_fraction", 0.0) > UNIT_FRACTION:
-    return "saturated"
-  ratio = ev["signal_ratio_to_output"]
-  if not ev["finite"] or ratio > EXPLODING_RATIO:
-    return "exploding"
-  if not ratio >= VANISHING_RATIO:  # NaN (a zero output signal) counts as vanishing
-    return "vanishing"
-  return "healthy"
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-  """The report as plain text: one line per layer, then the remedies."""
-  has_units = any("dead_fraction" in l["evidence"] for l in report["layers"])
-  head = f"{'layer':<26} {'verdict':<10} {'signal':>10} {'ratio':>10} {'|dW|':>10} {'|dW|/|W|':>10}"
-  head += f" {'dead':>6} {'sat':>6}" if has_units else ""
-  lines = [head, "-" * len(head)]
-  for l in report["layers"]:
-    e = l["evidence"]
-    line = (f"{l['layer']:<26} {l['verdict']:<10} {e['signal']:>10.3g} "
-            f"{e['signal_ratio_to_output']:>10.3g} {e['grad_norm']:>10.3g} {e['grad_to_weight']:>10.3g}")
-    if has_units:
-      line += f" {e.get('dead_fraction', float('nan')):>6.0%} {e.get('saturated_fraction', float('nan')):>6.0%}"
-    lines.append(line)
-  counts = ", ".join(f"{v}: {n}" for v, n in report["counts"].items() if n)
-  lines += ["", f"signal: {report['signal']} (ratio = signal / output layer's; vanishing < "
-                f"{VANISHING_RATIO:g}, exploding > {EXPLODING_RATIO:g}); loss {report['loss']:.4g}",
-            f"verdict: {report['verdict']} ({counts})"]
-  if report["remedies"]:
-    lines.append("remedies, in order of expected effect:")
-    lines += [f"  {i}. {r}" for i, r in enumerate(report["remedies"], 1)]
-  return "\n".join(lines)
+  if activation is not None and activation not in ACTIVATION_HINTS:
+    raise ValueError(f"activation hint must be one of {ACTIVATION_HINTS} or None, got "
+                     f"{activation!r}")
+  if not callable(loss_fn):
+    raise ValueError(f"loss_fn must be a function output -> scalar, got {type(loss_fn).__name__}")
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  if isinstance(model, nnx.Module):
+    from jaxgrad import nnx_probe  # pylint: disable=import-outside-toplevel
+    loss, values = nnx_probe.measure(model, x, loss_fn)
+    return report_from_values(values, loss, activation)
+  probe = probe_lib.trace(model, variables, x, rngs=rngs, mutable=mutable, **apply_kwargs)
+  loss, measured = jax.jit(lambda v, inp: _measure(probe, loss_fn, v, inp))(variables, x)
+  measured = jax.tree.map(np.asarray, measured)
+  return report_from_values(_layer_values(measured, probe.trace), float(loss), activation)

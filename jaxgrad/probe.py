@@ -1,0 +1,386 @@
+r"""Probe an unedited ``flax.linen`` model: execution order, backprop signal, what each layer sees.
+
+Every module that owns parameters directly (``Dense``, ``DenseGeneral``,
+``Conv``, ``Embed``, attention projections, norms, any user module that calls
+``self.param``) becomes, through :func:`flax.linen.intercept_methods`, a
+perturbation point at its output, :math:`y_m \to y_m + \epsilon_m`, and a
+recording point at its input. The model is run exactly as written: no
+``perturb``, no base class, no change to its code. Then
+
+.. math::
+
+   \frac{\partial L}{\partial \epsilon_m} = \frac{\partial L}{\partial y_m},
+
+the backprop signal at module :math:`m`'s output, comes out of the same
+backward pass as the weight gradients (``jax.value_and_grad`` with respect to
+``params`` and the zero perturbations together).
+
+Structure comes from the execution, never from names:
+
+* **order**: the order in which the interceptor sees the calls;
+* **scanned stacks**: inside ``nn.scan`` (or ``nn.vmap``) a module sees its
+  parameters without the leading layer axis that the params tree holds; that
+  difference of shapes, not a module's name, marks a stack and its length. A
+  stack whose ``variable_axes`` carries ``'perturbations'`` gives one signal
+  per layer; one whose ``variable_axes`` does not (perturbations are then
+  dropped by Flax without a word) gives rows marked ``has_signal=False``,
+  weight-gradient only.
+
+:func:`trace` finds the structure (with ``jax.eval_shape``: no FLOPs);
+:func:`probed_value_and_grad` is the jit-able measurement.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+PERTURBATIONS = "perturbations"
+SIGNAL = "jaxgrad_signal"  # the probe's perturbation at a module's output
+STATS = "jaxgrad_stats"  # what the probe records at a module's input (sown beside it)
+SATURATION_THRESHOLD = 0.05  # phi'(a) / max phi' below this: a saturated entry
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One probed module call, as the interceptor saw it.
+
+  Attributes:
+    path: module path, as in the params tree.
+    method: the method called (``'__call__'`` for most modules).
+    kind: the module's class name (``'Dense'``, ``'BatchNorm'``, ...).
+    param_names: the parameters the module owns directly.
+    stack: ``(index of the scanned component in path, number of layers)``, or
+      None outside a scanned stack.
+    has_signal: whether the backprop signal at its output is measured (False
+      inside an ``nn.scan`` whose ``variable_axes`` lack ``'perturbations'``).
+    has_stats: whether its input statistics are recorded (same condition).
+    in_shape, out_shape: shapes of its first input and output (one layer's,
+      inside a stack), which tell where layers form a chain.
+  """
+
+  path: tuple[str, ...]
+  method: str
+  kind: str
+  param_names: tuple[str, ...]
+  stack: tuple[int, int] | None
+  has_signal: bool
+  has_stats: bool
+  in_shape: tuple[int, ...] | None = None
+  out_shape: tuple[int, ...] | None = None
+
+  @property
+  def key(self) -> str:
+    """The perturbation's name inside the module's collection."""
+    return SIGNAL if self.method == "__call__" else f"{SIGNAL}:{self.method}"
+
+  def names(self) -> list[str]:
+    """One name per layer: the module path, a stack's component numbered ``_000`` …"""
+    suffix = "" if self.method == "__call__" else f":{self.method}"
+    if self.stack is None:
+      return [("/".join(self.path) or "(root)") + suffix]
+    s, n = self.stack
+    return ["/".join(self.path[:s] + (f"{self.path[s]}_{i:03d}",) + self.path[s + 1:]) + suffix
+            for i in range(n)]
+
+  @property
+  def weight_names(self) -> tuple[str, ...]:
+    """The parameters whose norm is the layer's weight norm: all but biases, if any remain."""
+    weights = tuple(n for n in self.param_names if n != "bias")
+    return weights or self.param_names
+
+
+@dataclasses.dataclass(frozen=True)
+class Trace:
+  """The probed structure of one model at one input shape: rows in execution order."""
+
+  rows: tuple[Row, ...]
+
+  def layers(self) -> list[tuple[str, Row, int | None]]:
+    """``(name, row, layer index in its stack or None)``, in execution order.
+
+    A scanned stack runs its body once per layer, so its rows repeat per layer:
+    layer 0 of every module of the body, then layer 1, and so on.
+    """
+    out, i = [], 0
+    while i < len(self.rows):
+      row = self.rows[i]
+      if row.stack is None:
+        out.append((row.names()[0], row, None))
+        i += 1
+        continue
+      root = row.path[:row.stack[0] + 1]
+      j = i
+      while (j < len(self.rows) and self.rows[j].stack is not None
+             and self.rows[j].path[:self.rows[j].stack[0] + 1] == root):
+        j += 1
+      body = self.rows[i:j]
+      for layer in range(row.stack[1]):
+        out += [(r.names()[layer], r, layer) for r in body]
+      i = j
+    return out
+
+  def names(self) -> list[str]:
+    return [name for name, _, _ in self.layers()]
+
+
+def _direct_params(module: nn.Module) -> dict[str, Any]:
+  if module.scope is None:
+    return {}
+  params = module.scope.variables().get("params", {})
+  return {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+
+
+def subtree(tree: Mapping[str, Any], path: Sequence[str]) -> Any:
+  """``tree[path[0]][path[1]]…``, or None where the path is absent."""
+  for k in path:
+    if not isinstance(tree, Mapping) or k not in tree:
+      return None
+    tree = tree[k]
+  return tree
+
+
+def _leading_axes(module: nn.Module, outer_params: Mapping[str, Any]) -> int:
+  """How many axes the params tree holds beyond what the module sees (a stack's layer axis)."""
+  if module.scope is None:
+    return 0
+  inner = jax.tree.leaves(module.scope.variables().get("params", {}))
+  outer = jax.tree.leaves(subtree(outer_params, module.path))
+  if not inner or len(inner) != len(outer):
+    return 0
+  return jnp.ndim(outer[0]) - jnp.ndim(inner[0])
+
+
+def _is_float_tree(tree: Any) -> bool:
+  leaves = jax.tree.leaves(tree)
+  return bool(leaves) and all(
+      hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) for a in leaves)
+
+
+def input_stats(x: jax.Array, out: Any, is_data: bool) -> dict[str, jax.Array]:
+  r"""What a module's input says about the activation before it, and whether its output is finite.
+
+  For an input :math:`x` of shape ``(..., units)`` (every leading axis counts
+  as an example: batch, positions, pixels):
+
+  * ``dead``: fraction of units with :math:`x = 0` on every example;
+  * ``zero``: fraction of entries exactly 0 (ReLU's signature; a sigmoid never
+    outputs an exact 0);
+  * ``min``, ``max``: the range, which tells a bounded activation's regime;
+  * ``saturated_tanh`` / ``saturated_sigmoid``: fraction of entries, among live
+    units, with :math:`\phi'/\max\phi' < 0.05` if :math:`x = \tanh(a)`
+    (:math:`1 - x^2`) or :math:`x = \sigma(a)` (:math:`4x(1-x)`);
+  * ``finite_in``, ``finite_out``; ``is_data``: the input is the model's own input;
+  * ``q_out``: :math:`\overline{y^2}` of the output (a pre-activation's length
+    :math:`q^l` in mean-field theory).
+  """
+  nan = jnp.asarray(jnp.nan, jnp.float32)
+  leaves = [jax.lax.stop_gradient(a).astype(jnp.float32) for a in jax.tree.leaves(out)]
+  finite_out = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves]))
+  stats = {"finite_out": finite_out, "is_data": jnp.asarray(is_data),
+           "q_out": jnp.mean(leaves[0] ** 2)}
+  if not (hasattr(x, "ndim") and x.ndim >= 1 and jnp.issubdtype(x.dtype, jnp.inexact)):
+    return {**stats, "dead": nan, "zero": nan, "min": nan, "max": nan, "saturated_tanh": nan,
+            "saturated_sigmoid": nan, "finite_in": jnp.asarray(True)}
+  x = jax.lax.stop_gradient(x).astype(jnp.float32)
+  examples = tuple(range(x.ndim - 1))
+  dead_units = jnp.all(x == 0, axis=examples)
+  live = ~dead_units
+  frac = lambda m: jnp.mean((m & live).astype(jnp.float32))  # noqa: E731
+  return {**stats,
+          "dead": jnp.mean(dead_units.astype(jnp.float32)),
+          "zero": jnp.mean((x == 0).astype(jnp.float32)),
+          "min": jnp.min(x), "max": jnp.max(x),
+          "saturated_tanh": frac(1.0 - x**2 < SATURATION_THRESHOLD),
+          "saturated_sigmoid": frac(4.0 * x * (1.0 - x) < SATURATION_THRESHOLD),
+          "finite_in": jnp.all(jnp.isfinite(x))}
+
+
+@dataclasses.dataclass
+class _Recorder:
+  """The interceptor's state for one traced call of ``model.apply``."""
+
+  outer_params: Mapping[str, Any]
+  data_ids: frozenset[int]
+  seen: dict[tuple[tuple[str, ...], str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+  leads: dict[tuple[str, ...], int] = dataclasses.field(default_factory=dict)
+
+  def __call__(self, next_fun, args, kwargs, context):
+    module, method = context.module, context.method_name
+    if method == "setup" or module.scope is None:
+      return next_fun(*args, **kwargs)
+    lead = _leading_axes(module, self.outer_params)
+    self.leads[module.path] = max(lead, self.leads.get(module.path, 0))
+    out = next_fun(*args, **kwargs)
+    direct = _direct_params(module)
+    if not direct or not _is_float_tree(out):
+      return out
+    key = (module.path, method)
+    x = args[0] if args else None
+    if key not in self.seen:
+      self.seen[key] = {"kind": type(module).__name__, "params": tuple(direct), "lead": lead,
+                        "in_shape": tuple(x.shape) if hasattr(x, "shape") else None,
+                        "out_shape": tuple(jax.tree.leaves(out)[0].shape)}
+    name = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
+    module.sow(PERTURBATIONS, f"{STATS}:{method}",
+               input_stats(x, out, id(x) in self.data_ids),
+               reduce_fn=lambda _, new: new, init_fn=lambda: None)
+    return module.perturb(name, out)
+
+  def rows(self, collection: Mapping[str, Any]) -> tuple[Row, ...]:
+    """The rows seen, in execution order; ``collection``: the 'perturbations' after the call."""
+    rows = []
+    for (path, method), info in self.seen.items():
+      stack = None
+      if info["lead"] == 1:
+        prefixes = [k for k in range(len(path)) if self.leads.get(path[:k + 1], 0) >= 1]
+        s = min(prefixes) if prefixes else len(path) - 1
+        leaf = jax.tree.leaves(subtree(self.outer_params, path))[0]
+        stack = (s, int(leaf.shape[0]))
+      elif info["lead"] > 1:
+        raise ValueError(f"module {'/'.join(path)} sits in nested scanned stacks "
+                         f"({info['lead']} layer axes); the probe expands one")
+      own = subtree(collection, path) or {}
+      key = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
+      rows.append(Row(path, method, info["kind"], info["params"], stack,
+                      has_signal=key in own, has_stats=f"{STATS}:{method}" in own,
+                      in_shape=info["in_shape"], out_shape=info["out_shape"]))
+    return tuple(rows)
+
+
+def _apply_kwargs(rngs, mutable) -> tuple[dict[str, Any], list[str]]:
+  if mutable is True:
+    raise ValueError("mutable=True is not supported by the probe; name the collections, "
+                     "e.g. mutable=['batch_stats']")
+  user = [] if mutable is False or mutable is None else (
+      [mutable] if isinstance(mutable, str) else list(mutable))
+  return ({} if rngs is None else {"rngs": rngs}), user
+
+
+def _probed_apply(model: nn.Module, variables: Mapping[str, Any], x: Any, perturbations: Any,
+                  *, rngs=None, mutable=False, **kwargs) -> tuple[Any, Any, _Recorder]:
+  """``model.apply`` under the probe: (output, the 'perturbations' collection after, recorder)."""
+  extra, user = _apply_kwargs(rngs, mutable)
+  recorder = _Recorder(variables.get("params", {}), frozenset(id(a) for a in jax.tree.leaves(x)))
+  full = dict(variables)
+  if perturbations is not None:
+    full[PERTURBATIONS] = perturbations
+  with nn.intercept_methods(recorder):
+    out, state = model.apply(full, x, mutable=[*user, PERTURBATIONS], **extra, **kwargs)
+  return out, state.get(PERTURBATIONS, {}), recorder
+
+
+def _split(collection: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The collection -> (perturbations, stats): the probe's statistics sit beside the signals."""
+  def walk(tree, keep_stats):
+    out = {}
+    for k, v in tree.items():
+      if isinstance(v, Mapping) and not k.startswith(STATS):
+        sub = walk(v, keep_stats)
+        if sub:
+          out[k] = sub
+      elif k.startswith(STATS) == keep_stats:
+        out[k] = v
+    return out
+  return walk(collection, False), walk(collection, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+  """A model, its apply arguments and its probed structure at one input shape.
+
+  Build it with :func:`trace`; call :meth:`value_and_grad` (jit-able) to measure.
+  """
+
+  model: nn.Module
+  trace: Trace
+  perturbation_shapes: Any
+  rngs: Any = None
+  mutable: Any = False
+  apply_kwargs: tuple[tuple[str, Any], ...] = ()
+
+  def zeros(self) -> Any:
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.perturbation_shapes)
+
+  def value_and_grad(self, variables: Mapping[str, Any], x: Any,
+                     loss_fn: Callable[[Any], jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
+    r"""Loss, :math:`\partial L/\partial \theta` and :math:`\partial L/\partial y_m` in one backward pass.
+
+    Returns:
+      ``(loss, {"params": param grads, "signal": perturbation grads (shaped
+      like the model's perturbations, the probe's under :data:`SIGNAL`),
+      "stats": input statistics (:func:`input_stats`) per module})``.
+    """
+    def loss(params, perturbations):
+      v = {**variables, "params": params}
+      out, collection, _ = _probed_apply(self.model, v, x, perturbations, rngs=self.rngs,
+                                         mutable=self.mutable, **dict(self.apply_kwargs))
+      if isinstance(out, tuple) and self.mutable not in (False, None):
+        out = out[0]
+      return loss_fn(out), _split(collection)[1]
+
+    (value, stats), (g_params, g_signal) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        variables["params"], self.zeros())
+    return value, {"params": g_params, "signal": g_signal, "stats": stats}
+
+
+def trace(model: nn.Module, variables: Mapping[str, Any], x: Any, *, rngs: Any = None,
+          mutable: Any = False, **apply_kwargs) -> Probe:
+  """Finds the probed structure of ``model.apply(variables, x, **apply_kwargs)``, without FLOPs.
+
+  Args:
+    model: a ``flax.linen.Module``, exactly as written.
+    variables: from ``model.init`` (arrays or ``jax.ShapeDtypeStruct``).
+    x: the input batch, leading batch axis.
+    rngs: passed to ``apply`` (e.g. ``{'dropout': key}``).
+    mutable: passed to ``apply`` (e.g. ``['batch_stats']`` for BatchNorm in
+      train mode); the output is then ``(y, state)`` and the probe uses ``y``.
+    **apply_kwargs: further arguments of the model's ``__call__`` (``train=True``).
+
+  Raises:
+    ValueError: for a model that is not a linen Module, variables without
+      ``'params'``, or a model with no module that owns parameters.
+  """
+  if not isinstance(model, nn.Module):
+    raise ValueError(f"model must be a flax.linen.Module (for nnx use jaxgrad.diagnose); "
+                     f"got {type(model).__name__}")
+  if not isinstance(variables, Mapping) or "params" not in variables:
+    got = sorted(variables) if isinstance(variables, Mapping) else type(variables).__name__
+    raise ValueError(f"variables must be model.init's dict with a 'params' collection; got {got}")
+  _apply_kwargs(rngs, mutable)
+  box = {}
+
+  def shapes(variables, x):
+    _, collection, recorder = _probed_apply(model, variables, x, None, rngs=rngs,
+                                            mutable=mutable, **apply_kwargs)
+    box["recorder"] = recorder
+    return collection
+
+  collection = jax.eval_shape(shapes, variables, x)
+  rows = box["recorder"].rows(collection)
+  perturbations = _split(collection)[0]
+  if not rows:
+    raise ValueError(f"{type(model).__name__} ran no module that owns parameters; "
+                     "nothing to probe")
+  return Probe(model, Trace(rows), perturbations, rngs, mutable,
+               tuple(sorted(apply_kwargs.items())))
+
+
+def row_values(tree: Mapping[str, Any], row: Row, leaf: str | Sequence[str],
+               reduce: Callable[[jax.Array], jax.Array]) -> jax.Array | None:
+  """``reduce`` of the row's leaves named ``leaf`` (concatenated), one value per layer of a stack.
+
+  Returns None where the tree holds nothing for the row.
+  """
+  sub = subtree(tree, row.path)
+  names = (leaf,) if isinstance(leaf, str) else tuple(leaf)
+  leaves = [sub[n] for n in names if isinstance(sub, Mapping) and n in sub]
+  if not leaves:
+    return None
+  if row.stack is None:
+    return reduce(jnp.concatenate([jnp.ravel(a) for a in leaves]))
+  flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a in leaves], axis=1)
+  return jax.vmap(reduce)(flat)
