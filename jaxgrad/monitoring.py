@@ -1,12 +1,15 @@
-r"""Per-step training records, explosion alarms, metrics.jsonl and TensorBoard.
+r"""What to watch while training: per-layer norms, update ratios, dead units, alarms, files.
 
-What seed 000 §3 asks a practitioner to watch, measured inside the jitted
-training scan (:func:`recorder` is :func:`jaxgrad.training.train`'s ``record``
-hook) and written out afterwards:
+What seed 000 §3 asks a practitioner to watch, measured inside jit and written
+out afterwards, for :func:`jaxgrad.training.train` and for the user's own loop
+alike:
 
 * loss and accuracy; the global gradient norm :math:`\|g\|_2` and every
-  layer's :math:`\|\partial L/\partial W_l\|_F`, before clipping (kept in the
-  optimizer state by :func:`jaxgrad.training.record_grad_norms`);
+  layer's :math:`\|\partial L/\partial W_l\|_F`, of the raw gradient, so before
+  any clipping whatever the Optax chain (:func:`grad_norms`; ``train`` records
+  them every step);
+* the global norm of the update the chain made, :math:`\|\Delta\theta\|_2`
+  (after clipping, scaling, momentum), under its own name ``update_norm``;
 * update-to-weight ratios :math:`\|\Delta W_l\|_F / \|W_l\|_F` (about
   :math:`10^{-3}` is the classic healthy value; :math:`\ll 10^{-3}`: the
   layer barely learns, seed §3.1 "前几层权重几乎不更新");
@@ -15,9 +18,14 @@ hook) and written out afterwards:
   :math:`\phi'(a)/\max\phi'` below :data:`SATURATION_THRESHOLD`, for the
   activations that saturate: tanh, sigmoid, hard-tanh, elu; seed §3.1's
   "激活值分布过于集中于饱和区域"), from each layer's activations;
-* alarms: a NaN/Inf loss or norm, or a norm over a threshold, as events.
+* alarms (:func:`alarms`): a NaN/Inf loss or norm, a gradient norm over a
+  threshold, an update ratio outside a range (vanishing or exploding updates).
 
-:func:`write_jsonl` writes one ``{"step": ..., **metrics}`` row per step;
+With ``train``, :func:`recorder` is the ``record`` hook and :func:`write_run`
+writes the files:
+``metrics.jsonl`` (one ``{"step": ..., **metrics}`` row per logged step) and
+``alarms.jsonl``, strict JSON with NaN/Inf written as the strings ``"nan"``,
+``"inf"``, ``"-inf"`` (:mod:`jaxgrad.files`; :func:`read_jsonl` reads them back as floats);
 :class:`TensorBoardLogger` writes scalars and per-layer histograms of weights
 and gradients (seed §3.2's ``add_histogram``) through the optional
 ``tensorboardX`` (``pip install 'jaxgrad[tensorboard]'``); :func:`read_events`
@@ -25,17 +33,23 @@ reads event files back with nothing but tensorboardX's protobufs.
 """
 
 from collections.abc import Callable, Iterable, Mapping
-import json
+import functools
 import math
+import os
 import pathlib
+import secrets
 import struct
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from jaxgrad import files
 from jaxgrad.diagnostics._tree import per_layer
+from jaxgrad.diagnostics.gradients import layer_grad_norms
+from jaxgrad.probe import Trace
 
 SATURATION_THRESHOLD = 0.05
 
@@ -115,19 +129,84 @@ def mlp_outputs(model: Any, variables: Mapping[str, Any], x: jax.Array, *,
   return out
 
 
-def update_ratios(updates: Any, params: Any, weight_names: str | tuple[str, ...] = "kernel"
-                  ) -> Mapping[str, jax.Array]:
-  r"""Per layer :math:`\|\Delta W_l\|_F / \|W_l\|_F`."""
-  du = per_layer(updates, weight_names, lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
-  w = per_layer(params, weight_names, lambda a: jnp.linalg.norm(a.astype(jnp.float32)))
+def _at_least_float32(tree: Any) -> Any:
+  """``tree`` in at least float32 (a float16 gradient's norm overflows at 256^2 entries of 1)."""
+  dtype = jnp.result_type(jnp.float32, *[jnp.result_type(a) for a in jax.tree.leaves(tree)])
+  return optax.tree.cast(tree, dtype)
+
+
+def _layer_norms(tree: Any, weight_names: str | tuple[str, ...], layout: Trace | None
+                 ) -> Mapping[str, jax.Array]:
+  """:func:`jaxgrad.diagnostics.layer_grad_norms` of ``tree``; ``{}`` where it has no layers."""
+  if not isinstance(tree, Mapping):
+    return {}
+  if layout is not None:
+    return layer_grad_norms(tree, weight_names=weight_names, layout=layout)
+  try:
+    return layer_grad_norms(tree, weight_names=weight_names)
+  except ValueError:  # no leaf called weight_names (or one that is not an array)
+    return {}
+
+
+def global_norm(tree: Any) -> jax.Array:
+  r""":math:`\|t\|_2` over every leaf of ``tree`` (``optax.tree.norm``), in at least float32."""
+  return optax.tree.norm(_at_least_float32(tree))
+
+
+def grad_norms(grads: Any, *, weight_names: str | tuple[str, ...] = "kernel",
+               layout: Trace | None = None) -> tuple[jax.Array, Mapping[str, jax.Array]]:
+  r"""The global norm :math:`\|g\|_2` and every layer's :math:`\|\partial L/\partial W_l\|_F`.
+
+  Measure the raw gradient, before the Optax chain sees it: then the norms are
+  the pre-clip norms by construction, whatever the chain clips or rescales.
+  Computed in at least float32. Per-layer norms come from
+  :func:`jaxgrad.diagnostics.layer_grad_norms`: a scanned stack's norms stay
+  one ``(L,)`` array (one vmapped reduction), so a step that records them
+  compiles in the same time at any depth.
+
+  Args:
+    grads: the gradient pytree (Flax ``params``-shaped for per-layer norms).
+    weight_names: the leaf name(s) that hold a layer's weight.
+    layout: the model's probed structure (:func:`jaxgrad.probe.layout`), passed
+      on to ``layer_grad_norms``: execution order, scanned stacks one entry per
+      layer; ``None``: the tree's order.
+
+  Returns:
+    ``(global norm, {layer path: norm})``; the mapping is empty for a gradient
+    that is not a nested dict.
+
+  >>> import jax.numpy as jnp
+  >>> g = {"dense": {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.zeros(2)}}
+  >>> norm, layers = grad_norms(g)
+  >>> float(norm), float(layers["dense"])
+  (6.0, 6.0)
+  """
+  grads = _at_least_float32(grads)
+  return optax.tree.norm(grads), _layer_norms(grads, weight_names, layout)
+
+
+def update_ratios(updates: Any, params: Any, weight_names: str | tuple[str, ...] = "kernel",
+                  layout: Trace | None = None) -> Mapping[str, jax.Array]:
+  r"""Per layer :math:`\|\Delta W_l\|_F / \|W_l\|_F` (``params``: before the update).
+
+  A zero weight gives ``inf`` (or ``nan`` with a zero update). Norms in at
+  least float32, with the same per-layer names and order as :func:`grad_norms`.
+  """
+  du = _layer_norms(_at_least_float32(updates), weight_names, layout)
+  w = _layer_norms(_at_least_float32(params), weight_names, layout)
   return jax.tree.map(jnp.divide, du, w)  # a LayerValues: one op per stack, any depth
 
 
 def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
              outputs_fn: Callable[[Any, Any, Any], Mapping[str, jax.Array]] | None = None,
              activation: str | None = None,
-             threshold: float = SATURATION_THRESHOLD) -> Callable[[Any], dict[str, Any]]:
+             threshold: float = SATURATION_THRESHOLD,
+             weight_names: str | tuple[str, ...] = "kernel",
+             layout: Trace | None = None) -> Callable[[Any], dict[str, Any]]:
   """The ``record`` hook for :func:`jaxgrad.training.train`.
+
+  ``train`` itself records the loss, :func:`grad_norms` and the update norm;
+  this adds update ratios, accuracy and unit fractions.
 
   Args:
     accuracy_fn: ``(params, model_state, batch) -> accuracy`` on the step's batch.
@@ -135,6 +214,8 @@ def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
       :func:`mlp_outputs`), measured before the step's update.
     activation: the name of the activation (needed with ``outputs_fn``).
     threshold: see :func:`unit_fractions`.
+    weight_names: the leaf name(s) that hold a layer's weight.
+    layout: execution order of the layers (see :func:`grad_norms`).
 
   Returns:
     ``StepInfo -> {"update_ratio": {...}, ["accuracy"], ["dead": {...}, "saturated": {...}]}``.
@@ -143,7 +224,8 @@ def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
     relative_derivative(activation, jnp.zeros(()))  # validates the name now
 
   def record(info) -> dict[str, Any]:
-    out: dict[str, Any] = {"update_ratio": update_ratios(info.updates, info.params)}
+    out: dict[str, Any] = {"update_ratio": update_ratios(info.updates, info.params,
+                                                         weight_names, layout)}
     if accuracy_fn is not None:
       out["accuracy"] = accuracy_fn(info.params, info.model_state, info.batch)
     if outputs_fn is not None:
@@ -154,6 +236,10 @@ def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
   return record
 
 
+# The key under which per-layer gradient norms travel; in rows they are grad_norm/<layer>.
+LAYER_GRAD_NORMS = "layer_grad_norms"
+
+
 def _flat(prefix: str, value: Any, into: dict[str, Any]) -> None:
   if isinstance(value, Mapping):
     for k, v in value.items():
@@ -162,17 +248,37 @@ def _flat(prefix: str, value: Any, into: dict[str, Any]) -> None:
     into[prefix] = value
 
 
+def _host(value: Any) -> Any:
+  """``value`` on the host, plain dicts kept in their order (``jax.device_get`` sorts keys)."""
+  if type(value) is dict:  # pylint: disable=unidiomatic-typecheck
+    return {k: _host(v) for k, v in value.items()}
+  return jax.device_get(value)  # one transfer per array or per LayerValues
+
+
+def _columns(values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Metric name -> float64 array, nested mappings flattened with ``/``, in their order.
+
+  ``values[LAYER_GRAD_NORMS]`` becomes ``grad_norm/<layer>``; ``None`` values are left out.
+  """
+  flat: dict[str, Any] = {}
+  for key, value in values.items():
+    if value is not None:
+      _flat("grad_norm" if key == LAYER_GRAD_NORMS else key, _host(value), flat)
+  return {k: np.asarray(v, dtype=np.float64) for k, v in flat.items()}
+
+
 def rows(result: Any, every: int = 1) -> list[dict[str, float]]:
   """One flat dict per step of one run (a :class:`jaxgrad.training.TrainResult`).
 
-  Keys: ``step``, ``loss``, ``grad_norm``, ``grad_norm/<layer>`` and every
-  recorded metric flattened with ``/`` (``update_ratio/<layer>``, ...).
+  Keys: ``step``, ``loss``, ``grad_norm``, ``grad_norm/<layer>``,
+  ``update_norm`` and every recorded metric flattened with ``/``
+  (``update_ratio/<layer>``, ...).
   For a vmapped result, pick one run first: ``jax.tree.map(lambda a: a[0], result)``.
   """
-  series: dict[str, Any] = {"loss": result.loss, "grad_norm": result.grad_norm}
-  _flat("grad_norm", result.layer_grad_norms or {}, series)
-  _flat("", result.metrics or {}, series)
-  series = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
+  series = _columns({"loss": result.loss, "grad_norm": result.grad_norm,
+                     LAYER_GRAD_NORMS: result.layer_grad_norms,
+                     "update_norm": getattr(result, "update_norm", None),
+                     **(result.metrics or {})})
   steps = len(series["loss"])
   for k, v in series.items():
     if v.shape != (steps,):
@@ -181,47 +287,74 @@ def rows(result: Any, every: int = 1) -> list[dict[str, float]]:
           for i in range(0, steps, every)]
 
 
-def alarms(records: Iterable[Mapping[str, float]], *, norm_threshold: float = 1e3
-           ) -> list[dict[str, Any]]:
-  """Explosion events: a non-finite loss or norm, or a gradient norm over a threshold.
+def _event(step: int, metric: str, value: float, event: str, **extra: float) -> dict[str, Any]:
+  return {"step": step, "event": event, "metric": metric, "value": value, **extra}
 
-  Returns one ``{"step", "event", "metric", "value"}`` per offending entry,
-  ``event`` being ``"nonfinite"`` or ``"norm_over_threshold"``.
+
+def alarms(records: Iterable[Mapping[str, float]], *, norm_threshold: float = 1e3,
+           update_ratio_range: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+  r"""Explosion and vanishing events in rows of metrics (:func:`rows`).
+
+  Args:
+    records: one flat dict per step, with ``step``.
+    norm_threshold: a gradient norm (``grad_norm``, ``grad_norm/<layer>``) above it is an event.
+    update_ratio_range: ``(low, high)``: a finite ``update_ratio/<layer>`` below
+      ``low`` (the layer barely learns) or above ``high`` (the update outweighs
+      the weight) is an event; ``None``: not checked. A zero weight (ratio
+      ``inf``) is not.
+
+  Returns:
+    One ``{"step", "event", "metric", "value", ...}`` per offending entry, ``event``
+    one of ``"nonfinite"`` (loss, a gradient norm or the update norm is NaN/Inf),
+    ``"norm_over_threshold"``, ``"vanishing_update_ratio"``, ``"exploding_update_ratio"``.
   """
   events = []
   for row in records:
     for key, value in row.items():
-      watched = key == "loss" or key.startswith("grad_norm")
-      if not watched:
-        continue
-      if not math.isfinite(value):
-        events.append({"step": row["step"], "event": "nonfinite", "metric": key, "value": value})
-      elif key.startswith("grad_norm") and value > norm_threshold:
-        events.append({"step": row["step"], "event": "norm_over_threshold", "metric": key,
-                       "value": value, "threshold": norm_threshold})
+      event = functools.partial(_event, row["step"], key, value)
+      if key == "loss" or key == "update_norm" or key.startswith("grad_norm"):
+        if not math.isfinite(value):
+          events.append(event("nonfinite"))
+        elif key.startswith("grad_norm") and value > norm_threshold:
+          events.append(event("norm_over_threshold", threshold=norm_threshold))
+      elif (update_ratio_range is not None and key.startswith("update_ratio/")
+            and math.isfinite(value)):
+        low, high = update_ratio_range
+        if value < low:
+          events.append(event("vanishing_update_ratio", threshold=low))
+        elif value > high:
+          events.append(event("exploding_update_ratio", threshold=high))
   return events
 
 
 def write_jsonl(path: str | pathlib.Path, records: Iterable[Mapping[str, Any]]) -> pathlib.Path:
-  """One JSON object per line; NaN/Inf are written as JSON's ``NaN``/``Infinity``."""
+  """One strict-JSON object per line (:mod:`jaxgrad.files`' encoding of NaN/Inf), atomically.
+
+  The lines go to a temporary file beside ``path``, which then replaces it in one rename.
+  """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("w") as f:
-    for row in records:
-      f.write(json.dumps(row) + "\n")
+  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+  try:
+    files.append_jsonl(tmp, *records)
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
   return path
 
 
-def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+# The rows write_jsonl wrote, "nan"/"inf"/"-inf" read back as floats.
+read_jsonl = files.read_jsonl
 
 
 def write_run(out_dir: str | pathlib.Path, result: Any, *, every: int = 1,
-              norm_threshold: float = 1e3) -> dict[str, Any]:
+              norm_threshold: float = 1e3,
+              update_ratio_range: tuple[float, float] | None = None) -> dict[str, Any]:
   """Writes ``metrics.jsonl`` and ``alarms.jsonl`` for one run; returns a summary."""
   out_dir = pathlib.Path(out_dir)
   records = rows(result, every)
-  events = alarms(rows(result), norm_threshold=norm_threshold)
+  events = alarms(rows(result), norm_threshold=norm_threshold,
+                  update_ratio_range=update_ratio_range)
   write_jsonl(out_dir / "metrics.jsonl", records)
   write_jsonl(out_dir / "alarms.jsonl", events)
   return {"steps": len(result.loss), "alarms": len(events),
@@ -254,12 +387,17 @@ class TensorBoardLogger:
         self._writer.add_scalar(tag, float(value), step)
 
   def histograms(self, step: int, params: Any, grads: Any | None = None,
-                 weight_names: str | tuple[str, ...] = "kernel") -> None:
-    """``weights/<layer>`` and ``gradients/<layer>``, as seed 000 §3.2 logs them."""
+                 weight_names: str | tuple[str, ...] = "kernel", *,
+                 layout: Trace | None = None) -> None:
+    """``weights/<layer>`` and ``gradients/<layer>``, as seed 000 §3.2 logs them.
+
+    ``layout`` (see :func:`grad_norms`) names the layers of a scanned stack one by one.
+    """
+    by_layout = {} if layout is None else {"layout": layout}
     for prefix, tree in (("weights", params), ("gradients", grads)):
       if tree is None:
         continue
-      for layer, value in per_layer(tree, weight_names, lambda a: a).items():
+      for layer, value in per_layer(tree, weight_names, lambda a: a, **by_layout).items():
         value = np.asarray(value, dtype=np.float64).ravel()
         if np.all(np.isfinite(value)):
           self._writer.add_histogram(f"{prefix}/{layer}", value, step, bins=self.bins)
@@ -303,3 +441,4 @@ def read_events(logdir: str | pathlib.Path) -> dict[str, dict[str, list]]:
         else:
           out["scalars"].setdefault(v.tag, []).append((event.step, v.simple_value))
   return out
+

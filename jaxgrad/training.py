@@ -1,38 +1,44 @@
-r"""Optax chains from a config, and whole training runs as one ``lax.scan``.
+r"""Optax chains from a config, and whole training runs with any Optax chain.
 
-One factory, :func:`make_optimizer`, builds every chain::
+One factory, :func:`make_optimizer`, builds the experiments' chains::
 
-    record_grad_norms -> [apply_if_finite(] [clip] -> [clip_by_global_norm] -> optimizer [)]
+    [apply_if_finite(] [clip] -> [clip_by_global_norm] -> optimizer [)]
 
-:func:`record_grad_norms` is an Optax transformation of ours (init/update pair,
-NamedTuple state) that leaves the gradient unchanged and keeps, in the
-optimizer state, its global norm :math:`\|g\|_2` and every layer's weight
-gradient norm :math:`\|\partial L/\partial W_l\|_F` *before* any clipping, so
-a run shows how often and how hard clipping acted (optax#326). It sits outside
-``apply_if_finite``, so a NaN step is recorded as NaN, never hidden.
+:func:`train` takes any Optax ``GradientTransformation``: those chains, a
+plain ``optax.adamw(1e-3)``, or your own chain with ``optax.clip_by_global_norm``
+anywhere in it. It measures the gradient itself, before ``optimizer.update``:
+the global norm :math:`\|g\|_2` and every layer's :math:`\|\partial L/\partial
+W_l\|_F` of the raw (loss-unscaled) gradient, so they are the norms *before*
+any clipping by construction, whatever the chain does (optax#326), and, under
+its own name, the norm :math:`\|\Delta\theta\|_2` of the update the chain
+returned (:func:`jaxgrad.monitoring.grad_norms`). A NaN step is
+recorded as NaN, never hidden by ``apply_if_finite``.
 
-A run never raises on divergence: the first step whose loss is NaN/Inf is
-recorded in :attr:`TrainResult.diverged_at`, and the run carries on. Runs are
-pure functions of a PRNG key, so ``jax.vmap`` over keys trains many seeds (and,
-with ``jax.vmap`` over hyperparameters of one shape, many arms) in one program.
-With a dynamic loss scale in the chain (:mod:`jaxgrad.mixed_precision`),
+Data come as a pure sampler ``key -> batch`` (the whole run is one
+``lax.scan``, a pure function of the key: ``jax.vmap`` over keys trains many
+seeds, and over hyperparameters of one shape many arms, in one program) or as
+any Python iterable of batches (a jitted step in a Python loop; the same
+:class:`TrainResult`). A run never raises on divergence: the first step whose
+loss is NaN/Inf is recorded in :attr:`TrainResult.diverged_at`, and the run
+carries on. With a dynamic loss scale in the chain (:mod:`jaxgrad.mixed_precision`),
 :func:`train` differentiates ``scale * loss`` and the chain unscales.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxgrad import mixed_precision
-from jaxgrad.diagnostics.gradients import layer_grad_norms
+from jaxgrad import monitoring
+from jaxgrad.probe import Trace
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "warmup_cosine")
-PRE_CLIP_NORM = "pre_clip_norm"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,58 +128,8 @@ def _base(config: OptimizerConfig) -> optax.GradientTransformation:
   return getattr(optax, config.name)(lr)
 
 
-class GradNormState(NamedTuple):
-  """What :func:`record_grad_norms` keeps: the last gradient's norms."""
-
-  global_norm: jax.Array  # () ||g||_2 over every leaf
-  layer_norms: Mapping[str, jax.Array]  # layer path -> () ||dL/dW_l||_F (a LayerValues)
-
-
-def _norm_dtype(tree: Any) -> Any:
-  """At least float32 (a float16 gradient's norm overflows at 256^2 entries of 1)."""
-  return jnp.result_type(jnp.float32, *[jnp.result_type(a) for a in jax.tree.leaves(tree)])
-
-
-def record_grad_norms(weight_names: str | tuple[str, ...] = "kernel") -> optax.GradientTransformation:
-  r"""Records :math:`\|g\|_2` and per-layer :math:`\|g_{W_l}\|_F` in the state; updates pass through.
-
-  Per-layer norms come from :func:`jaxgrad.diagnostics.layer_grad_norms`: a
-  scanned stack's norms stay one ``(L,)`` array in the state (one vmapped
-  reduction), so the step compiles in the same time at any depth. Norms are computed in at least
-  float32. Read them back with :func:`pre_clip_norm` and :func:`layer_norms`.
-
-  Args:
-    weight_names: the leaf name(s) that hold a layer's weight.
-
-  >>> import jax.numpy as jnp, optax
-  >>> tx = optax.chain(record_grad_norms(), optax.clip_by_global_norm(1.0), optax.sgd(0.1))
-  >>> g = {"dense": {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.zeros(2)}}
-  >>> _, state = tx.update(g, tx.init(g), g)
-  >>> float(pre_clip_norm(state)), float(layer_norms(state)["dense"])
-  (6.0, 6.0)
-  """
-
-  def norms(tree):
-    dtype = _norm_dtype(tree)
-    cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
-    try:
-      per_layer = layer_grad_norms(cast, weight_names=weight_names) if isinstance(tree, Mapping) else {}
-    except ValueError:  # a layout per_layer cannot split (nested scans): global norm only
-      per_layer = {}
-    return GradNormState(optax.tree.norm(cast), per_layer)
-
-  def init_fn(params):
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(norms, params))
-
-  def update_fn(updates, state, params=None):
-    del state, params
-    return updates, norms(updates)
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-  """``record_grad_norms -> [apply_if_finite(] [clip] -> [clip_by_global_norm] -> optimizer [)]``.
+  """``[apply_if_finite(] [clip] -> [clip_by_global_norm] -> optimizer [)]``.
 
   >>> tx = make_optimizer(OptimizerConfig("adam", 1e-2, clip_norm=1.0))
   """
@@ -186,26 +142,7 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
   tx = optax.chain(*inner)
   if config.skip_nonfinite:
     tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
-  return optax.chain(record_grad_norms(), tx)
-
-
-def _grad_norm_state(opt_state: Any) -> GradNormState:
-  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, GradNormState))
-           if isinstance(s, GradNormState)]
-  if not found:
-    raise ValueError("optimizer state has no record_grad_norms() state; build the chain "
-                     "with make_optimizer or put record_grad_norms() into it")
-  return found[0]
-
-
-def pre_clip_norm(opt_state: Any) -> jax.Array:
-  """The global gradient norm that the last update saw before any clipping."""
-  return _grad_norm_state(opt_state).global_norm
-
-
-def layer_norms(opt_state: Any) -> Mapping[str, jax.Array]:
-  """Per-layer weight-gradient norms of the last update, before any clipping."""
-  return _grad_norm_state(opt_state).layer_norms
+  return tx
 
 
 class StepInfo(NamedTuple):
@@ -223,44 +160,118 @@ class StepInfo(NamedTuple):
 
 
 class TrainResult(NamedTuple):
+  """What :func:`train` returns; per-step arrays have a leading ``(steps,)`` axis."""
+
   params: Any
   model_state: Any
   loss: jax.Array  # (steps,) training loss at each step, before its update
-  grad_norm: jax.Array  # (steps,) global gradient norm before clipping
+  grad_norm: jax.Array  # (steps,) ||g||_2 of the raw gradient, before any clipping
   diverged_at: jax.Array  # first step with a non-finite loss, -1 if none
-  layer_grad_norms: Mapping[str, jax.Array] | None = None  # layer -> (steps,) pre-clip norms
+  layer_grad_norms: Mapping[str, jax.Array] | None = None  # layer -> (steps,) raw-gradient norms
   metrics: dict[str, Any] | None = None  # what ``record`` returned, stacked over steps
   opt_state: Any = None  # final optimizer state (resume with train(..., opt_state=))
+  update_norm: jax.Array | None = None  # (steps,) ||updates||_2, what the chain applied
 
 
 # loss_fn(params, model_state, batch) -> (loss, new_model_state); model_state
 # holds e.g. BatchNorm's batch_stats ({} for a stateless model).
 LossFn = Callable[[Any, Any, Any], tuple[jax.Array, Any]]
+Sampler = Callable[[jax.Array], Any]
+
+
+def _check_steps(steps: Any) -> int:
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+    raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+  return int(steps)
+
+
+def _check_optimizer(optimizer: Any) -> None:
+  init, update = getattr(optimizer, "init", None), getattr(optimizer, "update", None)
+  if not (callable(init) and callable(update)):
+    raise TypeError("optimizer must be an Optax GradientTransformation (an init/update pair, "
+                    f"e.g. optax.adamw(1e-3)), got {type(optimizer).__name__}")
+
+
+def _batches(data: Any) -> Any:
+  """An iterator over ``data``'s batches, or a clear error for what cannot be one."""
+  if isinstance(data, Mapping):
+    raise TypeError("data is a mapping (one batch?); pass a sampler key -> batch or an "
+                    "iterable of batches")
+  try:
+    return iter(data)
+  except TypeError:
+    raise TypeError("data must be a sampler key -> batch or an iterable of batches, got "
+                    f"{type(data).__name__}") from None
+
+
+def _step_fn(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+             record: Callable[[StepInfo], dict[str, Any]] | None, scaled: bool,
+             weight_names: str | tuple[str, ...], layout: Trace | None) -> Callable[..., Any]:
+  """``(carry, step, batch) -> (carry, per-step outputs)``, shared by the scan and the loop."""
+
+  def scaled_loss(params, model_state, batch, scale):
+    loss, model_state = loss_fn(params, model_state, batch)
+    return loss * scale, (loss, model_state)
+
+  grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
+  # Chains (and transforms such as reduce_on_plateau) take the loss as `value`.
+  takes_value = isinstance(optimizer, optax.GradientTransformationExtraArgs)
+
+  def step(carry, i, batch):
+    params, model_state, opt_state = carry
+    scale = mixed_precision.loss_scale(opt_state) if scaled else jnp.ones((), jnp.float32)
+    (_, (loss, new_model_state)), grads = grad_fn(params, model_state, batch, scale)
+    raw = jax.tree.map(lambda g: g / scale.astype(g.dtype), grads) if scaled else grads
+    grad_norm, layers = monitoring.grad_norms(raw, weight_names=weight_names, layout=layout)
+    extra = {"value": loss} if takes_value else {}
+    updates, new_opt_state = optimizer.update(grads, opt_state, params, **extra)
+    new_params = optax.apply_updates(params, updates)
+    out = {"loss": loss, "grad_norm": grad_norm, "layers": layers,
+           "update_norm": monitoring.global_norm(updates)}
+    if record is not None:
+      out["metrics"] = record(StepInfo(i, params, new_params, raw, updates, loss, batch,
+                                       new_model_state, new_opt_state))
+    return (new_params, new_model_state, new_opt_state), out
+
+  return step
 
 
 def train(
     loss_fn: LossFn,
     params: Any,
     optimizer: optax.GradientTransformation,
-    sample_batch: Callable[[jax.Array], Any],
+    data: Sampler | Iterable[Any],
     steps: int,
     *,
-    key: jax.Array,
+    key: jax.Array | None = None,
     model_state: Any = None,
     record: Callable[[StepInfo], dict[str, Any]] | None = None,
     opt_state: Any = None,
     first_step: int = 0,
+    weight_names: str | tuple[str, ...] = "kernel",
+    layout: Trace | None = None,
 ) -> TrainResult:
-  """Runs ``steps`` optimizer steps in one ``lax.scan``; jit- and vmap-able.
+  r"""Runs ``steps`` optimizer steps of any Optax chain; records the raw gradient's norms.
+
+  Each step: :math:`(L, g) = (L, \nabla_\theta L)` on the step's batch;
+  :math:`\|g\|_2` and :math:`\|g_{W_l}\|_F` of that raw gradient; then
+  :math:`(\Delta\theta, s) = \mathrm{optimizer.update}(g, s, \theta)`,
+  :math:`\|\Delta\theta\|_2`, :math:`\theta \leftarrow \theta + \Delta\theta`.
 
   Args:
     loss_fn: ``(params, model_state, batch) -> (loss, model_state)``.
     params: initial parameters.
-    optimizer: e.g. from :func:`make_optimizer`; must contain
-      :func:`record_grad_norms` (every :func:`make_optimizer` chain does).
-    sample_batch: ``key -> batch``; called with ``fold_in(key, step)``.
-    steps: number of steps (static).
-    key: PRNG key for the batches.
+    optimizer: any Optax ``GradientTransformation`` (e.g. ``optax.adamw(1e-3)``,
+      your own chain, or :func:`make_optimizer`'s); a chain gets the loss as
+      ``value`` (for e.g. ``optax.contrib.reduce_on_plateau``).
+    data: a sampler ``key -> batch``, pure, called with ``fold_in(key, step)``
+      inside one ``lax.scan`` (then ``train`` is jit- and vmap-able); or any
+      other iterable of batches (a list, a generator, an array whose leading
+      axis indexes batches), run as a jitted step in a Python loop (then
+      ``train`` itself is not for ``jit``/``vmap``). Either gives the same
+      :class:`TrainResult` on the same batches.
+    steps: number of steps, an integer >= 1 (static).
+    key: PRNG key for a sampler's batches (unused with an iterable).
     model_state: initial non-trainable state (default ``{}``).
     record: optional ``StepInfo -> dict of arrays``, evaluated every step
       (e.g. :func:`jaxgrad.monitoring.recorder`); stacked into
@@ -268,38 +279,41 @@ def train(
     opt_state: resume from this optimizer state (default: ``optimizer.init``).
     first_step: index of the first step (batch keys are ``fold_in(key, step)``),
       so that chunks of one run draw the batches of the whole run.
+    weight_names: the leaf name(s) that hold a layer's weight, for the per-layer norms.
+    layout: the model's probed structure (:func:`jaxgrad.probe.layout`), passed
+      on to :func:`jaxgrad.diagnostics.layer_grad_norms`: execution order,
+      scanned stacks one entry per layer; ``None``: the tree's order.
+
+  Raises:
+    ValueError: ``steps`` not an integer >= 1; a sampler without ``key``; an
+      iterable that runs out before ``steps`` batches.
+    TypeError: ``optimizer`` not an init/update pair; ``data`` neither callable nor iterable.
   """
+  steps = _check_steps(steps)
+  _check_optimizer(optimizer)
   model_state = {} if model_state is None else model_state
   opt_state = optimizer.init(params) if opt_state is None else opt_state
-  scaled = mixed_precision.has_loss_scale(opt_state)
-
-  def scaled_loss(params, model_state, batch, scale):
-    loss, model_state = loss_fn(params, model_state, batch)
-    return loss * scale, (loss, model_state)
-
-  grad_fn = jax.value_and_grad(scaled_loss, has_aux=True)
-
-  def step(carry, i):
-    params, model_state, opt_state = carry
-    batch = sample_batch(jax.random.fold_in(key, i))
-    scale = mixed_precision.loss_scale(opt_state) if scaled else jnp.ones((), jnp.float32)
-    (_, (loss, new_model_state)), grads = grad_fn(params, model_state, batch, scale)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    out = {"loss": loss, "grad_norm": pre_clip_norm(new_opt_state),
-           "layers": layer_norms(new_opt_state)}
-    if record is not None:
-      true_grads = (jax.tree.map(lambda g: g / scale.astype(g.dtype), grads) if scaled
-                    else grads)
-      out["metrics"] = record(StepInfo(i, params, new_params, true_grads, updates, loss, batch,
-                                       new_model_state, new_opt_state))
-    return (new_params, new_model_state, new_opt_state), out
-
-  init = (params, model_state, opt_state)
-  (params, model_state, opt_state), out = jax.lax.scan(
-      step, init, first_step + jnp.arange(steps))
+  step = _step_fn(loss_fn, optimizer, record, mixed_precision.has_loss_scale(opt_state),
+                  weight_names, layout)
+  carry = (params, model_state, opt_state)
+  if callable(data):
+    if key is None:
+      raise ValueError("data is a sampler key -> batch: pass key= (a PRNG key for the batches)")
+    sample = lambda c, i: step(c, i, data(jax.random.fold_in(key, i)))  # noqa: E731
+    carry, out = jax.lax.scan(sample, carry, first_step + jnp.arange(steps))
+  else:
+    batches, jitted, outs = _batches(data), jax.jit(step), []
+    for n in range(steps):
+      try:
+        batch = next(batches)
+      except StopIteration:
+        raise ValueError(f"data ran out after {n} batches; steps={steps} needs {steps}") from None
+      carry, o = jitted(carry, jnp.asarray(first_step + n), batch)
+      outs.append(o)
+    out = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+  params, model_state, opt_state = carry
   losses = out["loss"]
   bad = ~jnp.isfinite(losses)
   diverged_at = jnp.where(bad.any(), first_step + jnp.argmax(bad), -1)
   return TrainResult(params, model_state, losses, out["grad_norm"], diverged_at,
-                     out["layers"], out.get("metrics"), opt_state)
+                     out["layers"], out.get("metrics"), opt_state, out["update_norm"])

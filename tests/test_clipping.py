@@ -1,11 +1,15 @@
-"""Clipping through jaxgrad.training.make_optimizer, in float64, and NaN-guarded chains."""
+"""Clipping through jaxgrad.training.make_optimizer, in float64, and NaN-guarded chains.
+
+The pre-clip norm is train()'s: loss = <g, p> makes the raw gradient exactly g.
+"""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxgrad.training import OptimizerConfig, make_optimizer, pre_clip_norm, train
+from jaxgrad.training import OptimizerConfig, make_optimizer, train
 from tests import _tol
 
 
@@ -14,30 +18,35 @@ def _grads(scale):
   return jax.tree.map(lambda v: scale * v, g)  # global norm 13 * scale
 
 
+def _one_step(grads, tx):
+  """One train() step from p = 0 of loss <grads, p>, whose gradient is ``grads``."""
+  params = jax.tree.map(jnp.zeros_like, grads)
+  loss_fn = lambda p, s, b: (optax.tree.vdot(grads, p), s)  # noqa: E731
+  return jax.jit(lambda p: train(loss_fn, p, tx, lambda k: None, 1, key=jax.random.key(0)))(params)
+
+
 @pytest.mark.parametrize("scale", [0.01, 1.0, 7.0])
 @pytest.mark.parametrize("c", [0.5, 1.0])
 def test_clip_by_global_norm_gives_min_of_norm_and_threshold(x64, scale, c):
   """SGD with lr 1 makes the update -clip(g): its norm is min(||g||, c), direction kept."""
   grads = _grads(scale)
-  params = jax.tree.map(jnp.zeros_like, grads)
-  tx = make_optimizer(OptimizerConfig("sgd", 1.0, clip_norm=c))
-  updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+  result = _one_step(grads, make_optimizer(OptimizerConfig("sgd", 1.0, clip_norm=c)))
   norm = 13.0 * scale
-  np.testing.assert_allclose(pre_clip_norm(state), norm, **_tol.F64)
-  np.testing.assert_allclose(jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree.leaves(updates))),
+  np.testing.assert_allclose(result.grad_norm, [norm], **_tol.F64)  # before clipping
+  np.testing.assert_allclose(result.update_norm, [min(norm, c)], **_tol.F64)
+  np.testing.assert_allclose(jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree.leaves(result.params))),
                              min(norm, c), **_tol.F64)
   factor = min(1.0, c / norm)
-  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -factor * g, **_tol.F64), updates, grads)
+  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -factor * g, **_tol.F64),
+               result.params, grads)
 
 
 def test_clip_by_value_clamps_each_entry(x64):
   grads = _grads(1.0)
-  params = jax.tree.map(jnp.zeros_like, grads)
-  tx = make_optimizer(OptimizerConfig("sgd", 1.0, clip_value=3.5))
-  updates, state = jax.jit(tx.update)(grads, tx.init(params), params)
+  result = _one_step(grads, make_optimizer(OptimizerConfig("sgd", 1.0, clip_value=3.5)))
   jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -np.clip(g, -3.5, 3.5), **_tol.F64),
-               updates, grads)
-  np.testing.assert_allclose(pre_clip_norm(state), 13.0, **_tol.F64)
+               result.params, grads)
+  np.testing.assert_allclose(result.grad_norm, [13.0], **_tol.F64)
 
 
 def test_nan_gradient_is_recorded_not_applied(x64):

@@ -1,5 +1,6 @@
-"""Monitor: per-layer norms and update ratios against direct computation; files read back."""
+"""Monitoring: norms and update ratios against direct computation, files read back."""
 
+import json
 import math
 
 import chex
@@ -9,12 +10,13 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad import monitoring, training
+from jaxgrad import monitoring, probe, training
 from jaxgrad.diagnostics import layer_grad_norms
 from jaxgrad.models import DeepMLP
 from tests import _tol
 
 MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
+LAYOUT = probe.layout(MODEL, jnp.ones((4, 5)))  # execution order, the scanned stack expanded
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,11 @@ def monitored():
   record = monitoring.recorder(
       accuracy_fn=lambda p, s, b: jnp.mean(jnp.argmax(MODEL.apply({"params": p}, b[0]), -1) == b[1]),
       outputs_fn=lambda p, s, b: monitoring.mlp_outputs(MODEL, {"params": p}, b[0]),
-      activation="tanh")
+      activation="tanh", layout=LAYOUT)
   tx = training.make_optimizer(training.OptimizerConfig("sgd", 0.5, clip_norm=0.05))
   key = jax.random.key(2)
-  result = jax.jit(lambda: training.train(loss_fn, params, tx, sample, 5, key=key, record=record))()
+  result = jax.jit(lambda: training.train(loss_fn, params, tx, sample, 5, key=key, record=record,
+                                          layout=LAYOUT))()
   return dict(result=result, loss_fn=loss_fn, sample=sample, params=params, key=key, tx=tx)
 
 
@@ -50,7 +53,7 @@ def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitor
     batch = m["sample"](jax.random.fold_in(m["key"], 0))
     grads = jax.grad(lambda p: m["loss_fn"](p, {}, batch)[0])(params)
     updates, _ = m["tx"].update(grads, m["tx"].init(params), params)
-    return layer_grad_norms(grads), optax.apply_updates(params, updates)
+    return layer_grad_norms(grads, layout=LAYOUT), optax.apply_updates(params, updates)
 
   norms, new = direct(m["params"])
   recorded = {k: v[0] for k, v in m["result"].layer_grad_norms.items()}
@@ -114,7 +117,7 @@ def test_tensorboard_scalars_and_histograms_read_back(monitored, tmp_path):
   params = monitored["params"]
   logger = monitoring.TensorBoardLogger(tmp_path / "tb", bins=16)
   logger.log_rows(monitoring.rows(monitored["result"]))
-  logger.histograms(3, params, jax.tree.map(lambda a: 2 * a, params))
+  logger.histograms(3, params, jax.tree.map(lambda a: 2 * a, params), layout=LAYOUT)
   logger.close()
   events = monitoring.read_events(tmp_path / "tb")
   steps, losses = zip(*events["scalars"]["loss"])
@@ -127,3 +130,29 @@ def test_tensorboard_scalars_and_histograms_read_back(monitored, tmp_path):
   ((_, g),) = events["histograms"]["gradients/first/dense"]
   np.testing.assert_allclose(g["max"], 2 * np.asarray(params["first"]["dense"]["kernel"]).max(),
                              **_tol.F32)
+
+
+def test_alarms_for_update_ratios_outside_the_range():
+  rows = [{"step": 0, "loss": 1.0, "update_ratio/a": 1e-9, "update_ratio/b": 5.0,
+           "update_ratio/c": 1e-3, "update_ratio/zero_weight": math.inf}]
+  assert monitoring.alarms(rows) == []  # no range: not checked
+  events = monitoring.alarms(rows, update_ratio_range=(1e-6, 1.0))
+  assert [(e["event"], e["metric"], e["threshold"]) for e in events] == [
+      ("vanishing_update_ratio", "update_ratio/a", 1e-6),
+      ("exploding_update_ratio", "update_ratio/b", 1.0)]
+
+
+def _raise(constant):
+  raise ValueError(f"non-strict JSON constant {constant}")
+
+
+def test_jsonl_is_strict_json_and_reads_back(tmp_path):
+  rows = [{"step": 0, "loss": math.nan, "grad_norm": math.inf, "x": -math.inf, "y": 1.5}]
+  monitoring.write_jsonl(tmp_path / "m.jsonl", rows)
+  (line,) = (tmp_path / "m.jsonl").read_text().splitlines()
+  assert json.loads(line, parse_constant=_raise) == {
+      "step": 0, "loss": "nan", "grad_norm": "inf", "x": "-inf", "y": 1.5}
+  (back,) = monitoring.read_jsonl(tmp_path / "m.jsonl")
+  assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["x"] == -math.inf
+  assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temporary file left
+

@@ -1,4 +1,4 @@
-"""Optimizer factory against raw Optax, the grad-norm recorder, schedules, train()."""
+"""Optimizer factory against raw Optax, schedules, train() with any Optax chain and any data."""
 
 import chex
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad import training
+from jaxgrad import monitoring, probe, training
 from jaxgrad.diagnostics import layer_grad_norms
 from jaxgrad.models import DeepMLP
 from tests import _tol
@@ -17,6 +17,10 @@ def _dense(rng, fan_in, fan_out, stack=()):
   return {"kernel": jnp.asarray(rng.normal(size=(*stack, fan_in, fan_out)) / fan_in**0.5,
                                 jnp.float32),
           "bias": jnp.zeros((*stack, fan_out))}
+
+
+# _params_and_grads' model, for the probed layout (execution order, the scanned stack).
+PARAMS_LAYOUT = probe.layout(DeepMLP(depth=4, width=6, out_features=2), jnp.ones((1, 5)))
 
 
 def _params_and_grads(steps=3):
@@ -68,11 +72,9 @@ CASES = {
 def test_factory_matches_the_raw_optax_chain(name):
   ours, raw = CASES[name]
   params, grads = _params_and_grads()
-  got, state = _run(training.make_optimizer(ours), params, grads)
+  got, _ = _run(training.make_optimizer(ours), params, grads)
   want, _ = _run(raw, params, grads)
   chex.assert_trees_all_close(got, want, **_tol.F32)
-  # The recorded norms are those of the last raw gradient, before clipping.
-  np.testing.assert_allclose(training.pre_clip_norm(state), optax.tree.norm(grads[-1]), **_tol.F32)
 
 
 def test_clip_by_value_clamps_every_entry():
@@ -88,9 +90,9 @@ def test_clip_by_global_norm_gives_the_threshold(x64):
   params, grads = _params_and_grads(1)
   params, grads = jax.tree.map(lambda a: a.astype(jnp.float64), (params, grads))
   tx = training.make_optimizer(training.OptimizerConfig("sgd", 1.0, clip_norm=0.5))
-  (updates,), state = _run(tx, params, grads)
+  (updates,), _ = _run(tx, params, grads)
   np.testing.assert_allclose(optax.tree.norm(updates), 0.5, **_tol.F64)
-  assert float(training.pre_clip_norm(state)) > 0.5
+  assert float(optax.tree.norm(grads[0])) > 0.5
 
 
 def test_vmapped_clip_thresholds_equal_separate_chains(x64):
@@ -108,36 +110,33 @@ def test_vmapped_clip_thresholds_equal_separate_chains(x64):
   chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], vmapped), updates(None), **_tol.F64)
 
 
-def test_recorded_layer_norms_equal_a_direct_computation():
+def test_grad_norms_equal_a_direct_computation():
   params, (g,) = _params_and_grads(1)
-  tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3, clip_norm=0.1))
-  _, state = _run(tx, params, [g])
-  recorded = training.layer_norms(state)
-  direct = {"first/dense": jnp.linalg.norm(g["first"]["dense"]["kernel"]),
-            **{f"hidden/layers_{i:03d}/dense": jnp.linalg.norm(g["hidden"]["layers"]["dense"]["kernel"][i])
-               for i in range(2)},
-            "last/dense": jnp.linalg.norm(g["last"]["dense"]["kernel"])}
-  assert list(recorded) == list(direct) == list(layer_grad_norms(g))
-  chex.assert_trees_all_close(dict(recorded), direct, **_tol.F32)
-
-
-def test_record_grad_norms_composes_with_any_chain_and_passes_updates_through():
-  params, (g,) = _params_and_grads(1)
-  tx = optax.chain(training.record_grad_norms(), optax.sgd(1.0))
-  (u,), state = _run(tx, params, [g])
-  chex.assert_trees_all_close(u, jax.tree.map(jnp.negative, g), **_tol.F32)
-  np.testing.assert_allclose(training.pre_clip_norm(state), optax.tree.norm(g), **_tol.F32)
-  with pytest.raises(ValueError, match="no record_grad_norms"):
-    training.pre_clip_norm(optax.sgd(1.0).init(params))
+  kernel = lambda name: g[name]["dense"]["kernel"]  # noqa: E731
+  stack = g["hidden"]["layers"]["dense"]["kernel"]
+  norm, layers = monitoring.grad_norms(g, layout=PARAMS_LAYOUT)
+  direct = {"first/dense": jnp.linalg.norm(kernel("first")),
+            **{f"hidden/layers_{i:03d}/dense": jnp.linalg.norm(stack[i]) for i in range(2)},
+            "last/dense": jnp.linalg.norm(kernel("last"))}
+  assert list(layers) == list(direct) == list(layer_grad_norms(g, layout=PARAMS_LAYOUT))
+  chex.assert_trees_all_close(dict(layers), direct, **_tol.F32)
+  np.testing.assert_allclose(norm, optax.tree.norm(g), **_tol.F32)
+  # Without a layout: the tree's order, the stack one entry.
+  _, flat = monitoring.grad_norms(g)
+  assert list(flat) == ["first/dense", "hidden/layers/dense", "last/dense"]
+  np.testing.assert_allclose(flat["hidden/layers/dense"], jnp.linalg.norm(stack), **_tol.F32)
 
 
 def test_nan_gradient_is_recorded_and_skipped():
+  """loss = <g, p>, so the raw gradient is g, NaN in one entry: recorded as NaN, step skipped."""
   params, (g,) = _params_and_grads(1)
   g = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan), g)
   tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-2, skip_nonfinite=True))
-  (u,), state = _run(tx, params, [g])
-  assert np.isnan(training.pre_clip_norm(state))
-  chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
+  loss_fn = lambda p, s, b: (optax.tree.vdot(g, p), s)  # noqa: E731
+  res = training.train(loss_fn, params, tx, lambda k: None, 1, key=jax.random.key(0))
+  assert np.isnan(res.grad_norm[0]) and np.isnan(res.layer_grad_norms["first/dense"][0])
+  assert float(res.update_norm[0]) == 0.0
+  chex.assert_trees_all_equal(res.params, params)
 
 
 def test_warmup_cosine_schedule_values():
@@ -160,8 +159,12 @@ def test_bad_config_is_a_clear_error(kwargs, message):
     training.OptimizerConfig(**kwargs)
 
 
+REGRESSION_MODEL = DeepMLP(depth=3, width=8, out_features=1, activation="tanh")
+REGRESSION_LAYOUT = probe.layout(REGRESSION_MODEL, jnp.ones((2, 4)))
+
+
 def _regression():
-  model = DeepMLP(depth=3, width=8, out_features=1, activation="tanh")
+  model = REGRESSION_MODEL
   w = jnp.linspace(-1.0, 1.0, 4)
   x = jax.random.normal(jax.random.key(2), (64, 4))
   y = (x @ w)[:, None]
@@ -178,12 +181,15 @@ def _regression():
   return loss_fn, params, sample
 
 
-def test_train_records_norms_and_metrics_and_is_vmappable():
+@pytest.mark.parametrize("tx", [
+    training.make_optimizer(training.OptimizerConfig("adam", 1e-2, clip_norm=0.5)),
+    optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-2)),
+], ids=["make_optimizer", "plain_optax"])
+def test_train_records_norms_and_metrics_and_is_vmappable(tx):
   loss_fn, params, sample = _regression()
-  tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-2, clip_norm=0.5))
   record = lambda info: {"step": info.step, "grad_norm": optax.tree.norm(info.grads)}  # noqa: E731
   run = jax.jit(jax.vmap(lambda k: training.train(loss_fn, params, tx, sample, 30, key=k,
-                                                  record=record)))
+                                                  record=record, layout=REGRESSION_LAYOUT)))
   res = run(jax.random.split(jax.random.key(3), 2))
   chex.assert_shape(res.loss, (2, 30))
   assert (res.loss[:, -5:].mean(1) < 0.5 * res.loss[:, :5].mean(1)).all()
@@ -213,17 +219,115 @@ def test_divergence_is_recorded_not_raised():
   assert not np.isfinite(res.loss[-1])
 
 
+def _hand_written(loss_fn, params, tx, batches):
+  """The loop a user writes: grad, update, apply; with the raw gradient's norm per step."""
+  state, norms = tx.init(params), []
+  for batch in batches:
+    g = jax.grad(lambda p: loss_fn(p, {}, batch)[0])(params)
+    norms.append(optax.tree.norm(g))
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, np.asarray(norms)
+
+
+def _batches(sample, key, steps, first=0):
+  return [sample(jax.random.fold_in(key, first + i)) for i in range(steps)]
+
+
+def test_plain_adamw_matches_a_hand_written_loop():
+  loss_fn, params, sample = _regression()
+  tx, key = optax.adamw(1e-2), jax.random.key(5)
+  res = jax.jit(lambda p: training.train(loss_fn, p, tx, sample, 12, key=key,
+                                         layout=REGRESSION_LAYOUT))(params)
+  want, norms = _hand_written(loss_fn, params, tx, _batches(sample, key, 12))
+  chex.assert_trees_all_close(res.params, want, **_tol.F32)
+  np.testing.assert_allclose(res.grad_norm, norms, **_tol.F32)
+  assert list(res.layer_grad_norms) == ["first/dense", "hidden/layers_000/dense", "last/dense"]
+
+
+def test_pre_clip_norm_is_the_raw_gradients_with_clipping_in_the_users_chain():
+  # The user's own chain, clipping first: the recorded norm is the raw
+  # gradient's at every step (above c, so the clipped one would differ), the
+  # update norm lr * min(||g||, c).
+  loss_fn, params, sample = _regression()
+  c, lr, key = 0.05, 0.1, jax.random.key(6)
+  tx = optax.chain(optax.clip_by_global_norm(c), optax.sgd(lr))
+  res = training.train(loss_fn, params, tx, sample, 8, key=key)
+  want, norms = _hand_written(loss_fn, params, tx, _batches(sample, key, 8))
+  assert (norms > c).all()
+  np.testing.assert_allclose(res.grad_norm, norms, **_tol.F32)
+  np.testing.assert_allclose(res.update_norm, lr * np.minimum(norms, c), **_tol.F32)
+  chex.assert_trees_all_close(res.params, want, **_tol.F32)
+
+
+def _record(info):
+  return {"step": info.step, "update_ratio": monitoring.update_ratios(info.updates, info.params)}
+
+
+def test_iterator_and_sampler_give_identical_runs():
+  loss_fn, params, sample = _regression()
+  tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(1e-2))
+  key, first = jax.random.key(7), 3
+  by_sampler = training.train(loss_fn, params, tx, sample, 6, key=key, record=_record,
+                              first_step=first)
+  batches = _batches(sample, key, 6, first)
+  by_list = training.train(loss_fn, params, tx, batches, 6, record=_record, first_step=first)
+  by_iterator = training.train(loss_fn, params, tx, (b for b in batches + batches), 6,
+                               record=_record, first_step=first)
+  for res in (by_list, by_iterator):
+    np.testing.assert_array_equal(res.loss, by_sampler.loss)
+    np.testing.assert_array_equal(res.metrics["step"], first + np.arange(6))
+    chex.assert_trees_all_close(res, by_sampler, **_tol.F32)
+
+
+def test_jit_equals_eager():
+  loss_fn, params, sample = _regression()
+  tx, key = optax.adamw(1e-2), jax.random.key(8)
+  run = lambda p: training.train(loss_fn, p, tx, sample, 5, key=key, record=_record)  # noqa: E731
+  chex.assert_trees_all_close(jax.jit(run)(params), run(params), **_tol.F32)
+
+
+def test_the_loss_reaches_a_chain_that_asks_for_it():
+  # reduce_on_plateau reads `value`; a chain gets the step's loss.
+  loss_fn, params, sample = _regression()
+  tx = optax.chain(optax.sgd(1e-2), optax.contrib.reduce_on_plateau(patience=1, factor=0.5))
+  res = training.train(loss_fn, params, tx, sample, 6, key=jax.random.key(9))
+  assert np.isfinite(res.loss).all()
+
+
+@pytest.mark.parametrize("steps", [2.5, 0, -1, True, "3"])
+def test_steps_must_be_a_positive_integer(steps):
+  loss_fn, params, sample = _regression()
+  with pytest.raises(ValueError, match=f"steps must be an integer >= 1, got {steps!r}"):
+    training.train(loss_fn, params, optax.sgd(0.1), sample, steps, key=jax.random.key(0))
+
+
+def test_bad_data_and_optimizer_are_clear_errors():
+  loss_fn, params, sample = _regression()
+  batches = _batches(sample, jax.random.key(0), 3)
+  with pytest.raises(ValueError, match="data ran out after 3 batches; steps=5"):
+    training.train(loss_fn, params, optax.sgd(0.1), iter(batches), 5)
+  with pytest.raises(ValueError, match="pass key="):
+    training.train(loss_fn, params, optax.sgd(0.1), sample, 5)
+  with pytest.raises(TypeError, match="data is a mapping"):
+    training.train(loss_fn, params, optax.sgd(0.1), {"x": 1}, 5)
+  with pytest.raises(TypeError, match="sampler key -> batch or an iterable of batches, got int"):
+    training.train(loss_fn, params, optax.sgd(0.1), 3, 5)
+  with pytest.raises(TypeError, match="must be an Optax GradientTransformation.*got function"):
+    training.train(loss_fn, params, optax.sgd, sample, 5, key=jax.random.key(0))
+
+
 def _train_program_size(depth: int) -> int:
-  """Equations in the traced train() of a DeepMLP, recorder and clipping included."""
-  from jaxgrad import monitoring  # pylint: disable=import-outside-toplevel
+  """Equations in the traced train() of a DeepMLP, recorder and clipping in, stack expanded."""
   model = DeepMLP(depth=depth, width=3, out_features=1)
   x = jnp.ones((2, 2))
   params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+  layout = probe.layout(model, x)
   loss_fn = lambda p, s, b: (jnp.mean(model.apply({"params": p}, b) ** 2), s)  # noqa: E731
   tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3, clip_norm=1.0))
-  record = lambda info: {"update_ratio": monitoring.update_ratios(info.updates, info.params)}  # noqa: E731
+  record = monitoring.recorder(layout=layout)
   run = lambda p: training.train(loss_fn, p, tx, lambda k: x, 2, key=jax.random.key(1),  # noqa: E731
-                                 record=record)
+                                 record=record, layout=layout)
   return _count_eqns(jax.make_jaxpr(run)(params).jaxpr)
 
 
