@@ -22,7 +22,10 @@ alike:
   threshold, an update ratio outside a range (vanishing or exploding updates).
 
 With ``train``, :func:`recorder` is the ``record`` hook and :func:`write_run`
-writes the files:
+writes the files. In your own loop (your jitted step, your Optax chain), a
+:class:`Monitor` does the same: :meth:`Monitor.measure` inside the step (pure,
+a few reductions per layer), :meth:`Monitor.log` outside it. Both paths share
+the measurements, the row layout, the alarms and the writers. Files:
 ``metrics.jsonl`` (one ``{"step": ..., **metrics}`` row per logged step) and
 ``alarms.jsonl``, strict JSON with NaN/Inf written as the strings ``"nan"``,
 ``"inf"``, ``"-inf"`` (:mod:`jaxgrad.files`; :func:`read_jsonl` reads them back as floats);
@@ -30,6 +33,44 @@ writes the files:
 and gradients (seed §3.2's ``add_histogram``) through the optional
 ``tensorboardX`` (``pip install 'jaxgrad[tensorboard]'``); :func:`read_events`
 reads event files back with nothing but tensorboardX's protobufs.
+
+Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jaxgrad import monitoring
+
+    class MLP(nn.Module):
+      @nn.compact
+      def __call__(self, x):
+        for width in (32, 32):
+          x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(1)(x)
+
+    model, tx = MLP(), optax.adamw(1e-3)
+    x = jax.random.normal(jax.random.key(0), (64, 8))
+    y = jnp.sum(x, axis=-1, keepdims=True)
+    params = model.init(jax.random.key(1), x)["params"]
+    opt_state = tx.init(params)
+    monitor = monitoring.Monitor("runs/my_mlp", every=10)
+
+    @jax.jit
+    def step(params, opt_state):
+      def loss_fn(p):
+        return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+      loss, grads = jax.value_and_grad(loss_fn)(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      metrics = monitor.measure(grads, params, updates)
+      return optax.apply_updates(params, updates), opt_state, loss, metrics
+
+    for i in range(100):
+      params, opt_state, loss, metrics = step(params, opt_state)
+      alarms = monitor.log(i, metrics, loss=loss)  # the alarms this step raised
+    monitor.close()
+    # runs/my_mlp/metrics.jsonl: step, loss, grad_norm, grad_norm/Dense_0, ...,
+    # update_norm, update_ratio/Dense_0, ...; runs/my_mlp/alarms.jsonl
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -206,7 +247,7 @@ def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
   """The ``record`` hook for :func:`jaxgrad.training.train`.
 
   ``train`` itself records the loss, :func:`grad_norms` and the update norm;
-  this adds update ratios, accuracy and unit fractions.
+  this adds what :meth:`Monitor.measure` adds in a hand-written loop.
 
   Args:
     accuracy_fn: ``(params, model_state, batch) -> accuracy`` on the step's batch.
@@ -272,7 +313,7 @@ def rows(result: Any, every: int = 1) -> list[dict[str, float]]:
 
   Keys: ``step``, ``loss``, ``grad_norm``, ``grad_norm/<layer>``,
   ``update_norm`` and every recorded metric flattened with ``/``
-  (``update_ratio/<layer>``, ...).
+  (``update_ratio/<layer>``, ...), as :meth:`Monitor.log` writes them.
   For a vmapped result, pick one run first: ``jax.tree.map(lambda a: a[0], result)``.
   """
   series = _columns({"loss": result.loss, "grad_norm": result.grad_norm,
@@ -293,7 +334,7 @@ def _event(step: int, metric: str, value: float, event: str, **extra: float) -> 
 
 def alarms(records: Iterable[Mapping[str, float]], *, norm_threshold: float = 1e3,
            update_ratio_range: tuple[float, float] | None = None) -> list[dict[str, Any]]:
-  r"""Explosion and vanishing events in rows of metrics (:func:`rows`).
+  r"""Explosion and vanishing events in rows of metrics (:func:`rows`, :meth:`Monitor.log`).
 
   Args:
     records: one flat dict per step, with ``step``.
@@ -343,7 +384,7 @@ def write_jsonl(path: str | pathlib.Path, records: Iterable[Mapping[str, Any]]) 
   return path
 
 
-# The rows write_jsonl wrote, "nan"/"inf"/"-inf" read back as floats.
+# The rows write_jsonl and Monitor wrote, "nan"/"inf"/"-inf" read back as floats.
 read_jsonl = files.read_jsonl
 
 
@@ -442,3 +483,136 @@ def read_events(logdir: str | pathlib.Path) -> dict[str, dict[str, list]]:
           out["scalars"].setdefault(v.tag, []).append((event.step, v.simple_value))
   return out
 
+
+class Monitor:
+  r"""Per-layer norms, update ratios, dead units and alarms for your own training loop.
+
+  :meth:`measure` goes inside your jitted step (pure, a few reductions per
+  layer), :meth:`log` outside it; see the module docstring for a complete loop.
+  The measurements are those :func:`jaxgrad.training.train` records, under the
+  same names: ``grad_norm`` (:math:`\|g\|_2` of the raw gradient, so before any
+  clipping in your chain), ``grad_norm/<layer>``, ``update_norm`` (the chain's
+  output), ``update_ratio/<layer>`` and, given activations, ``dead/<layer>`` and
+  ``saturated/<layer>``.
+
+  Args:
+    log_dir: where ``metrics.jsonl``, ``alarms.jsonl`` and (``tensorboard=True``)
+      the event files go; created if missing; both ``.jsonl`` files start empty.
+    every: :meth:`log` writes steps with ``step % every == 0``; on other steps it
+      returns at once, without waiting for the device.
+    tensorboard: also write every logged row as TensorBoard scalars and, when
+      :meth:`log` is given ``params`` or ``grads``, per-layer histograms (needs
+      ``tensorboardX``).
+    layout: the model's probed structure (:func:`jaxgrad.probe.layout`), for
+      execution-ordered per-layer names (see :func:`grad_norms`).
+    weight_names: the leaf name(s) that hold a layer's weight.
+    activation: the activation's name, to turn ``outputs`` given to
+      :meth:`measure` into dead and saturated fractions (:func:`unit_fractions`).
+    norm_threshold: a gradient norm above it raises an alarm.
+    update_ratio_range: ``(low, high)`` for :math:`\|\Delta W_l\|_F/\|W_l\|_F`;
+      outside it an alarm (vanishing or exploding update); ``None``: not checked.
+      The default brackets the healthy :math:`10^{-3}` by three decades below
+      and an update as large as the weight above.
+    bins: histogram bins.
+
+  Raises:
+    ValueError: for ``every < 1``, a bad range, or an unknown ``activation``.
+    ImportError: ``tensorboard=True`` without ``tensorboardX``.
+  """
+
+  def __init__(self, log_dir: str | pathlib.Path, *, every: int = 1, tensorboard: bool = False,
+               layout: Trace | None = None, weight_names: str | tuple[str, ...] = "kernel",
+               activation: str | None = None, norm_threshold: float = 1e3,
+               update_ratio_range: tuple[float, float] | None = (1e-6, 1.0), bins: int = 64):
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+      raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    if update_ratio_range is not None and not 0 <= update_ratio_range[0] < update_ratio_range[1]:
+      raise ValueError(f"update_ratio_range must be (low, high) with 0 <= low < high, "
+                       f"got {update_ratio_range!r}")
+    if activation is not None:
+      relative_derivative(activation, jnp.zeros(()))  # validates the name now
+    self.log_dir = pathlib.Path(log_dir)
+    self.every = every
+    self.layout = layout
+    self.weight_names = weight_names
+    self.activation = activation
+    self.norm_threshold = norm_threshold
+    self.update_ratio_range = update_ratio_range
+    self.log_dir.mkdir(parents=True, exist_ok=True)
+    self.metrics_path = self.log_dir / "metrics.jsonl"
+    self.alarms_path = self.log_dir / "alarms.jsonl"
+    for path in (self.metrics_path, self.alarms_path):
+      write_jsonl(path, [])
+    self._tensorboard = TensorBoardLogger(self.log_dir, bins=bins) if tensorboard else None
+
+  def measure(self, grads: Any, params: Any, updates: Any, *,
+              outputs: Mapping[str, jax.Array] | None = None) -> dict[str, Any]:
+    r"""This step's metrics; pure and jit-able, call it inside your step.
+
+    Args:
+      grads: the raw gradient, as it goes into ``optimizer.update`` (unscale
+        it first if you scale the loss).
+      params: the parameters the updates apply to (before ``apply_updates``).
+      updates: what ``optimizer.update`` returned.
+      outputs: optionally ``{layer: activations (batch, ..., units)}``, for the
+        dead and saturated fractions (needs ``activation``).
+
+    Returns:
+      ``{"grad_norm": (), "layer_grad_norms": {layer: ()}, "update_norm": (),
+      "update_ratio": {layer: ()}[, "dead": {...}, "saturated": {...}]}``; hand it to :meth:`log`.
+    """
+    norm, layers = grad_norms(grads, weight_names=self.weight_names, layout=self.layout)
+    out: dict[str, Any] = {
+        "grad_norm": norm, LAYER_GRAD_NORMS: layers,
+        "update_norm": global_norm(updates),
+        "update_ratio": update_ratios(updates, params, self.weight_names, self.layout)}
+    if outputs is not None:
+      if self.activation is None:
+        raise ValueError("measure(outputs=...) needs Monitor(activation=...) to tell dead units")
+      out.update(unit_fractions(outputs, self.activation))
+    return out
+
+  def log(self, step: int, metrics: Mapping[str, Any], *, loss: Any = None, params: Any = None,
+          grads: Any = None, **scalars: Any) -> list[dict[str, Any]]:
+    """Writes one row (every ``every`` steps) and its alarms; call it outside jit.
+
+    Args:
+      step: the step's index.
+      metrics: what :meth:`measure` returned (any extra entries of your own are
+        written too, nested mappings flattened with ``/``).
+      loss: the step's loss.
+      params, grads: with ``tensorboard=True``, logged as per-layer histograms.
+      **scalars: more scalars for the row (e.g. ``accuracy=acc``).
+
+    Returns:
+      The alarms this row raised (see :func:`alarms`), also appended to ``alarms.jsonl``.
+    """
+    step = int(step)
+    if step % self.every:
+      return []
+    columns = _columns({"loss": loss, **metrics, **scalars})
+    for k, v in columns.items():
+      if v.shape != ():
+        raise ValueError(f"metric {k!r} has shape {v.shape}, expected (): log one step of one "
+                         f"run (pick one out of a vmapped step first)")
+    row = {"step": step, **{k: float(v) for k, v in columns.items()}}
+    events = alarms([row], norm_threshold=self.norm_threshold,
+                    update_ratio_range=self.update_ratio_range)
+    files.append_jsonl(self.metrics_path, row)
+    files.append_jsonl(self.alarms_path, *events)
+    if self._tensorboard is not None:
+      self._tensorboard.scalars(step, row)
+      if params is not None or grads is not None:
+        self._tensorboard.histograms(step, params, grads, self.weight_names, layout=self.layout)
+    return events
+
+  def close(self) -> None:
+    """Flushes and closes the TensorBoard writer (the ``.jsonl`` files are always complete)."""
+    if self._tensorboard is not None:
+      self._tensorboard.close()
+
+  def __enter__(self) -> "Monitor":
+    return self
+
+  def __exit__(self, *exc: Any) -> None:
+    self.close()

@@ -11,7 +11,8 @@ the global norm :math:`\|g\|_2` and every layer's :math:`\|\partial L/\partial
 W_l\|_F` of the raw (loss-unscaled) gradient, so they are the norms *before*
 any clipping by construction, whatever the chain does (optax#326), and, under
 its own name, the norm :math:`\|\Delta\theta\|_2` of the update the chain
-returned (:func:`jaxgrad.monitoring.grad_norms`). A NaN step is
+returned (:func:`jaxgrad.monitoring.grad_norms`, the same functions a
+:class:`jaxgrad.monitoring.Monitor` uses in a hand-written loop). A NaN step is
 recorded as NaN, never hidden by ``apply_if_finite``.
 
 Data come as a pure sampler ``key -> batch`` (the whole run is one

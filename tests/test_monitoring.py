@@ -1,9 +1,14 @@
-"""Monitoring: norms and update ratios against direct computation, files read back."""
+"""Monitoring: norms and update ratios against direct computation, files read back, Monitor.
+
+The Monitor runs in a hand-written loop on a plain Flax model with the user's own Optax chain.
+"""
 
 import json
 import math
+import textwrap
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,3 +161,128 @@ def test_jsonl_is_strict_json_and_reads_back(tmp_path):
   assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["x"] == -math.inf
   assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temporary file left
 
+
+# --- Monitor: the user's own loop, own Optax chain ---------------------------------------
+
+
+class _MLP(nn.Module):
+  """A plain Flax MLP, written as users write it."""
+
+  widths: tuple[int, ...] = (8, 8)
+
+  @nn.compact
+  def __call__(self, x):
+    for w in self.widths:
+      x = nn.relu(nn.Dense(w)(x))
+    return nn.Dense(1)(x)
+
+
+def _user_setup(lr=1e-2):
+  x = jax.random.normal(jax.random.key(0), (32, 4))
+  y = jnp.sum(x, -1, keepdims=True)
+  model = _MLP()
+  params = model.init(jax.random.key(1), x)["params"]
+
+  def loss_fn(p, state, batch):
+    return jnp.mean((model.apply({"params": p}, batch[0]) - batch[1]) ** 2), state
+
+  return model, params, loss_fn, lambda key: (x, y)
+
+
+def _user_loop(monitor, loss_fn, params, tx, batch, steps):
+  @jax.jit
+  def step(params, opt_state):
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(p, {}, batch)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state, loss,
+            monitor.measure(grads, params, updates))
+
+  opt_state, events = tx.init(params), []
+  for i in range(steps):
+    params, opt_state, loss, metrics = step(params, opt_state)
+    events += monitor.log(i, metrics, loss=loss)
+  monitor.close()
+  return events
+
+
+def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path):
+  _, params, loss_fn, sample = _user_setup()
+  tx = optax.chain(optax.clip_by_global_norm(0.1), optax.adamw(1e-2))
+  monitor = monitoring.Monitor(tmp_path / "own", update_ratio_range=None)
+  assert _user_loop(monitor, loss_fn, params, tx, sample(None), 4) == []
+  own = monitoring.read_jsonl(tmp_path / "own" / "metrics.jsonl")
+  result = training.train(loss_fn, params, tx, sample, 4, key=jax.random.key(0),
+                          record=monitoring.recorder())
+  by_train = monitoring.rows(result)
+  assert list(own[0]) == list(by_train[0]) == [
+      "step", "loss", "grad_norm", "grad_norm/Dense_0", "grad_norm/Dense_1", "grad_norm/Dense_2",
+      "update_norm", "update_ratio/Dense_0", "update_ratio/Dense_1", "update_ratio/Dense_2"]
+  for a, b in zip(own, by_train):
+    np.testing.assert_allclose(list(a.values()), list(b.values()), **_tol.F32)
+  assert all(r["grad_norm"] > 0.1 for r in own)  # pre-clip: the clipped norm would be 0.1
+
+
+def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path):
+  _, params, loss_fn, sample = _user_setup()
+  monitor = monitoring.Monitor(tmp_path, every=2)
+  events = _user_loop(monitor, loss_fn, params, optax.sgd(1e3), sample(None), 12)
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  raw = [json.loads(line, parse_constant=_raise) for line in lines]
+  assert [r["step"] for r in raw] == list(range(0, 12, 2))
+  assert raw[-1]["loss"] == "nan" and raw[-1]["grad_norm"] == "nan"  # diverged, NaN encoded
+  rows = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  assert math.isnan(rows[-1]["loss"]) and math.isfinite(rows[0]["loss"])
+  for line in (tmp_path / "alarms.jsonl").read_text().splitlines():
+    json.loads(line, parse_constant=_raise)
+  written = monitoring.read_jsonl(tmp_path / "alarms.jsonl")
+  key = lambda e: (e["step"], e["event"], e["metric"])  # noqa: E731
+  assert [key(e) for e in written] == [key(e) for e in events]
+  kinds = {e["event"] for e in events}
+  assert {"nonfinite", "exploding_update_ratio"} <= kinds
+  first_nan = min(e["step"] for e in events if e["event"] == "nonfinite")
+  assert min(e["step"] for e in events) < first_nan  # the explosion is flagged before the NaN
+
+
+def test_module_docstring_example_runs_as_pasted(tmp_path, monkeypatch):
+  doc = monitoring.__doc__
+  block = doc[doc.index("your own loop)::\n") + len("your own loop)::\n"):]
+  code = textwrap.dedent(block.rstrip())
+  monkeypatch.chdir(tmp_path)
+  exec(compile(code, "monitoring_example", "exec"), {})  # noqa: S102
+  rows = monitoring.read_jsonl(tmp_path / "runs/my_mlp/metrics.jsonl")
+  assert [r["step"] for r in rows] == list(range(0, 100, 10))
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  assert {"grad_norm/Dense_0", "update_ratio/Dense_2", "update_norm"} <= set(rows[0])
+
+
+def test_monitor_dead_units_tensorboard_and_errors(tmp_path):
+  pytest.importorskip("tensorboardX")
+  model, params, loss_fn, sample = _user_setup()
+  x, _ = sample(None)
+  grads = jax.grad(lambda p: loss_fn(p, {}, sample(None))[0])(params)
+  updates = jax.tree.map(lambda g: -0.1 * g, grads)
+  h = jnp.concatenate([jnp.zeros((32, 2)), jnp.ones((32, 6))], -1)  # 2 of 8 units dead
+  with monitoring.Monitor(tmp_path, tensorboard=True, activation="relu") as monitor:
+    metrics = jax.jit(lambda g, p, u: monitor.measure(g, p, u, outputs={"Dense_0": h}))(
+        grads, params, updates)
+    monitor.log(0, metrics, loss=1.0, params=params, grads=grads, accuracy=0.5)
+  (row,) = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  assert row["dead/Dense_0"] == 0.25 and row["accuracy"] == 0.5
+  np.testing.assert_allclose(row["grad_norm/Dense_1"],
+                             np.linalg.norm(grads["Dense_1"]["kernel"]), **_tol.F32)
+  np.testing.assert_allclose(row["update_ratio/Dense_0"],
+                             np.linalg.norm(updates["Dense_0"]["kernel"])
+                             / np.linalg.norm(params["Dense_0"]["kernel"]), **_tol.F32)
+  events = monitoring.read_events(tmp_path)
+  assert events["scalars"]["grad_norm/Dense_0"][0][0] == 0
+  assert {"weights/Dense_0", "gradients/Dense_2"} <= set(events["histograms"])
+  with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):
+    monitoring.Monitor(tmp_path, every=0)
+  with pytest.raises(ValueError, match="got 'gelu', valid choices"):
+    monitoring.Monitor(tmp_path, activation="gelu")
+  with pytest.raises(ValueError, match="needs Monitor\\(activation=...\\)"):
+    monitoring.Monitor(tmp_path).measure(grads, params, updates, outputs={"Dense_0": h})
+  stacked = jax.vmap(lambda g: monitor.measure(g, params, updates))(
+      jax.tree.map(lambda g: jnp.stack([g, g]), grads))
+  with pytest.raises(ValueError, match="expected \\(\\): log one step of one run"):
+    monitoring.Monitor(tmp_path).log(0, stacked)
