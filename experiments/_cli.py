@@ -1,8 +1,22 @@
-"""What every experiment shares: flags from its ``Config``, JSON output, progress.
+"""What every experiment shares: flags from its ``Config``, files, resuming, progress.
 
 An experiment module defines a frozen dataclass ``Config`` (with classmethods
 ``quick()`` and ``smoke()``), ``run(config, out_dir) -> dict`` and
 ``main(argv=None)``, which calls :func:`main`.
+
+Files: ``--out`` (default ``runs/<experiment>``, also under ``python -m``)
+gets ``config.json`` before the run and ``results.json`` from it, both strict
+JSON written atomically by :mod:`jaxgrad.files` (NaN and ±inf as the strings
+``"nan"``, ``"inf"``, ``"-inf"``; :func:`jaxgrad.files.read_json` reads them
+back as floats).
+
+Reruns: a rerun into a folder whose ``config.json`` holds the same config goes
+on from what is there; another config is refused (exit 2) unless
+``--overwrite``, which starts afresh. Experiments that rewrite
+``results.json`` after every setting (one entry of ``results["settings"]``
+each) pass ``settings=`` to :func:`main` and skip what
+:func:`finished_settings` returns. Ctrl-C exits 130 without a traceback and
+says what was kept.
 """
 
 import argparse
@@ -14,17 +28,19 @@ import pathlib
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 # Before numpy/jax are imported by any experiment: CPU SVD is otherwise up to
 # 50x slower when the cores are busy (see shared/notes/jax-stack.md).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 
-from jaxgrad import compilation_cache  # noqa: E402
+from jaxgrad import compilation_cache, files  # noqa: E402
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
 
 
 def _parse_tuple(item_type: type) -> Callable[[str], tuple]:
@@ -57,22 +73,98 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, hints)
   parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
 
 
-def parse_config(config_cls: type, argv: list[str] | None, *, name: str, doc: str | None):
-  """Parses ``argv`` into ``(config, out_dir)``.
+def experiment_name(module_name: str) -> str:
+  """The experiment's short name, also when its module runs as ``__main__``.
+
+  Under ``python -m experiments.adding_problem`` the module's ``__name__`` is
+  ``"__main__"``, but its ``__spec__`` still says
+  ``experiments.adding_problem``; run as a script, its file name says it.
+
+  Args:
+    module_name: the module's ``__name__``.
+
+  Returns:
+    The last part of the module's dotted name, e.g. ``"adding_problem"``.
+  """
+  module = sys.modules.get(module_name)
+  spec = getattr(module, "__spec__", None)
+  if spec is not None and spec.name and spec.name != "__main__":
+    module_name = spec.name
+  elif module_name == "__main__" and getattr(module, "__file__", None):
+    module_name = pathlib.Path(module.__file__).stem
+  return module_name.rsplit(".", 1)[-1]
+
+
+class Parsed(typing.NamedTuple):
+  """What :func:`parse_config` read from the command line."""
+
+  config: Any
+  out: pathlib.Path
+  overwrite: bool
+
+
+def _encoded(config: Any) -> Any:
+  """``config`` as it reads back from ``config.json`` before decoding (NaN as ``"nan"``)."""
+  return json.loads(files.to_json(config))
+
+
+def _stored_config(out: pathlib.Path) -> Any:
+  """``out/config.json`` parsed but not decoded (comparable with :func:`_encoded`); ``None`` if absent."""
+  path = out / CONFIG_FILE
+  if not path.is_file():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+    return "(unreadable)"
+
+
+def _config_difference(stored: Any, config: Any) -> str:
+  new = _encoded(config)
+  if not isinstance(stored, dict):
+    return f"its {CONFIG_FILE} is {stored!r}"
+  absent = "(absent)"
+  keys = [k for k in {**stored, **new} if stored.get(k, absent) != new.get(k, absent)]
+  return "; ".join(f"{k}: {stored.get(k, absent)!r} there, {new.get(k, absent)!r} now"
+                   for k in keys)
+
+
+def _check_out(parser: argparse.ArgumentParser, out: pathlib.Path, config: Any,
+               overwrite: bool) -> None:
+  """Exits 2 unless ``out`` can take this run: a folder that is (or can be made) writable, same config."""
+  if out.exists() and not out.is_dir():
+    parser.error(f"--out {out}: exists and is not a folder")
+  existing = next((p for p in [out, *out.parents] if p.exists()), None)
+  if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+    parser.error(f"--out {out}: {existing} is not a writable folder")
+  stored = _stored_config(out)
+  if stored is not None and not overwrite and stored != _encoded(config):
+    parser.error(f"--out {out} holds a run of another config ({_config_difference(stored, config)}); "
+                 "pass --overwrite to start afresh there, or choose another --out")
+
+
+def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
+                 doc: str | None) -> Parsed:
+  """Parses and checks ``argv``, before JAX does any work.
 
   Every ``Config`` field becomes a flag (``--field-name``); ``--quick`` starts
   from ``Config.quick()`` instead of the defaults; ``--out`` defaults to
   ``runs/<name>``; JAX's persistent compilation cache is enabled unless
-  ``--no-compile-cache``. A bad value exits with argparse's usage error, which
-  names the flag and the expected type or choices.
+  ``--no-compile-cache``. A bad value exits 2 with argparse's usage error,
+  which names the flag and the expected type or choices; so does an ``--out``
+  that is a file or not writable, or that holds a run of another config
+  (unless ``--overwrite``).
   """
   parser = argparse.ArgumentParser(
       prog=f"python -m experiments.{name}", description=doc,
       formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs") / name,
-                      help="output directory (default: runs/%(prog)s name)")
+                      help=f"output directory (default: runs/{name})")
   parser.add_argument("--quick", action="store_true", help="small preset, under a minute on 2 CPU cores")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="start afresh in --out even if it holds a run of another config "
+                           "(a rerun of the same config resumes; another is refused)")
   parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                       help="do not use JAX's persistent compilation cache "
                            "($JAXGRAD_COMPILE_CACHE or ~/.cache/jaxgrad/xla)")
@@ -87,31 +179,38 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str, doc: st
     config = dataclasses.replace(base, **overrides)
   except ValueError as e:  # Config.__post_init__ validation
     parser.error(str(e))
+  _check_out(parser, args.out, config, args.overwrite)
   if args.compile_cache:
     compilation_cache.enable()
-  return config, args.out
-
-
-def to_jsonable(obj: Any) -> Any:
-  """Arrays to lists, dataclasses to dicts; NaN and inf stay (Python's json writes them)."""
-  if dataclasses.is_dataclass(obj):
-    return to_jsonable(dataclasses.asdict(obj))
-  if isinstance(obj, Mapping):
-    return {str(k): to_jsonable(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [to_jsonable(v) for v in obj]
-  if hasattr(obj, "__array__"):
-    arr = np.asarray(obj)
-    return arr.item() if arr.ndim == 0 else arr.tolist()
-  if isinstance(obj, (np.generic,)):
-    return obj.item()
-  return obj
+  return Parsed(config, args.out, args.overwrite)
 
 
 def write_json(path: pathlib.Path, obj: Any) -> pathlib.Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(to_jsonable(obj), indent=1))
-  return path
+  """Writes ``obj`` to ``path`` as strict JSON, atomically (:func:`jaxgrad.files.write_json`)."""
+  return files.write_json(path, obj)
+
+
+def finished_settings(out_dir: pathlib.Path, config: Any) -> dict[str, Any]:
+  """The settings that an earlier run of this same ``config`` left in ``out_dir``, by name.
+
+  Args:
+    out_dir: the run's folder.
+    config: the run's ``Config``.
+
+  Returns:
+    ``results.json``'s ``"settings"`` (NaN and ±inf as floats, arrays as
+    lists) when ``out_dir/config.json`` holds ``config``; ``{}`` otherwise: a
+    fresh folder, another config, an unreadable file, or ``run`` called
+    without :func:`main` (which writes ``config.json`` first).
+  """
+  path = out_dir / RESULTS_FILE
+  if not path.is_file() or _stored_config(out_dir) != _encoded(config):
+    return {}
+  try:
+    settings = files.read_json(path).get("settings", {})
+  except (OSError, ValueError, AttributeError):  # unreadable or not an object: start afresh
+    return {}
+  return settings if isinstance(settings, dict) else {}
 
 
 def progress(items: Iterable, *, desc: str, total: int | None = None) -> Iterable:
@@ -134,21 +233,68 @@ def format_table(header: list[str], rows: list[list[Any]]) -> str:
   return "\n".join(lines)
 
 
-def main(module_name: str, config_cls: type, run: Callable, summary: Callable[[dict], str],
-         argv: list[str] | None, doc: str | None, *, quick_compiles_fast: bool = False) -> dict:
-  """Parse flags, write ``config.json``, ``run``, print the summary table.
+def _kept(out: pathlib.Path, config: Any, names: list[str]) -> int:
+  return len(set(finished_settings(out, config)) & set(names))
 
-  ``quick_compiles_fast``: the ``--quick`` preset's time is compile time, so
-  under ``--quick`` compile for speed, not for run time
-  (:func:`jaxgrad.compilation_cache.prefer_fast_compile`; level 0 measured on
-  ``adding_problem --quick``: 60 s -> 32 s). Full runs keep optimised code.
+
+def main(module_name: str, config_cls: type, run: Callable, summary: Callable[[dict], str],
+         argv: list[str] | None, doc: str | None, *, quick_compiles_fast: bool = False,
+         settings: Callable[[Any], list[str]] | None = None) -> dict:
+  """Parses the flags, writes ``config.json``, runs, prints the summary table.
+
+  Args:
+    module_name: the experiment module's ``__name__`` (``"__main__"`` under
+      ``python -m`` is understood: :func:`experiment_name`).
+    config_cls: the experiment's ``Config``.
+    run: ``run(config, out_dir) -> results``.
+    summary: ``summary(results) -> str``, the printed table.
+    argv: the flags; ``sys.argv[1:]`` if ``None``.
+    doc: the experiment's docstring, shown by ``--help``.
+    quick_compiles_fast: the ``--quick`` preset's time is compile time, so
+      under ``--quick`` compile for speed, not for run time
+      (:func:`jaxgrad.compilation_cache.prefer_fast_compile`; level 0 measured
+      on ``adding_problem --quick``: 60 s -> 32 s). Full runs keep optimised
+      code.
+    settings: for an experiment that rewrites ``results.json`` after every
+      setting, ``settings(config)`` names all the settings the config runs
+      (the keys of ``results["settings"]``); a rerun then says what it resumes
+      from, and Ctrl-C prints ``interrupted: kept N of M settings in DIR``.
+
+  Returns:
+    ``run``'s results. Ctrl-C exits 130 without a traceback (raises
+    ``SystemExit(130)``, or, when the experiment is the program itself,
+    ``os._exit(130)``, as an interrupted XLA compile can crash the
+    interpreter's teardown).
   """
-  name = module_name.rsplit(".", 1)[-1]
+  name = experiment_name(module_name)
   if quick_compiles_fast and "--quick" in (sys.argv[1:] if argv is None else argv):
     compilation_cache.prefer_fast_compile()
-  config, out = parse_config(config_cls, argv, name=name, doc=doc)
-  write_json(out / "config.json", config)
-  results = run(config, out)
+  config, out, overwrite = parse_config(config_cls, argv, name=name, doc=doc)
+  if overwrite:
+    (out / RESULTS_FILE).unlink(missing_ok=True)
+  write_json(out / CONFIG_FILE, config)
+  names = list(settings(config)) if settings is not None else []
+  if names and (kept := _kept(out, config, names)):
+    print(f"resuming: {kept} of {len(names)} settings already in {out}/", file=sys.stderr)
+  try:
+    results = run(config, out)
+  except KeyboardInterrupt:
+    if names:
+      print(f"\ninterrupted: kept {_kept(out, config, names)} of {len(names)} settings in {out}/",
+            file=sys.stderr)
+    else:
+      print(f"\ninterrupted: {name} writes {RESULTS_FILE} at the end, so nothing of this run "
+            f"is kept in {out}/", file=sys.stderr)
+    if module_name == "__main__":
+      # Ctrl-C during an XLA compile returns to Python while the compile goes
+      # on in another thread, and the interpreter's teardown then crashes
+      # (seen on jaxlib 0.10.2: "Fatal Python error: Segmentation fault" and
+      # exit -11 after the message). Every file is already complete (atomic
+      # writes), so the program leaves at once.
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)
+    raise SystemExit(130) from None
   print(summary(results))
   print(f"\nwrote {out}/")
   return results

@@ -136,18 +136,30 @@ def setting_name(cell: str, clipping: str, length: int) -> str:
   return f"{cell}/{clipping}/T={length}"
 
 
+def setting_names(config: Config) -> list[str]:
+  """Every setting a run of ``config`` writes, in the order it writes them."""
+  return [setting_name(c, k, t) for t in config.lengths for c in config.cells
+          for k in config.clipping]
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
   """Trains every setting; ``results.json`` is rewritten after each (cell, T).
 
   A long run that is stopped (the default took 74 min on 2 cores) keeps every
-  setting it finished; the figures come at the end.
+  setting it finished, and a rerun of the same config into the same folder
+  (through :func:`main`) trains only the others; the figures come at the end.
   """
   jobs = [(c, t) for t in config.lengths for c in config.cells]
+  done = _cli.finished_settings(out_dir, config)
   settings = {}
   results = {"config": config, "solved_mse": SOLVED_MSE, "constant_mse": CONSTANT_MSE,
              "logged_steps": np.arange(1, config.steps // config.log_every + 1) * config.log_every,
              "settings": settings}
   for cell, length in _cli.progress(jobs, desc="adding problem"):
+    names = [setting_name(cell, k, length) for k in config.clipping]
+    if all(n in done for n in names):
+      settings.update((n, done[n]) for n in names)
+      continue
     for clipping, out in train_settings(config, cell, length).items():
       settings[setting_name(cell, clipping, length)] = {
           "cell": cell, "clipping": clipping, "length": length, **out}
@@ -204,7 +216,8 @@ def summary(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__, quick_compiles_fast=True)
+  return _cli.main(__name__, Config, run, summary, argv, __doc__, quick_compiles_fast=True,
+                   settings=setting_names)
 
 
 if __name__ == "__main__":

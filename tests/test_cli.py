@@ -1,0 +1,219 @@
+"""The experiments' harness as a user meets it: ``python -m experiments.<name>``, files, reruns.
+
+The subprocess tests run the README's command from a temporary working
+directory; the rest call ``main`` in-process with a fake trainer (no JAX work).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import _cli
+from experiments import adding_problem as ap
+from jaxgrad import files
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# adding_problem at its smallest: two settings (T = 4, 5), one compile each.
+TINY_ADDING = ["--lengths", "4,5", "--cells", "lstm", "--clipping", "none", "--seeds", "2",
+               "--hidden", "4", "--steps", "4", "--batch-size", "4", "--test-size", "50",
+               "--log-every", "1", "--unroll", "1"]
+
+
+def _env() -> dict[str, str]:
+  path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+  return {**os.environ, "PYTHONPATH": path, "JAXGRAD_NO_PROGRESS": "1"}
+
+
+def _python_m(name: str, *argv: str, cwd: pathlib.Path, **kwargs) -> subprocess.Popen:
+  return subprocess.Popen([sys.executable, "-m", f"experiments.{name}", *argv], cwd=cwd,
+                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **kwargs)
+
+
+def _strict(text: str):
+  def refuse(token):
+    raise AssertionError(f"non-strict JSON token {token}")
+
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_help_shows_the_module_and_the_default_folder(tmp_path):
+  proc = _python_m("activations", "--help", cwd=tmp_path)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  assert out.startswith("usage: python -m experiments.activations ")
+  assert "(default: runs/activations)" in out
+  assert "__main__" not in out
+
+
+def test_python_m_writes_runs_name_in_the_working_directory(tmp_path):
+  proc = _python_m("activations", "--activations", "sigmoid,tanh", "--x-max", "4", "--step", "1e-3",
+                   "--max-depth", "8", cwd=tmp_path)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  run_dir = tmp_path / "runs" / "activations"
+  assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["activations"]
+  assert {"config.json", "results.json"} <= {p.name for p in run_dir.iterdir()}
+  assert _strict((run_dir / "config.json").read_text())["activations"] == ["sigmoid", "tanh"]
+  results = _strict((run_dir / "results.json").read_text())
+  assert set(results["activations"]) == {"sigmoid", "tanh"}
+  assert "wrote runs/activations/" in out
+
+
+@pytest.mark.parametrize("module_name, name", [
+    ("experiments.adding_problem", "adding_problem"), ("adding_problem", "adding_problem"),
+])
+def test_experiment_name(module_name, name):
+  assert _cli.experiment_name(module_name) == name
+
+
+# --- reruns, in-process with a fake trainer ---------------------------------------------------
+
+
+def _fake_train_settings(calls: list, interrupt_at: int | None = None):
+  """Stands in for ap.train_settings: a deterministic result per (cell, T), one diverged seed."""
+  def train_settings(config, cell, length):
+    calls.append((cell, length))
+    if len(calls) == interrupt_at:
+      raise KeyboardInterrupt
+    logged = config.steps // config.log_every
+    loss = np.full((config.seeds, logged), 0.1 * length, np.float32)
+    loss[0, -1] = np.nan  # a diverged seed: strict JSON has to carry it
+    test_mse = np.array([np.inf, 0.01 * length][:config.seeds], np.float32)
+    return {k: {"loss": loss, "grad_norm": loss * 2, "test_mse": test_mse,
+                "error_rate": np.zeros(config.seeds), "constant_mse": np.full(config.seeds, 1 / 6),
+                "diverged_at": np.array([logged - 1, -1][:config.seeds]),
+                "solved": test_mse < ap.SOLVED_MSE, "fraction_solved": 0.5, "diverged": 1}
+            for k in config.clipping}
+
+  return train_settings
+
+
+ARGV = ["--lengths", "4,5,6", "--cells", "lstm", "--clipping", "none", "--seeds", "2",
+        "--steps", "4", "--log-every", "2", "--no-compile-cache"]
+
+
+def test_a_rerun_resumes_and_ends_with_the_uninterrupted_results(tmp_path, monkeypatch, capsys):
+  calls = []
+  monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls))
+  ap.main(ARGV + ["--out", str(tmp_path / "whole")])
+  whole = (tmp_path / "whole" / "results.json").read_text()
+  _strict(whole)
+
+  calls.clear()
+  monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls, interrupt_at=3))
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(tmp_path / "part")])
+  assert stop.value.code == 130
+  err = capsys.readouterr().err
+  assert f"interrupted: kept 2 of 3 settings in {tmp_path / 'part'}/" in err
+
+  calls.clear()
+  monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls))
+  results = ap.main(ARGV + ["--out", str(tmp_path / "part")])
+  assert calls == [("lstm", 6)]  # T = 4 and 5 were kept
+  assert f"resuming: 2 of 3 settings already in {tmp_path / 'part'}/" in capsys.readouterr().err
+  assert (tmp_path / "part" / "results.json").read_text() == whole
+  assert np.isnan(results["settings"][ap.setting_name("lstm", "none", 4)]["loss"][0][-1])
+  assert (tmp_path / "part" / "loss.png").exists()
+
+
+def test_another_config_is_refused_naming_overwrite(tmp_path, monkeypatch, capsys):
+  calls = []
+  monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls))
+  ap.main(ARGV + ["--out", str(tmp_path)])
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(tmp_path), "--seeds", "1"])
+  assert stop.value.code == 2
+  err = capsys.readouterr().err
+  assert "holds a run of another config (seeds: 2 there, 1 now)" in err
+  assert "--overwrite" in err
+  assert files.read_json(tmp_path / "config.json")["seeds"] == 2  # left as it was
+
+  calls.clear()
+  ap.main(ARGV + ["--out", str(tmp_path), "--seeds", "1", "--overwrite"])
+  assert len(calls) == 3  # afresh: nothing resumed
+  assert files.read_json(tmp_path / "config.json")["seeds"] == 1
+  settings = files.read_json(tmp_path / "results.json")["settings"]
+  assert all(len(s["test_mse"]) == 1 for s in settings.values())
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+  (tmp_path / "taken").write_text("")
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(tmp_path / "taken")])
+  assert stop.value.code == 2
+  assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root may write to a read-only folder")
+def test_out_in_a_read_only_folder_is_a_clear_error(tmp_path, capsys):
+  locked = tmp_path / "locked"
+  locked.mkdir(mode=0o555)
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(locked / "run")])
+  assert stop.value.code == 2
+  assert "is not a writable folder" in capsys.readouterr().err
+
+
+# --- killed and interrupted for real, in a subprocess ------------------------------------------
+
+
+def _wait_for_settings(path: pathlib.Path, n: int, proc: subprocess.Popen, timeout: float = 300):
+  """Polls results.json (replaced atomically, so never half-written) until it holds n settings."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if path.exists() and len(files.read_json(path)["settings"]) >= n:
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"exited {proc.returncode} early: {proc.communicate()[1][-2000:]}")
+    time.sleep(0.01)
+  raise AssertionError(f"no {n} settings in {path} after {timeout} s")
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_results(tmp_path):
+  killed = _python_m("adding_problem", *TINY_ADDING, "--out", "part", cwd=tmp_path)
+  _wait_for_settings(tmp_path / "part" / "results.json", 1, killed)
+  killed.send_signal(signal.SIGKILL)
+  killed.communicate(timeout=60)
+  assert len(files.read_json(tmp_path / "part" / "results.json")["settings"]) == 1
+
+  rerun = _python_m("adding_problem", *TINY_ADDING, "--out", "part", cwd=tmp_path)
+  _, err = rerun.communicate(timeout=600)
+  assert rerun.returncode == 0, err
+  assert "resuming: 1 of 2 settings already in part/" in err
+
+  # Last, so that both programs come from the compilation cache.
+  whole = _python_m("adding_problem", *TINY_ADDING, "--out", "whole", cwd=tmp_path)
+  _, err = whole.communicate(timeout=600)
+  assert whole.returncode == 0, err
+  assert ((tmp_path / "part" / "results.json").read_text()
+          == (tmp_path / "whole" / "results.json").read_text())
+
+
+def test_sigint_prints_what_was_kept_without_a_traceback_and_exits_130(tmp_path):
+  """Ctrl-C a second into the run: XLA is compiling the first setting (or Python is tracing it)."""
+  proc = _python_m("adding_problem", *TINY_ADDING, "--no-compile-cache", "--out", "run",
+                   cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  deadline = time.monotonic() + 300
+  while not (tmp_path / "run" / "config.json").exists() and time.monotonic() < deadline:
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    time.sleep(0.01)
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  assert "Traceback" not in err and "Fatal Python error" not in err
+  kept = len(files.read_json(tmp_path / "run" / "results.json")["settings"]) if (
+      tmp_path / "run" / "results.json").exists() else 0
+  assert err.strip().endswith(f"interrupted: kept {kept} of 2 settings in run/")
