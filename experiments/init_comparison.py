@@ -57,7 +57,7 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, diagnostics, initializers, plotting, theory  # noqa: E402
+from jaxgrad import activations, diagnostics, initializers, plotting, probe, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -237,14 +237,16 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
 
   grads = jax.grad(loss64)(_cast(variables, jnp.float64))
   weights, preacts = grads["params"], grads[diagnostics.PERTURBATIONS]
+  layout = probe.layout(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
   return {
-      "weight": diagnostics.layer_grad_norms(weights).stack(),
+      "weight": diagnostics.layer_grad_norms(weights, layout=layout).stack(),
       "weight_f32": diagnostics.per_layer(_cast(weights, jnp.float32), "kernel",
-                                         jnp.linalg.norm).stack(),
-      "signal": diagnostics.signal_norms(preacts).stack(),
+                                         jnp.linalg.norm, layout=layout).stack(),
+      "signal": diagnostics.signal_norms(preacts, layout=layout).stack(),
       "signal_f32": diagnostics.per_layer(_cast(preacts, jnp.float32), "preact",
-                                         _naive_example_norm).stack(),
-      "zero_entries": diagnostics.per_layer(weights, "kernel", lambda g: jnp.sum(g == 0)).stack(),
+                                         _naive_example_norm, layout=layout).stack(),
+      "zero_entries": diagnostics.per_layer(weights, "kernel", lambda g: jnp.sum(g == 0),
+                                           layout=layout).stack(),
   }
 
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import data, mixed_precision, plotting, training  # noqa: E402
+from jaxgrad import data, mixed_precision, plotting, probe, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -82,6 +82,7 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
   model = DeepMLP(depth=config.depth, width=config.width, out_features=ds.num_classes,
                   activation=config.activation, kernel_init=config.init)
   x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+  layout = probe.layout(model, x_train[:1])
 
   def logits_fn(params, x, dtype=dtype):
     p16 = mixed_precision.cast(params, dtype)
@@ -103,8 +104,8 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
     # Underflow: entries that are exactly 0 here but not in float32, same params and batch.
     reference = float32_grad(info.params, info.batch)
     lost = jax.tree.map(lambda g, r: jnp.where((g == 0) & (r != 0), 0.0, 1.0), info.grads, reference)
-    return {"zero_fraction": mixed_precision.zero_fraction(info.grads),
-            "underflow": mixed_precision.zero_fraction(lost),
+    return {"zero_fraction": mixed_precision.zero_fraction(info.grads, layout=layout),
+            "underflow": mixed_precision.zero_fraction(lost, layout=layout),
             "loss_scale": mixed_precision.loss_scale(info.opt_state)}
 
   def one_seed(key):

@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import activations, data, diagnostics, initializers, plotting, theory  # noqa: E402
+from jaxgrad import activations, data, diagnostics, initializers, plotting, probe, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm  # noqa: E402
 from jaxgrad.training import OptimizerConfig, make_optimizer, train  # noqa: E402
@@ -123,6 +123,8 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
   x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
   x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
   sample = lambda key: data.sample_batch(key, x_train, y_train, config.batch)  # noqa: E731
+  layout = (probe.layout(model, x_train[:config.batch], train=True, mutable=["batch_stats"])
+            if norm == "batch" else probe.layout(model, x_train[:config.batch]))
   to_plain = from_weight_norm if norm == "weight" else (lambda p: p)
   optimizer = make_optimizer(OptimizerConfig("adam", config.learning_rate))
 
@@ -148,10 +150,10 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
         lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
         (params, state, perturbations, batch))
     grads = jax.grad(lambda p: loss_fn(p, state, batch)[0])(params)
-    norms = diagnostics.layer_grad_norms(grads, weight_names=("kernel", "v"))
+    norms = diagnostics.layer_grad_norms(grads, weight_names=("kernel", "v"), layout=layout)
     signal = diagnostics.backprop_signal(
         lambda v: cross_entropy(logits(v, batch[0])[0], batch[1]),
-        {"params": to_plain(params), **state, "perturbations": perturbations})
+        {"params": to_plain(params), **state, "perturbations": perturbations}, layout=layout)
     return norms.stack(), signal.stack(), zero_fraction
 
   def one(key):

@@ -42,7 +42,7 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, diagnostics, plotting, theory  # noqa: E402
+from jaxgrad import activations, diagnostics, plotting, probe, theory  # noqa: E402
 from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP  # noqa: E402
 from jaxgrad.models.residual import ResidualStack  # noqa: E402
 from jaxgrad.models.residual import signal_theory  # noqa: E402
@@ -130,6 +130,7 @@ def measure(config: Config, arch: str, activation: str, norm: str) -> dict[str, 
   model = _model(arch, activation, norm, config, dtype)
   stack = _stack(arch, activation, norm, config, dtype)
   capture = lambda mdl, method: mdl.name in ("first", "hidden") and method == "__call__"  # noqa: E731
+  layout = probe.layout(model, jax.ShapeDtypeStruct((config.batch, config.width), dtype))
 
   def one(key):
     k_init, k_x, k_t = jax.random.split(key, 3)
@@ -137,7 +138,7 @@ def measure(config: Config, arch: str, activation: str, norm: str) -> dict[str, 
     target = jax.random.normal(k_t, (config.batch, config.width), dtype)
     variables = model.init(k_init, x)
     loss = lambda v: jnp.mean(jnp.sum((model.apply(v, x) - target) ** 2, -1))  # noqa: E731
-    signal = diagnostics.backprop_signal(loss, variables).stack()
+    signal = diagnostics.backprop_signal(loss, variables, layout=layout).stack()
     _, state = model.apply({"params": variables["params"]}, x, capture_intermediates=capture,
                            mutable=["intermediates"])
     (h0,) = state["intermediates"]["first"]["__call__"]

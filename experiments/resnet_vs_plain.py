@@ -33,10 +33,11 @@ import warnings
 from experiments import _cli
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import diagnostics, plotting  # noqa: E402
+from jaxgrad import diagnostics, plotting, probe  # noqa: E402
 from jaxgrad.models import resnet  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -89,6 +90,8 @@ def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dic
   model = resnet.ResNet(STAGES[depth], width=config.width, num_classes=NUM_CLASSES,
                         residual=residual, norm=norm)
   shape = (config.batch, config.image_size, config.image_size, 3)
+  layout = probe.layout(model, jax.ShapeDtypeStruct(shape, jnp.float32), train=True,
+                        mutable=["batch_stats"])
 
   def one(key):
     k_x, k_y, k_init = jax.random.split(key, 3)
@@ -100,9 +103,9 @@ def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dic
       logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    signal = diagnostics.backprop_signal(loss, variables)
+    signal = diagnostics.backprop_signal(loss, variables, layout=layout)
     grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
-    layer_norms = diagnostics.layer_grad_norms(grads)
+    layer_norms = diagnostics.layer_grad_norms(grads, layout=layout)
     return {"signal": signal.stack(), "layers": layer_norms,
             "loss": loss(variables)}
 

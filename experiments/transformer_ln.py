@@ -36,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import diagnostics, plotting, training  # noqa: E402
+from jaxgrad import diagnostics, plotting, probe, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
 from jaxgrad.sweep import sweep, sweep_grid  # noqa: E402
 
@@ -116,13 +116,14 @@ def cross_entropy(model, params, batch) -> jax.Array:
 def init_grad_norms(config: Config, depth: int, norm_position: str) -> np.ndarray:
   """||dL/dW2_l|| per seed and layer at initialization, shape (seeds, depth)."""
   model = make_model(config, depth, norm_position)
+  layout = probe.layout(model, reversal_batch(jax.random.key(0), config)[0])
 
   def one(key):
     k_init, k_data = jax.random.split(key)
     batch = reversal_batch(k_data, config)
     params = model.init(k_init, batch[0])["params"]
     grads = jax.grad(lambda p: cross_entropy(model, p, batch))(params)
-    norms = diagnostics.layer_grad_norms(grads)
+    norms = diagnostics.layer_grad_norms(grads, layout=layout)
     return jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)])
 
   keys = jax.random.split(_key(config.seed), config.seeds)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgrad.diagnostics._tree import per_layer
+from jaxgrad.probe import Trace
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -123,6 +124,12 @@ def cast(tree: Any, dtype: Any) -> Any:
       lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
 
 
-def zero_fraction(grads: Any, weight_names: str | tuple[str, ...] = "kernel") -> dict[str, jax.Array]:
-  """Per layer, the fraction of weight-gradient entries that are exactly 0 (underflow)."""
-  return per_layer(grads, weight_names, lambda g: jnp.mean((g == 0).astype(jnp.float32)))
+def zero_fraction(grads: Any, weight_names: str | tuple[str, ...] = "kernel", *,
+                  layout: Trace | None = None) -> dict[str, jax.Array]:
+  """Per layer, the fraction of weight-gradient entries that are exactly 0 (underflow).
+
+  ``layout`` (:func:`jaxgrad.probe.layout`) orders the layers by execution and
+  expands scanned stacks; without it the tree's order is kept.
+  """
+  return per_layer(grads, weight_names, lambda g: jnp.mean((g == 0).astype(jnp.float32)),
+                   layout=layout)

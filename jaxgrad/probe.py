@@ -95,9 +95,34 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Trace:
-  """The probed structure of one model at one input shape: rows in execution order."""
+  """The probed structure of one model at one input shape.
+
+  Attributes:
+    rows: the probed module calls, in execution order (as each call returns,
+      which is where its output, and so its signal, sits).
+    modules: every module path the run called, in the order the calls began.
+    stacks: ``(root path, number of layers)`` of every scanned stack: the
+      outermost module that sees its parameters without the layer axis.
+  """
 
   rows: tuple[Row, ...]
+  modules: tuple[tuple[str, ...], ...] = ()
+  stacks: tuple[tuple[tuple[str, ...], int], ...] = ()
+
+  def stack_of(self, path: Sequence[str]) -> tuple[int, int] | None:
+    """``(index of the stack's component in path, layers)`` if ``path`` sits in a stack."""
+    path = tuple(path)
+    for root, length in self.stacks:
+      if path[:len(root)] == root:
+        return len(root) - 1, length
+    return None
+
+  def position(self, path: Sequence[str]) -> int | None:
+    """Where the module at ``path`` began running, among :attr:`modules`."""
+    try:
+      return self.modules.index(tuple(path))
+    except ValueError:
+      return None
 
   def layers(self) -> list[tuple[str, Row, int | None]]:
     """``(name, row, layer index in its stack or None)``, in execution order.
@@ -188,7 +213,7 @@ def input_stats(x: jax.Array, out: Any, is_data: bool) -> dict[str, jax.Array]:
   x = jax.lax.stop_gradient(x).astype(jnp.float32)
   examples = tuple(range(x.ndim - 1))
   dead_units = jnp.all(x == 0, axis=examples)
-  live = ~dead_units
+  live = jnp.broadcast_to(~dead_units, x.shape)
   frac = lambda m: jnp.mean((m & live).astype(jnp.float32))  # noqa: E731
   return {**stats,
           "dead": jnp.mean(dead_units.astype(jnp.float32)),
@@ -230,25 +255,31 @@ class _Recorder:
                reduce_fn=lambda _, new: new, init_fn=lambda: None)
     return module.perturb(name, out)
 
-  def rows(self, collection: Mapping[str, Any]) -> tuple[Row, ...]:
-    """The rows seen, in execution order; ``collection``: the 'perturbations' after the call."""
+  def stacks(self) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """Stack roots: modules with a layer axis whose parent has none."""
+    roots = []
+    for path, lead in self.leads.items():
+      if lead > 1:
+        raise ValueError(f"module {'/'.join(path)} sits in nested scanned stacks "
+                         f"({lead} layer axes); the probe expands one")
+      if lead == 1 and not any(path[:k] in self.leads and self.leads[path[:k]] >= 1
+                               for k in range(1, len(path))):
+        leaf = jax.tree.leaves(subtree(self.outer_params, path))[0]
+        roots.append((path, int(leaf.shape[0])))
+    return tuple(roots)
+
+  def trace(self, collection: Mapping[str, Any]) -> Trace:
+    """What the run showed; ``collection``: the 'perturbations' after the call."""
+    partial = Trace((), tuple(self.leads), self.stacks())
     rows = []
     for (path, method), info in self.seen.items():
-      stack = None
-      if info["lead"] == 1:
-        prefixes = [k for k in range(len(path)) if self.leads.get(path[:k + 1], 0) >= 1]
-        s = min(prefixes) if prefixes else len(path) - 1
-        leaf = jax.tree.leaves(subtree(self.outer_params, path))[0]
-        stack = (s, int(leaf.shape[0]))
-      elif info["lead"] > 1:
-        raise ValueError(f"module {'/'.join(path)} sits in nested scanned stacks "
-                         f"({info['lead']} layer axes); the probe expands one")
+      stack = partial.stack_of(path)
       own = subtree(collection, path) or {}
       key = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
       rows.append(Row(path, method, info["kind"], info["params"], stack,
                       has_signal=key in own, has_stats=f"{STATS}:{method}" in own,
                       in_shape=info["in_shape"], out_shape=info["out_shape"]))
-    return tuple(rows)
+    return dataclasses.replace(partial, rows=tuple(rows))
 
 
 def _apply_kwargs(rngs, mutable) -> tuple[dict[str, Any], list[str]]:
@@ -360,12 +391,11 @@ def trace(model: nn.Module, variables: Mapping[str, Any], x: Any, *, rngs: Any =
     return collection
 
   collection = jax.eval_shape(shapes, variables, x)
-  rows = box["recorder"].rows(collection)
-  perturbations = _split(collection)[0]
-  if not rows:
+  found = box["recorder"].trace(collection)
+  if not found.rows:
     raise ValueError(f"{type(model).__name__} ran no module that owns parameters; "
                      "nothing to probe")
-  return Probe(model, Trace(rows), perturbations, rngs, mutable,
+  return Probe(model, found, _split(collection)[0], rngs, mutable,
                tuple(sorted(apply_kwargs.items())))
 
 
@@ -384,3 +414,23 @@ def row_values(tree: Mapping[str, Any], row: Row, leaf: str | Sequence[str],
     return reduce(jnp.concatenate([jnp.ravel(a) for a in leaves]))
   flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a in leaves], axis=1)
   return jax.vmap(reduce)(flat)
+
+
+def layout(model: nn.Module, x: Any, *, variables: Mapping[str, Any] | None = None,
+           rngs: Any = None, mutable: Any = False, **apply_kwargs) -> Trace:
+  """The model's execution order and scanned stacks, for :func:`jaxgrad.diagnostics.per_layer`.
+
+  Without ``variables`` the model is initialised abstractly (``jax.eval_shape``
+  of ``model.init``: no FLOPs, no memory), so this is cheap enough to call
+  once outside a jitted training step.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxgrad.models import DeepMLP
+  >>> model = DeepMLP(depth=4, width=8, out_features=1)
+  >>> layout(model, jnp.ones((2, 5))).stacks
+  ((('hidden', 'layers'), 2),)
+  """
+  if variables is None:
+    init_rngs = {"params": jax.random.key(0), **(rngs or {})}
+    variables = jax.eval_shape(lambda inp: model.init(init_rngs, inp, **apply_kwargs), x)
+  return trace(model, variables, x, rngs=rngs, mutable=mutable, **apply_kwargs).trace

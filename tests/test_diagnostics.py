@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import activations, diagnostics
+from jaxgrad import activations, diagnostics, probe
 from jaxgrad.models import DeepMLP, DenseStack
 from tests import _tol
 
@@ -48,7 +48,7 @@ def _loop_forward(layers, x, phi, shifts=None):
 def test_layer_grad_norms_matches_a_hand_written_loop():
   model, v, x, y = _mlp_and_variables()
   loss = lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)  # noqa: E731
-  norms = diagnostics.layer_grad_norms(jax.grad(loss)(v["params"]))
+  norms = diagnostics.layer_grad_norms(jax.grad(loss)(v["params"]), layout=probe.layout(model, x))
 
   layers = _unstacked_weights(v["params"])
   loop_loss = lambda ls: jnp.mean((_loop_forward(ls, x, jnp.tanh) - y) ** 2)  # noqa: E731
@@ -62,7 +62,7 @@ def test_layer_grad_norms_matches_a_hand_written_loop():
 def test_backprop_signal_matches_a_hand_written_loop():
   model, v, x, y = _mlp_and_variables()
   loss = lambda vv: jnp.mean((model.apply(vv, x) - y) ** 2)  # noqa: E731
-  signal = diagnostics.backprop_signal(loss, v)
+  signal = diagnostics.backprop_signal(loss, v, layout=probe.layout(model, x))
 
   layers = _unstacked_weights(v["params"])
   shifts = [jnp.zeros((BATCH, w.shape[1])) for w, _ in layers]
@@ -79,9 +79,26 @@ def test_backprop_signal_without_perturbations_is_a_clear_error():
     diagnostics.backprop_signal(lambda vv: model.apply(vv, x).sum(), {"params": v["params"]})
 
 
-def test_flax_automatic_names_sort_naturally():
-  grads = {f"Dense_{i}": {"kernel": jnp.full((2, 2), float(i))} for i in range(12)}
-  assert list(diagnostics.layer_grad_norms(grads)) == [f"Dense_{i}" for i in range(12)]
+def test_without_a_layout_the_tree_order_is_kept_and_nothing_is_expanded():
+  grads = {f"Dense_{i}": {"kernel": jnp.full((2, 2), float(i))} for i in (0, 10, 2, 1)}
+  assert list(diagnostics.layer_grad_norms(grads)) == ["Dense_0", "Dense_10", "Dense_2", "Dense_1"]
+  # A module called `layers` or `ScanBlock_0` is not a stack because of its name.
+  named = {"layers": {"kernel": jnp.ones((4, 3, 3))}, "ScanBlock_0": {"kernel": jnp.ones((2, 3))}}
+  assert list(diagnostics.layer_grad_norms(named)) == ["layers", "ScanBlock_0"]
+
+
+def test_bad_trees_are_clear_errors():
+  with pytest.raises(ValueError, match="no leaf named 'nope'"):
+    diagnostics.layer_grad_norms({"d": {"kernel": jnp.ones(2)}}, weight_names="nope")
+  with pytest.raises(ValueError, match="d/kernel is list"):
+    diagnostics.layer_grad_norms({"d": {"kernel": [jnp.ones(2)]}})
+  with pytest.raises(ValueError, match="nested mapping"):
+    diagnostics.layer_grad_norms([jnp.ones(2)])
+
+
+def _layout(modules, stacks):
+  """A hand-written probe layout: module paths in the order they run, stack roots and lengths."""
+  return probe.Trace(rows=(), modules=tuple(modules), stacks=tuple(stacks))
 
 
 def _linear_stack(kernel_init, depth=5, width=6, dtype=jnp.float64):
@@ -169,9 +186,10 @@ class JitAgreement(parameterized.TestCase):
 
 
 def test_stacks_with_sublayers_are_ordered_layer_first():
-  grads = {"layers": {"attn": {"kernel": jnp.ones((2, 3, 3))}, "mlp": {"kernel": jnp.ones((2, 3, 3))}}}
-  assert list(diagnostics.layer_grad_norms(grads)) == [
-      "layers_000/attn", "layers_000/mlp", "layers_001/attn", "layers_001/mlp"]
+  grads = {"blocks": {"mlp": {"kernel": jnp.ones((2, 3, 3))}, "attn": {"kernel": jnp.ones((2, 3, 3))}}}
+  layout = _layout([("blocks",), ("blocks", "attn"), ("blocks", "mlp")], [(("blocks",), 2)])
+  assert list(diagnostics.layer_grad_norms(grads, layout=layout)) == [
+      "blocks_000/attn", "blocks_000/mlp", "blocks_001/attn", "blocks_001/mlp"]
 
 
 def test_layer_values_stack_and_reads_follow_the_layer_order_under_leading_axes():
@@ -183,7 +201,10 @@ def test_layer_values_stack_and_reads_follow_the_layer_order_under_leading_axes(
            "layers": {"attn": {"kernel": scale * jnp.ones((2, 3, 3))},
                       "mlp": {"kernel": 2 * scale * jnp.ones((2, 3, 3))}}}
   seeds = jnp.asarray([1.0, -1.0])
-  norms = jax.vmap(lambda s: diagnostics.layer_grad_norms(jax.tree.map(lambda g: s * g, grads)))(seeds)
+  layout = _layout([("head",), ("layers",), ("layers", "attn"), ("layers", "mlp")],
+                   [(("layers",), 2)])
+  norms = jax.vmap(lambda s: diagnostics.layer_grad_norms(jax.tree.map(lambda g: s * g, grads),
+                                                          layout=layout))(seeds)
   assert list(norms) == ["head", "layers_000/attn", "layers_000/mlp", "layers_001/attn",
                          "layers_001/mlp"]
   expected = 3.0 * jnp.asarray([10.0, 1.0, 2.0, 2.0, 4.0])  # ||c * ones(3, 3)||_F = 3c
@@ -198,8 +219,12 @@ def test_layer_values_stack_and_reads_follow_the_layer_order_under_leading_axes(
 def test_recording_per_layer_norms_costs_the_same_ops_at_any_depth(depth):
   # A scanned stack's norms are one vmapped reduction, not `depth` slices: the
   # traced program, hence compile time, does not grow with depth.
+  def norms(grads, layers):
+    layout = _layout([("first",), ("layers",)], [(("layers",), layers)])
+    return diagnostics.layer_grad_norms(grads, layout=layout)
+
   grads = {"first": {"kernel": jnp.ones((3, 3))}, "layers": {"kernel": jnp.ones((depth, 3, 3))}}
-  jaxpr = jax.make_jaxpr(diagnostics.layer_grad_norms)(grads)
-  assert len(jaxpr.eqns) == len(jax.make_jaxpr(diagnostics.layer_grad_norms)(
+  jaxpr = jax.make_jaxpr(lambda g: norms(g, depth))(grads)
+  assert len(jaxpr.eqns) == len(jax.make_jaxpr(lambda g: norms(g, 2))(
       {"first": {"kernel": jnp.ones((3, 3))}, "layers": {"kernel": jnp.ones((2, 3, 3))}}).eqns)
-  assert len(diagnostics.layer_grad_norms(grads)) == depth + 1
+  assert len(norms(grads, depth)) == depth + 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import init_comparison as ic
-from jaxgrad import diagnostics
+from jaxgrad import diagnostics, probe
 from jaxgrad.models import DeepMLP
 from tests import _tol
 
@@ -88,7 +88,7 @@ def test_float32_norm_underflows_but_the_gradient_does_not():
         variables["params"])
     # Differentiated for alone, in float32 (safe_norm does not underflow).
     signal = diagnostics.backprop_signal(lambda v: jnp.mean((model.apply(v, x) - t) ** 2),
-                                         variables).stack()
+                                         variables, layout=probe.layout(model, x)).stack()
   first = np.asarray(grads["first"]["dense"]["kernel"], dtype=np.float64)
   assert first.dtype == np.float64 and np.all(first != 0)
   assert profile["weight_f32"][0] == 0.0

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnostics
+from jaxgrad import diagnostics, probe
 from jaxgrad.models import DeepMLP, ResidualBlock, ResidualMLP
 from jaxgrad.models.residual import ResidualBranch, signal_theory
 from tests import _tol
@@ -84,7 +84,8 @@ def test_backprop_signal_has_one_entry_per_block():
   model = ResidualMLP(num_blocks=3, width=WIDTH, out_features=1)
   x = jax.random.normal(jax.random.key(1), (4, 5))
   variables = model.init(jax.random.key(0), x)
-  signal = diagnostics.backprop_signal(lambda v: jnp.mean(model.apply(v, x) ** 2), variables)
+  signal = diagnostics.backprop_signal(lambda v: jnp.mean(model.apply(v, x) ** 2), variables,
+                                       layout=probe.layout(model, x))
   assert list(signal) == ["first", "hidden/layers_000", "hidden/layers_001", "hidden/layers_002",
                           "last"]
   chex.assert_tree_all_finite(signal)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnostics
+from jaxgrad import diagnostics, probe
 from jaxgrad.models import resnet
 from tests import _tol
 
@@ -102,7 +102,9 @@ def test_identity_block_is_identity_when_residual_branch_is_zero():
 def test_backprop_signal_one_entry_per_block_input_to_output():
   model = resnet.ResNet(**TINY)
   loss = lambda v: jnp.mean(model.apply(v, X, train=True, mutable=["batch_stats"])[0] ** 2)  # noqa: E731
-  signal = jax.jit(lambda k: diagnostics.backprop_signal(loss, model.init(k, X)))(key(1))
+  layout = probe.layout(model, X, train=True, mutable=["batch_stats"])
+  signal = jax.jit(lambda k: diagnostics.backprop_signal(loss, model.init(k, X), layout=layout))(
+      key(1))
   assert list(signal) == ["stage1/block0", "stage2/block0", "stage2/layers_000"]
   assert all(np.isfinite(float(s)) and float(s) > 0 for s in signal.values())
 

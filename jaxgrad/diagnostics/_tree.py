@@ -1,9 +1,14 @@
-"""Per-layer views of parameter-shaped pytrees, ordered input to output.
+"""Per-layer views of parameter-shaped pytrees, in the model's execution order.
 
 A scanned stack of ``L`` layers keeps its per-layer values as one array with a
 layer axis (one vmapped op, not ``L`` slices), so a 10,000-layer train step
 that records per-layer norms compiles as fast as a 10-layer one;
 :class:`LayerValues` names the layers only when they are read.
+
+Which subtrees are stacks, and in which order the layers run, comes from a
+probe of the model (:func:`jaxgrad.probe.layout`): structure seen in the run,
+never guessed from a module's name. Without one, the tree's own order is kept
+and nothing is expanded.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -14,18 +19,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.models.mlp import STACK_NAME
+from jaxgrad.probe import Trace
 
 
 def _natural_key(path: str) -> list[Any]:
   """'Dense_10' sorts after 'Dense_9': digit runs compare as integers."""
   return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
-
-
-def _is_stacked(component: str) -> bool:
-  # jaxgrad names scanned stacks `layers`; Flax names an unnamed nn.scan of
-  # class `Block` `ScanBlock_0`.
-  return component == STACK_NAME or component.startswith("Scan")
 
 
 class _Group(NamedTuple):
@@ -44,18 +43,27 @@ class _Group(NamedTuple):
             for i in range(self.layers)]
 
 
+class _Layout(NamedTuple):
+  """Static: the groups and the order of their layers, ``(group, layer)`` input to output."""
+
+  groups: tuple[_Group, ...]
+  order: tuple[tuple[int, int], ...]
+
+  def index(self) -> dict[str, tuple[int, int]]:
+    return _index(self)
+
+  def permutation(self) -> tuple[int, ...]:
+    offsets = [0]
+    for group in self.groups:
+      offsets.append(offsets[-1] + group.layers)
+    return tuple(offsets[g] + i for g, i in self.order)
+
+
 @functools.lru_cache(maxsize=256)
-def _layout(groups: tuple[_Group, ...]) -> tuple[dict[str, tuple[int, int]], tuple[int, ...]]:
-  """Layer name -> (group, index in group), input to output; the stack() permutation."""
-  entries = [(name, g, i) for g, group in enumerate(groups)
-             for i, name in enumerate(group.names())]
-  # Expanded names sort layer first, then sublayer (layers_000/attn before layers_001/attn).
-  entries.sort(key=lambda e: _natural_key(e[0]))
-  offsets = [0]
-  for group in groups:
-    offsets.append(offsets[-1] + group.layers)
-  return ({name: (g, i) for name, g, i in entries},
-          tuple(offsets[g] + i for _, g, i in entries))
+def _index(layout: _Layout) -> dict[str, tuple[int, int]]:
+  """Layer name -> (group, index in group), input to output (cached: read once per name)."""
+  names = [g.names() for g in layout.groups]
+  return {names[g][i]: (g, i) for g, i in layout.order}
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -68,20 +76,21 @@ class LayerValues(Mapping[str, jax.Array]):
   :meth:`stack`, which gathers every layer in three ops.
   """
 
-  def __init__(self, groups: tuple[_Group, ...], arrays: tuple[Any, ...]):
-    self._groups = groups
+  def __init__(self, layout: _Layout, arrays: tuple[Any, ...]):
+    self._layout = layout
+    self._groups = layout.groups
     self._arrays = tuple(arrays)
 
   def tree_flatten_with_keys(self):
     keys = [jax.tree_util.DictKey("/".join(g.keys) or "root") for g in self._groups]
-    return tuple(zip(keys, self._arrays)), self._groups
+    return tuple(zip(keys, self._arrays)), self._layout
 
   @classmethod
-  def tree_unflatten(cls, groups, arrays):
-    return cls(groups, arrays)
+  def tree_unflatten(cls, layout, arrays):
+    return cls(layout, arrays)
 
   def __getitem__(self, name: str) -> jax.Array:
-    index, _ = _layout(self._groups)
+    index = self._layout.index()
     if name not in index:
       raise KeyError(f"no layer {name!r}; layers are {list(index)[:8]}"
                      f"{' ...' if len(index) > 8 else ''}")
@@ -92,7 +101,7 @@ class LayerValues(Mapping[str, jax.Array]):
     return array[(Ellipsis, i) + (slice(None),) * group.value_ndim]
 
   def __iter__(self) -> Iterator[str]:
-    return iter(_layout(self._groups)[0])
+    return iter(self._layout.index())
 
   def __len__(self) -> int:
     return sum(g.layers for g in self._groups)
@@ -113,16 +122,30 @@ class LayerValues(Mapping[str, jax.Array]):
     parts = [a if g.stack is not None else jnp.expand_dims(a, axis)
              for g, a in zip(self._groups, self._arrays)]
     out = jnp.concatenate(parts, axis=axis)
-    order = _layout(self._groups)[1]
+    order = self._layout.permutation()
     if order != tuple(range(len(order))):
       out = jnp.take(out, jnp.asarray(order), axis=axis)
     return out
+
+
+def _leaves(tree: Mapping[str, Any], names: tuple[str, ...], prefix=()) -> Iterator[tuple]:
+  """``(owner path, leaf)`` for every leaf called one of ``names``, in the tree's own order."""
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _leaves(value, names, prefix + (str(key),))
+    elif str(key) in names:
+      if value is None or isinstance(value, (list, tuple)):
+        raise ValueError(f"leaf {'/'.join(prefix + (str(key),))} is {type(value).__name__}, "
+                         "not an array")
+      yield prefix, value
 
 
 def per_layer(
     tree: Mapping[str, Any],
     leaf_name: str | tuple[str, ...],
     reduce: Callable[[jax.Array], jax.Array],
+    *,
+    layout: Trace | None = None,
 ) -> LayerValues:
   """Applies ``reduce`` to every leaf called ``leaf_name``, one entry per layer.
 
@@ -130,30 +153,52 @@ def per_layer(
     tree: nested dict, as Flax's variable collections are.
     leaf_name: the leaf key (or keys) that identifies a layer's array, e.g.
       ``'kernel'``; the layer's name is the path of the module that owns it.
-    reduce: maps one layer's array to a scalar or an array. Leaves under a
-      scanned stack carry an extra leading layer axis; ``jax.vmap(reduce)``
-      maps over it, and the stack's layers read back as ``layers_000`` and so on.
+    reduce: maps one layer's array to a scalar or an array.
+    layout: the model's probed structure (:func:`jaxgrad.probe.layout`).
+      With it, entries follow the execution order, and a leaf under a scanned
+      stack (an extra leading layer axis) is reduced per layer with
+      ``jax.vmap(reduce)``, its layers named ``<stack>_000``, ``<stack>_001``,
+      … in the order they run. Without it, the tree's own order is kept and
+      nothing is expanded.
 
-  Returns:
-    A :class:`LayerValues` ordered input to output: paths in natural sort order
-    (Flax's automatic names ``Dense_0 .. Dense_10`` and jaxgrad's module names
-    sort that way), a stack's layers in stack order.
+  Raises:
+    ValueError: for a tree that is not a mapping, a leaf that is not an array,
+      or a ``leaf_name`` no leaf has.
   """
-  leaf_names = (leaf_name,) if isinstance(leaf_name, str) else leaf_name
-  groups, arrays = [], []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = tuple(str(getattr(k, "key", k)) for k in path)
-    if not keys or keys[-1] not in leaf_names:
-      continue
-    keys = keys[:-1]
-    stacked = [i for i, k in enumerate(keys) if _is_stacked(k)]
-    if len(stacked) > 1:
-      raise ValueError(f"nested scanned stacks are not supported: {'/'.join(keys)}")
-    if stacked:
+  if not isinstance(tree, Mapping):
+    raise ValueError(f"tree must be a nested mapping (Flax params), got {type(tree).__name__}")
+  names = (leaf_name,) if isinstance(leaf_name, str) else tuple(leaf_name)
+  groups, arrays, keys = [], [], []
+  for path, leaf in _leaves(tree, names):
+    stack = layout.stack_of(path) if layout is not None else None
+    if stack is not None:
       value = jax.vmap(reduce)(leaf)
-      groups.append(_Group(keys, stacked[0], leaf.shape[0], jnp.ndim(value) - 1))
+      groups.append(_Group(path, stack[0], leaf.shape[0], jnp.ndim(value) - 1))
     else:
       value = reduce(leaf)
-      groups.append(_Group(keys, None, 1, jnp.ndim(value)))
+      groups.append(_Group(path, None, 1, jnp.ndim(value)))
     arrays.append(value)
-  return LayerValues(tuple(groups), tuple(arrays))
+  if not groups:
+    raise ValueError(f"no leaf named {leaf_name!r} in the tree")
+  return LayerValues(_Layout(tuple(groups), _order(groups, layout)), tuple(arrays))
+
+
+def _order(groups: list[_Group], layout: Trace | None) -> tuple[tuple[int, int], ...]:
+  """Execution order: by where the owner (a stack: its root) began, then layer, then owner."""
+  if layout is None:
+    return tuple((g, i) for g, group in enumerate(groups) for i in range(group.layers))
+  unknown = len(layout.modules)
+
+  def position(path):
+    p = layout.position(path)
+    return unknown if p is None else p
+
+  keys = []
+  for g, group in enumerate(groups):
+    own = position(group.keys)
+    if group.stack is None:
+      keys += [((own, 0, 0, g), (g, 0))]
+    else:
+      root = position(group.keys[:group.stack + 1])
+      keys += [((root, i, own, g), (g, i)) for i in range(group.layers)]
+  return tuple(entry for _, entry in sorted(keys))

@@ -1,7 +1,9 @@
 r"""Per-layer gradient measurements: weight-gradient norms and backprop signal.
 
-Both return dicts ordered input to output, one entry per layer, a scanned stack
-expanded into its layers (see :func:`jaxgrad.diagnostics._tree.per_layer`).
+Both return :class:`LayerValues`, one entry per layer: with a ``layout`` from
+:func:`jaxgrad.probe.layout`, in execution order with every scanned stack
+expanded into its layers; without one, in the tree's order, unexpanded (see
+:func:`jaxgrad.diagnostics.per_layer`).
 """
 
 from collections.abc import Callable, Mapping
@@ -11,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad.diagnostics._tree import LayerValues, per_layer
+from jaxgrad.probe import Trace
 
 Variables = Mapping[str, Any]
 PERTURBATIONS = "perturbations"
@@ -30,7 +33,8 @@ def safe_norm(g: jax.Array) -> jax.Array:
 
 
 def layer_grad_norms(
-    grads: Mapping[str, Any], *, weight_names: str | tuple[str, ...] = "kernel"
+    grads: Mapping[str, Any], *, weight_names: str | tuple[str, ...] = "kernel",
+    layout: Trace | None = None,
 ) -> LayerValues:
   r"""L2 (Frobenius) norm :math:`\|\partial L / \partial W_l\|_F` of each layer's weight gradient.
 
@@ -39,11 +43,13 @@ def layer_grad_norms(
     weight_names: the leaf name(s) that hold a layer's weight (biases and
       normalisation scales are not weights, as in the seeds'
       ``layer.weight.grad.norm()``).
+    layout: the model's probed structure (:func:`jaxgrad.probe.layout`):
+      execution order and scanned stacks expanded; else the tree's order.
 
   Returns:
-    Ordered ``{layer path: norm}``, input to output.
+    Ordered ``{layer path: norm}``.
   """
-  return per_layer(grads, weight_names, safe_norm)
+  return per_layer(grads, weight_names, safe_norm, layout=layout)
 
 
 def perturbation_grads(
@@ -78,28 +84,33 @@ def _mean_example_norm(g: jax.Array) -> jax.Array:
 
 
 def backprop_signal(
-    loss_fn: Callable[[Variables], jax.Array], variables: Variables, *, name: str = "preact"
+    loss_fn: Callable[[Variables], jax.Array], variables: Variables, *, name: str = "preact",
+    layout: Trace | None = None,
 ) -> LayerValues:
   r"""Backprop signal of each layer: :math:`\mathbb{E}_b \|\partial L / \partial h_l[b]\|_2`.
 
   ``h_l`` are the intermediates marked with ``Module.perturb(name, ...)`` (for
   jaxgrad's MLPs, ``'preact'``, every layer's pre-activation; the Transformer
   perturbs its ``'residual'`` stream); the norm is taken per example and
-  averaged over the batch.
+  averaged over the batch. ``layout`` as in :func:`layer_grad_norms`. For a
+  model that does not call ``perturb``, :func:`jaxgrad.diagnose` measures the
+  signal at every module's output without an edit.
 
   >>> import jax, jax.numpy as jnp
+  >>> from jaxgrad import probe
   >>> from jaxgrad.models import DeepMLP
   >>> model = DeepMLP(depth=4, width=8, out_features=1)
   >>> x = jnp.ones((3, 5))
   >>> variables = model.init(jax.random.key(0), x)
   >>> loss = lambda v: jnp.mean(model.apply(v, x) ** 2)
-  >>> list(backprop_signal(loss, variables))
+  >>> list(backprop_signal(loss, variables, layout=probe.layout(model, x)))
   ['first', 'hidden/layers_000', 'hidden/layers_001', 'last']
   """
-  return signal_norms(perturbation_grads(loss_fn, variables), name=name)
+  return signal_norms(perturbation_grads(loss_fn, variables), name=name, layout=layout)
 
 
-def signal_norms(perturbation_grads: Any, *, name: str = "preact") -> LayerValues:
+def signal_norms(perturbation_grads: Any, *, name: str = "preact",
+                 layout: Trace | None = None) -> LayerValues:
   r""":math:`\mathbb{E}_b \|g_l[b]\|_2` per layer, for gradients already taken w.r.t. ``'perturbations'``.
 
   The reduction of :func:`backprop_signal`, for callers that differentiate
@@ -109,5 +120,6 @@ def signal_norms(perturbation_grads: Any, *, name: str = "preact") -> LayerValue
   Args:
     perturbation_grads: shaped like ``variables['perturbations']``.
     name: the perturbation name, as in :func:`backprop_signal`.
+    layout: as in :func:`layer_grad_norms`.
   """
-  return per_layer(perturbation_grads, name, _mean_example_norm)
+  return per_layer(perturbation_grads, name, _mean_example_norm, layout=layout)
