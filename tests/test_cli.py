@@ -217,3 +217,13 @@ def test_sigint_prints_what_was_kept_without_a_traceback_and_exits_130(tmp_path)
   kept = len(files.read_json(tmp_path / "run" / "results.json")["settings"]) if (
       tmp_path / "run" / "results.json").exists() else 0
   assert err.strip().endswith(f"interrupted: kept {kept} of 2 settings in run/")
+
+
+def test_python_m_experiments_lists_every_experiment(capsys):
+  from experiments import __main__ as listing
+  listing.main()
+  out = capsys.readouterr().out
+  assert out.startswith("usage: python -m experiments.<name>")
+  names = {p.stem for p in (ROOT / "experiments").glob("[a-z]*.py")}
+  assert set(listing.experiments()) == names and "adding_problem" in names
+  assert all(f"  {n} " in out for n in names)
