@@ -1,10 +1,25 @@
-"""python -m jaxgrad.doctor: verdicts on named configs, JSON output, clear CLI errors."""
+"""python -m jaxgrad.doctor: the user's model through a factory, built-in configs, JSON, errors."""
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from jaxgrad import doctor
+from jaxgrad import doctor, files
+from tests import foreign_models as fm
+
+
+def make_vit_for_doctor():
+  """The doctor's factory protocol, for a public-style ViT as written."""
+  model, variables, x, apply_kwargs = fm.make_vit(jax.random.key(0))
+  return {"model": model, "variables": variables, "x": x,
+          "loss_fn": lambda out: jnp.mean(jax.nn.logsumexp(out, -1) - out[:, 0]),
+          "apply_kwargs": apply_kwargs}
+
+
+def make_wrong():
+  return [1, 2, 3]
 
 SMALL = ["--width", "8", "--batch", "16"]
 
@@ -13,17 +28,30 @@ def test_sigmoid_with_small_init_is_vanishing(capsys):
   report = doctor.main(["--model", "mlp", "--depth", "8", "--activation", "sigmoid",
                         "--init", "normal_small", *SMALL])
   text = capsys.readouterr().out
-  assert report["verdict"] == "vanishing" and "verdict: vanishing" in text
+  assert report.verdict == "vanishing" and "verdict: vanishing" in text
   assert "1. initialise for the activation" in text
 
 
 def test_json_output_and_mean_field_chi1(capsys):
   doctor.main(["--depth", "6", "--activation", "relu", "--init", "gaussian:sigma_w2=32",
                "--json", *SMALL])
-  report = json.loads(capsys.readouterr().out)
+  report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
   assert report["verdict"] == "exploding"
   assert report["model"]["chi1"] == pytest.approx(16.0, rel=1e-4)  # relu: chi_1 = sigma_w^2 / 2
-  assert report["layers"][0]["evidence"]["signal_ratio_to_output"] > 1e2
+  assert report["layers"][0]["ratio"] > 1e2
+  # Measured beside theory: the per-layer chi_1 from the drawn weights, near 16.
+  assert report["layers"][1]["chi1"] == pytest.approx(16.0, rel=0.5)
+
+
+def test_a_users_factory_gives_table_json_and_plot(tmp_path, capsys):
+  plot = tmp_path / "flow.png"
+  report = doctor.main(["--model", "tests.test_doctor:make_vit_for_doctor", "--plot", str(plot)])
+  text = capsys.readouterr().out
+  assert report.layers[0].name == "embedding" and "blocked by head" in text
+  assert plot.stat().st_size > 10_000
+  doctor.main(["--model", "tests.test_doctor:make_vit_for_doctor", "--json"])
+  d = files.loads(capsys.readouterr().out)
+  assert d["model"]["class"] == "VisionTransformer" and d["verdict"] == "blocked"
 
 
 def test_parse_init():
@@ -36,7 +64,10 @@ def test_parse_init():
     (["--init", "glorot"], "unknown initializer 'glorot'; valid names"),
     (["--init", "gaussian:sigma_w2=abc"], "bad initializer argument 'sigma_w2=abc'"),
     (["--depth", "1"], "--depth must be >= 2, got 1"),
-    (["--model", "cnn"], "invalid choice: 'cnn'"),
+    (["--model", "cnn"], "--model must be one of ('mlp',) or 'pkg.module:function'"),
+    (["--model", "tests.nope:f"], "cannot import 'tests.nope'"),
+    (["--model", "tests.test_doctor:nope"], "has no function 'nope'"),
+    (["--model", "tests.test_doctor:make_wrong"], "the factory returned list; expected a mapping"),
 ])
 def test_bad_input_is_a_clear_error(argv, message, capsys):
   with pytest.raises(SystemExit) as e:
