@@ -370,18 +370,27 @@ class ResNet(nn.Module):
     return x
 
 
-def make_resnet(key: jax.Array, *, dtype: Dtype = jnp.float32) -> Factory:
+def make_resnet(key: jax.Array, *, dtype: Dtype = jnp.float32, image_size: int = 16) -> Factory:
   """ResNet(stage_sizes=(1, 1), num_filters=8, num_classes=10) on a (2, 16, 16, 3) batch.
 
   Stage 0's block keeps 8 channels (identity shortcut); stage 1's doubles them
   with stride 2 (``conv_proj`` / ``norm_proj`` shortcut). ``dtype`` is the
   model's ``dtype`` field and the input's dtype (the parameters stay float32,
   BatchNorm/Conv/Dense's default ``param_dtype``).
+
+  ``image_size=14`` makes the model's ReLU kinks reach the loss: 14 x 14 is
+  7 x 7 after the stem and 4 x 4 after the SAME-padded 3 x 3 / 2 max-pool,
+  whose corner windows hold only 2 x 2 values. Where all four are ReLU zeros
+  the shortcut carries an exact 0, the branch adds exactly 0 (its last
+  BatchNorm scale is 0), and the block's ReLU sits exactly on its kink, as in
+  the full-size model; the corner (0, 0) is one that ``conv_proj``'s stride 2
+  passes on to the loss. (At 16 x 16 the max-pool has no padding before row 0,
+  and the small windows fall on odd rows and columns, which stride 2 drops.)
   """
   k_init, k_x = jax.random.split(key)
   model = ResNet(stage_sizes=(1, 1), block_cls=ResNetBlock, num_filters=8, num_classes=10,
                  dtype=dtype)
-  x = jax.random.normal(k_x, (2, 16, 16, 3), dtype)
+  x = jax.random.normal(k_x, (2, image_size, image_size, 3), dtype)
   variables = jax.jit(model.init)(k_init, x)
   return model, variables, x, {"train": True, "mutable": ["batch_stats"]}
 
