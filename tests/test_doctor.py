@@ -2,24 +2,15 @@
 
 import json
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 from jaxgrad import doctor, files
-from tests import foreign_models as fm
-
-
-def make_vit_for_doctor():
-  """The doctor's factory protocol, for a public-style ViT as written."""
-  model, variables, x, apply_kwargs = fm.make_vit(jax.random.key(0))
-  return {"model": model, "variables": variables, "x": x,
-          "loss_fn": lambda out: jnp.mean(jax.nn.logsumexp(out, -1) - out[:, 0]),
-          "apply_kwargs": apply_kwargs}
 
 
 def make_wrong():
+  """A factory that breaks the protocol."""
   return [1, 2, 3]
+
 
 SMALL = ["--width", "8", "--batch", "16"]
 
@@ -45,11 +36,11 @@ def test_json_output_and_mean_field_chi1(capsys):
 
 def test_a_users_factory_gives_table_json_and_plot(tmp_path, capsys):
   plot = tmp_path / "flow.png"
-  report = doctor.main(["--model", "tests.test_doctor:make_vit_for_doctor", "--plot", str(plot)])
+  report = doctor.main(["--model", "tests.doctor_factories:vit", "--plot", str(plot)])
   text = capsys.readouterr().out
   assert report.layers[0].name == "embedding" and "blocked by head" in text
   assert plot.stat().st_size > 10_000
-  doctor.main(["--model", "tests.test_doctor:make_vit_for_doctor", "--json"])
+  doctor.main(["--model", "tests.doctor_factories:vit", "--json"])
   d = files.loads(capsys.readouterr().out)
   assert d["model"]["class"] == "VisionTransformer" and d["verdict"] == "blocked"
 

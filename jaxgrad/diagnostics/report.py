@@ -206,7 +206,9 @@ class Report:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     n = len(self.layers)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * n + 2), 4.2))
+    labels = [_short(l.name) for l in self.layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * n + 2),
+                                    3.6 + 0.075 * max(len(t) for t in labels)))
     xs = range(n)
     floor = _positive_floor([l.signal for l in self.layers] + [l.grad_norm for l in self.layers])
     signal = [max(l.signal, floor) if l.signal_kind == "output" else math.nan for l in self.layers]
@@ -221,18 +223,31 @@ class Report:
       ax.scatter(idx, [signal[i] for i in idx], color=COLORS[verdict], marker="o", zorder=2,
                  label=f"{verdict} ({len(idx)})")
       ax.scatter(idx, [grads[i] for i in idx], color=COLORS[verdict], marker="s", s=14, zorder=2)
+    ax.axhline(floor, color="0.75", ls=":", lw=1)
+    ax.text(n - 0.5, floor, "exact 0", fontsize=7, color="0.5", ha="right", va="bottom")
     ax.set_yscale("log")
     ax.set_xticks(list(xs))
-    ax.set_xticklabels([l.name for l in self.layers], rotation=90, fontsize=6 if n > 30 else 7)
-    ax.set_ylabel("o signal E||dL/dy||,  ▪ ||dL/dW||  (0 drawn at the floor)")
+    ax.set_xticklabels(labels, rotation=90, fontsize=6 if n > 30 else 7)
+    ax.set_ylabel("● E‖dL/dy‖ at the output   ■ ‖dL/dW‖", fontsize=8)
     ax.set_xlabel("module, in execution order (input → output)")
     ax.set_title(title or f"gradient flow: {self.verdict}")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     if path is not None:
       fig.savefig(path, dpi=130)
       plt.close(fig)
     return fig
+
+
+def _short(name: str, width: int = 32) -> str:
+  """A tick label: the last path components that fit in ``width`` characters."""
+  parts = name.split("/")
+  out = parts[-1]
+  for part in reversed(parts[:-1]):
+    if len(part) + 1 + len(out) > width:
+      return "…/" + out
+    out = f"{part}/{out}"
+  return out
 
 
 def _positive_floor(values: Sequence[float]) -> float:

@@ -1,0 +1,78 @@
+"""What the probe costs: diagnose's probed loss and gradient against the plain ``value_and_grad``.
+
+``python -m benchmarks.diagnose`` times, on a 12-block ViT-Ti (hidden 192, MLP 768,
+3 heads, 32 x 32 images in 4 x 4 patches, batch 32) and the Flax examples' MNIST
+CNN (28 x 28, batch 128), both written as their public sources write them:
+
+* baseline: ``jax.jit(jax.value_and_grad(loss))`` of the unedited model;
+* probed: ``jax.jit`` of :meth:`jaxgrad.probe.Probe.value_and_grad`, everything
+  :func:`jaxgrad.diagnose` needs (weight gradients, the signal at every
+  parameter-owning module's output, the input statistics) in one backward pass;
+
+and prints the median step time and the compile time of each, and their ratios
+(goal: at most 1.5x the step, 2x the compile).
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import functools  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks._timing import compile_seconds, machine, median_seconds  # noqa: E402
+from jaxgrad import probe  # noqa: E402
+from tests import foreign_models as fm  # noqa: E402
+
+
+def _loss(out):
+  return jnp.mean(jax.nn.logsumexp(out, -1) - out[:, 0])
+
+
+def vit_ti(key):
+  model = fm.VisionTransformer(
+      num_classes=10, patches=fm.Patches(size=(4, 4)), hidden_size=192, zero_head=False,
+      transformer=dict(num_layers=12, mlp_dim=768, num_heads=3, dropout_rate=0.0,
+                       attention_dropout_rate=0.0))
+  x = jax.random.normal(key, (32, 32, 32, 3))
+  return model, jax.jit(functools.partial(model.init, train=False))(key, x), x, {"train": False}
+
+
+def mnist_cnn(key):
+  model = fm.CNN()
+  x = jax.random.normal(key, (128, 28, 28, 1))
+  return model, jax.jit(model.init)(key, x), x, {}
+
+
+def compare(name, factory) -> dict:
+  model, variables, x, kwargs = factory(jax.random.key(0))
+
+  def plain(v):
+    return jax.value_and_grad(lambda p: _loss(model.apply({**v, "params": p}, x, **kwargs)))(
+        v["params"])
+
+  pr = probe.trace(model, variables, x, **kwargs)
+  probed = lambda v: pr.value_and_grad(v, x, _loss)  # noqa: E731
+  row = {"model": name, "probed modules": len(pr.trace.rows)}
+  for label, fn in (("plain", plain), ("probed", probed)):
+    row[f"{label} compile s"] = compile_seconds(fn, variables)
+    jitted = jax.jit(fn)
+    row[f"{label} step ms"] = 1e3 * median_seconds(
+        lambda jitted=jitted: jax.block_until_ready(jitted(variables)), repeats=7, warmup=2)
+  row["step ratio"] = row["probed step ms"] / row["plain step ms"]
+  row["compile ratio"] = row["probed compile s"] / row["plain compile s"]
+  return row
+
+
+def main():
+  print(machine())
+  for name, factory in (("ViT-Ti, 12 blocks, batch 32", vit_ti), ("MNIST CNN, batch 128", mnist_cnn)):
+    row = compare(name, factory)
+    print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
+                     for k, v in row.items()))
+
+
+if __name__ == "__main__":
+  main()
