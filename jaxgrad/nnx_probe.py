@@ -63,8 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import probe as probe_lib
-from jaxgrad.diagnostics.diagnose import _example_norm, _fan_in_variance
-from jaxgrad.diagnostics.gradients import safe_norm
+from jaxgrad import theory
+from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 
 Path = tuple[Any, ...]  # a path in the model's graph: attribute names and list indices
 
@@ -250,9 +250,9 @@ class Probe:
           [jnp.ravel(_at(tree, owner.params[n])).astype(jnp.float32) for n in row.weight_names])
       out = {"grad": safe_norm(flat(grads)), "weight": safe_norm(flat(theta)),
              "zero_weight": jnp.all(flat(theta) == 0),
-             "signal": _example_norm(g_eps[name], batch), "stats": stats[name]}
+             "signal": example_norm(g_eps[name], batch), "stats": stats[name]}
       if owner.is_linear and "kernel" in owner.params:
-        out["sigma_w2"] = _fan_in_variance(_at(theta, owner.params["kernel"]))
+        out["sigma_w2"] = theory.weight_variance(_at(theta, owner.params["kernel"]))
         bias = _at(theta, owner.params["bias"]) if "bias" in owner.params else None
         out["sigma_b2"] = (jnp.zeros(()) if bias is None
                            else jnp.mean(bias.astype(jnp.float32) ** 2))

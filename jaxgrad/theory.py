@@ -242,6 +242,19 @@ def derivative_moment(activation: str, q: jax.Array, k: int = 1) -> jax.Array:
   return gaussian_expectation(lambda u: dphi(u) ** (2 * k), q)
 
 
+def weight_variance(kernel: jax.Array) -> jax.Array:
+  r"""The :math:`\sigma_w^2` of a drawn kernel: :math:`\mathrm{fan\_in}\cdot\overline{W^2}`.
+
+  For a ``(..., fan_in, fan_out)`` kernel (Flax's Dense and Conv layout; every
+  axis but the last feeds one output), the weight variance that this module's
+  formulas take, :math:`W_{ij} \sim N(0, \sigma_w^2/\mathrm{fan\_in})`.
+
+  >>> round(float(weight_variance(jnp.full((4, 3), 0.5))), 6)
+  1.0
+  """
+  return jnp.mean(jnp.asarray(kernel, jnp.float32) ** 2) * np.prod(kernel.shape[:-1])
+
+
 @_jit
 def chi1(activation: str, sigma_w2: float, sigma_b2: float) -> jax.Array:
   r""":math:`\chi_1 = \sigma_w^2 \mu_1(q^*)`: the per-layer factor of the squared backprop signal.

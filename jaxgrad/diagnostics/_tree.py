@@ -168,7 +168,7 @@ def per_layer(
   if not isinstance(tree, Mapping):
     raise ValueError(f"tree must be a nested mapping (Flax params), got {type(tree).__name__}")
   names = (leaf_name,) if isinstance(leaf_name, str) else tuple(leaf_name)
-  groups, arrays, keys = [], [], []
+  groups, arrays = [], []
   for path, leaf in _leaves(tree, names):
     stack = layout.stack_of(path) if layout is not None else None
     if stack is not None:

@@ -32,13 +32,15 @@ from collections.abc import Callable, Mapping
 import math
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import probe as probe_lib
 from jaxgrad import theory
-from jaxgrad.diagnostics.gradients import safe_norm
+from jaxgrad import nnx_probe
+from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 from jaxgrad.diagnostics.report import VERDICTS, LayerReport, Report
 
 VANISHING_RATIO = 1e-2
@@ -89,20 +91,6 @@ REMEDIES = {
 }
 
 
-def _example_norm(g: Any, batch: int) -> jax.Array:
-  """E_b ||g[b]|| over the leaves' leading batch axis (the whole norm where there is none)."""
-  leaves = jax.tree.leaves(g)
-  if all(a.ndim >= 1 and a.shape[0] == batch for a in leaves):
-    flat = jnp.concatenate([a.reshape(batch, -1).astype(jnp.float32) for a in leaves], axis=1)
-    return jnp.mean(jax.vmap(safe_norm)(flat))
-  return safe_norm(jnp.concatenate([jnp.ravel(a).astype(jnp.float32) for a in leaves]))
-
-
-def _fan_in_variance(kernel: jax.Array) -> jax.Array:
-  r""":math:`\sigma_w^2 = \mathrm{fan\_in}\cdot\overline{W^2}` of a ``(..., fan_in, fan_out)`` kernel."""
-  return jnp.mean(kernel.astype(jnp.float32) ** 2) * np.prod(kernel.shape[:-1])
-
-
 def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
                  batch: int) -> dict[str, jax.Array]:
   """Per-layer arrays (a stack's with a leading layer axis) for one probed row."""
@@ -114,14 +102,15 @@ def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
                                              lambda a: jnp.all(a == 0))}
   own = probe_lib.subtree(params, row.path)
   if row.kind == "Dense" and "kernel" in own:
-    out["sigma_w2"] = (jax.vmap(_fan_in_variance) if stacked else _fan_in_variance)(own["kernel"])
+    out["sigma_w2"] = (jax.vmap(theory.weight_variance) if stacked
+                       else theory.weight_variance)(own["kernel"])
     bias = own.get("bias")
     out["sigma_b2"] = (jnp.zeros(own["kernel"].shape[:1] if stacked else ()) if bias is None
                        else jnp.mean(bias.astype(jnp.float32) ** 2, axis=-1))
   if row.has_signal:
     g = probe_lib.subtree(grads["signal"], row.path)[row.key]
-    out["signal"] = (jax.vmap(lambda a: _example_norm(a, batch))(g) if stacked
-                     else _example_norm(g, batch))
+    out["signal"] = (jax.vmap(lambda a: example_norm(a, batch))(g) if stacked
+                     else example_norm(g, batch))
   if row.has_stats:
     out["stats"] = probe_lib.subtree(grads["stats"], row.path)[f"{probe_lib.STATS}:{row.method}"]
   return out
@@ -304,16 +293,17 @@ def diagnose(model: Any, variables: Mapping[str, Any] | None, x: Any,
   ...     return nn.Dense(1)(nn.relu(nn.Dense(8)(x)))
   >>> x = jnp.ones((4, 3)); model = MLP(); v = model.init(jax.random.key(0), x)
   >>> [l.name for l in diagnose(model, v, x, lambda y: jnp.mean(y ** 2)).layers]
-  ['Dense_0', 'Dense_1']
+  ['Dense_1', 'Dense_0']
+
+  (Execution order: Flax named the outer ``Dense(1)`` first, but the inner
+  ``Dense(8)`` runs first.)
   """
   if activation is not None and activation not in ACTIVATION_HINTS:
     raise ValueError(f"activation hint must be one of {ACTIVATION_HINTS} or None, got "
                      f"{activation!r}")
   if not callable(loss_fn):
     raise ValueError(f"loss_fn must be a function output -> scalar, got {type(loss_fn).__name__}")
-  from flax import nnx  # pylint: disable=import-outside-toplevel
   if isinstance(model, nnx.Module):
-    from jaxgrad import nnx_probe  # pylint: disable=import-outside-toplevel
     loss, values = nnx_probe.measure(model, x, loss_fn)
     return report_from_values(values, loss, activation)
   probe = probe_lib.trace(model, variables, x, rngs=rngs, mutable=mutable, **apply_kwargs)

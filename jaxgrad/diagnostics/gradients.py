@@ -78,9 +78,22 @@ def perturbation_grads(
   )
 
 
-def _mean_example_norm(g: jax.Array) -> jax.Array:
-  """mean_b ||g[b]||_2 over the leading batch axis (underflow-safe, see :func:`safe_norm`)."""
-  return jnp.mean(jax.vmap(safe_norm)(g.reshape(g.shape[0], -1)))
+def example_norm(g: Any, batch: int | None = None) -> jax.Array:
+  r""":math:`\mathbb{E}_b \|g[b]\|_2` over the leading batch axis (underflow-safe, :func:`safe_norm`).
+
+  Args:
+    g: an array or a pytree of arrays (then one example's norm spans every
+      leaf); computed in at least float32.
+    batch: the batch size; a leaf whose leading axis is not ``batch`` makes the
+      whole :math:`\|g\|_2` the answer (an output without a batch axis).
+  """
+  leaves = jax.tree.leaves(g)
+  batch = leaves[0].shape[0] if batch is None else batch
+  dtype = jnp.result_type(jnp.float32, *leaves)
+  if all(a.ndim >= 1 and a.shape[0] == batch for a in leaves):
+    flat = jnp.concatenate([a.reshape(batch, -1).astype(dtype) for a in leaves], axis=1)
+    return jnp.mean(jax.vmap(safe_norm)(flat))
+  return safe_norm(jnp.concatenate([jnp.ravel(a).astype(dtype) for a in leaves]))
 
 
 def backprop_signal(
@@ -122,4 +135,4 @@ def signal_norms(perturbation_grads: Any, *, name: str = "preact",
     name: the perturbation name, as in :func:`backprop_signal`.
     layout: as in :func:`layer_grad_norms`.
   """
-  return per_layer(perturbation_grads, name, _mean_example_norm, layout=layout)
+  return per_layer(perturbation_grads, name, example_norm, layout=layout)
