@@ -90,6 +90,7 @@ import optax
 from jaxgrad import files
 from jaxgrad.diagnostics._tree import per_layer
 from jaxgrad.diagnostics.gradients import layer_grad_norms
+from jaxgrad import probe
 from jaxgrad.probe import Trace
 
 SATURATION_THRESHOLD = 0.05
@@ -546,7 +547,8 @@ class Monitor:
     self._tensorboard = TensorBoardLogger(self.log_dir, bins=bins) if tensorboard else None
 
   def measure(self, grads: Any, params: Any, updates: Any, *,
-              outputs: Mapping[str, jax.Array] | None = None) -> dict[str, Any]:
+              outputs: Mapping[str, jax.Array] | None = None,
+              stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
     r"""This step's metrics; pure and jit-able, call it inside your step.
 
     Args:
@@ -556,6 +558,11 @@ class Monitor:
       updates: what ``optimizer.update`` returned.
       outputs: optionally ``{layer: activations (batch, ..., units)}``, for the
         dead and saturated fractions (needs ``activation``).
+      stats: or, without naming the activation, the probe's input statistics
+        (``Probe.value_and_grad(...)[1]["stats"]``, the probe's own backward
+        pass in place of ``jax.value_and_grad``) for the dead fraction after
+        each layer (:func:`jaxgrad.probe.units_after`); needs
+        ``Monitor(layout=probe.trace(...).trace)``.
 
     Returns:
       ``{"grad_norm": (), "layer_grad_norms": {layer: ()}, "update_norm": (),
@@ -570,6 +577,11 @@ class Monitor:
       if self.activation is None:
         raise ValueError("measure(outputs=...) needs Monitor(activation=...) to tell dead units")
       out.update(unit_fractions(outputs, self.activation))
+    if stats is not None:
+      if self.layout is None or not self.layout.rows:
+        raise ValueError("measure(stats=...) needs Monitor(layout=probe.trace(...).trace), "
+                         "the probe that produced the statistics")
+      out["dead"] = probe.units_after(self.layout, stats)
     return out
 
   def log(self, step: int, metrics: Mapping[str, Any], *, loss: Any = None, params: Any = None,

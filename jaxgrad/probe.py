@@ -86,6 +86,10 @@ class Row:
     return ["/".join(self.path[:s] + (f"{self.path[s]}_{i:03d}",) + self.path[s + 1:]) + suffix
             for i in range(n)]
 
+  def feeds(self, other: "Row") -> bool:
+    """Whether this module's output is, by shape, the next module's input (a chain)."""
+    return self.out_shape is not None and self.out_shape == other.in_shape
+
   @property
   def weight_names(self) -> tuple[str, ...]:
     """The parameters whose norm is the layer's weight norm: all but biases, if any remain."""
@@ -397,6 +401,33 @@ def trace(model: nn.Module, variables: Mapping[str, Any], x: Any, *, rngs: Any =
                      "nothing to probe")
   return Probe(model, found, _split(collection)[0], rngs, mutable,
                tuple(sorted(apply_kwargs.items())))
+
+
+def units_after(trace: Trace, stats: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """Per layer, the fraction of dead units after it, from the probe's input statistics; jit-able.
+
+  A unit after layer :math:`l` is dead when it is 0 on every example of the
+  batch at the next module's input; read only where layer :math:`l`'s output
+  is that input (:meth:`Row.feeds`) and that input is not the model's own.
+
+  Args:
+    trace: the probed structure (``probe.trace(...).trace``).
+    stats: ``Probe.value_and_grad(...)[1]["stats"]``.
+
+  Returns:
+    ``{layer name: dead fraction}``, NaN where the input is the data.
+  """
+  layers = trace.layers()
+  out = {}
+  for (name, row, _), (_, nxt, layer) in zip(layers, layers[1:]):
+    if not (row.feeds(nxt) and nxt.has_stats):
+      continue
+    s = subtree(stats, nxt.path)[f"{STATS}:{nxt.method}"]
+    dead, is_data = s["dead"], s["is_data"]
+    if layer is not None:
+      dead, is_data = dead[..., layer], is_data[..., layer]
+    out[name] = jnp.where(is_data, jnp.nan, dead)
+  return out
 
 
 def row_values(tree: Mapping[str, Any], row: Row, leaf: str | Sequence[str],

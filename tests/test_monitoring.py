@@ -15,7 +15,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad import monitoring, probe, training
+from jaxgrad import files, monitoring, probe, training
 from jaxgrad.diagnostics import layer_grad_norms
 from jaxgrad.models import DeepMLP
 from tests import _tol
@@ -286,3 +286,37 @@ def test_monitor_dead_units_tensorboard_and_errors(tmp_path):
       jax.tree.map(lambda g: jnp.stack([g, g]), grads))
   with pytest.raises(ValueError, match="expected \\(\\): log one step of one run"):
     monitoring.Monitor(tmp_path).log(0, stacked)
+
+
+def test_monitor_reads_dead_units_from_the_probe_on_an_unedited_model(tmp_path):
+  """A user's MLP whose middle layer has bias -100: every unit after it is dead, no activation named."""
+  class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.relu(nn.Dense(8, name="a")(x))
+      x = nn.relu(nn.Dense(8, name="b", bias_init=nn.initializers.constant(-100.0))(x))
+      return nn.Dense(2, name="c")(x)
+
+  x = jax.random.normal(jax.random.key(0), (16, 4))
+  model = MLP()
+  variables = model.init(jax.random.key(1), x)
+  pr = probe.trace(model, variables, x)
+  tx = optax.adamw(1e-3)
+  opt_state = tx.init(variables["params"])
+  monitor = monitoring.Monitor(tmp_path, layout=pr.trace)
+
+  @jax.jit
+  def step(variables, opt_state):
+    loss, g = pr.value_and_grad(variables, x, lambda y: jnp.mean(y ** 2))
+    updates, opt_state = tx.update(g["params"], opt_state, variables["params"])
+    metrics = monitor.measure(g["params"], variables["params"], updates, stats=g["stats"])
+    return loss, metrics
+
+  loss, metrics = step(variables, opt_state)
+  monitor.log(0, metrics, loss=loss)
+  (row,) = files.read_jsonl(tmp_path / "metrics.jsonl")
+  assert row["dead/b"] == 1.0 and 0.0 <= row["dead/a"] < 1.0
+  assert list(metrics["layer_grad_norms"]) == ["a", "b", "c"]
+  params = variables["params"]
+  with pytest.raises(ValueError, match="needs Monitor\\(layout="):
+    monitoring.Monitor(tmp_path / "x").measure(params, params, params, stats={})

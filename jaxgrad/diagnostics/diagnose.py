@@ -157,7 +157,7 @@ def _units_after(values: list[dict[str, Any]], hint: str | None) -> None:
   for cur, nxt in zip(values, values[1:] + [None]):
     cur.update(dead=math.nan, saturated=math.nan, activation=None, growth=None, chi1=None)
     stats = nxt.get("stats") if nxt is not None else None
-    if (stats is None or stats["is_data"] or cur["row"].out_shape != nxt["row"].in_shape):
+    if stats is None or stats["is_data"] or not cur["row"].feeds(nxt["row"]):
       continue
     act = _regime(stats, hint)
     sat = {"tanh": stats["saturated_tanh"], "sigmoid": stats["saturated_sigmoid"]}
