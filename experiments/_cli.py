@@ -20,15 +20,19 @@ says what was kept.
 """
 
 import argparse
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
 import pathlib
+import signal
 import sys
+import threading
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 # Before numpy/jax are imported by any experiment: CPU SVD is otherwise up to
@@ -233,6 +237,50 @@ def format_table(header: list[str], rows: list[list[Any]]) -> str:
   return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _reliable_ctrl_c() -> Iterator[None]:
+  """Ctrl-C raises ``KeyboardInterrupt`` in the run, never inside a garbage collection.
+
+  Python raises it at the next bytecode of whatever runs, and one raised
+  inside a ``gc`` callback is printed ("Exception ignored in ...") and
+  dropped: jax registers such a callback (``_xla_gc_callback``, at every
+  collection), so a plain Ctrl-C was sometimes lost with a traceback on the
+  screen. Here a Ctrl-C that lands inside a collection is raised again just
+  after it (a thread sends the signal again). Only where Ctrl-C has Python's
+  default handler (not ignored, not the caller's own), in the main thread.
+  """
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield
+    return
+  collecting = threading.Event()
+
+  def first(phase, info):  # first of gc's callbacks
+    if phase == "start":
+      collecting.set()
+
+  def last(phase, info):  # last of gc's callbacks (jax's was added when jax was imported)
+    if phase == "stop":
+      collecting.clear()
+
+  def handler(signum, frame):
+    if collecting.is_set():
+      threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+      return
+    raise KeyboardInterrupt
+
+  gc.callbacks.insert(0, first)
+  gc.callbacks.append(last)
+  signal.signal(signal.SIGINT, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for callback in (first, last):
+      with contextlib.suppress(ValueError):
+        gc.callbacks.remove(callback)
+
+
 def _kept(out: pathlib.Path, config: Any, names: list[str]) -> int:
   return len(set(finished_settings(out, config)) & set(names))
 
@@ -277,7 +325,8 @@ def main(module_name: str, config_cls: type, run: Callable, summary: Callable[[d
   if names and (kept := _kept(out, config, names)):
     print(f"resuming: {kept} of {len(names)} settings already in {out}/", file=sys.stderr)
   try:
-    results = run(config, out)
+    with _reliable_ctrl_c():
+      results = run(config, out)
   except KeyboardInterrupt:
     if names:
       print(f"\ninterrupted: kept {_kept(out, config, names)} of {len(names)} settings in {out}/",

@@ -4,6 +4,8 @@ The subprocess tests run the README's command from a temporary working
 directory; the rest call ``main`` in-process with a fake trainer (no JAX work).
 """
 
+import contextlib
+import gc
 import json
 import os
 import pathlib
@@ -203,8 +205,14 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_results(tmp_path):
 
 def test_sigint_prints_what_was_kept_without_a_traceback_and_exits_130(tmp_path):
   """Ctrl-C a second into the run: XLA is compiling the first setting (or Python is tracing it)."""
-  proc = _python_m("adding_problem", *TINY_ADDING, "--no-compile-cache", "--out", "run",
-                   cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # As `python -m`, with Python's Ctrl-C handler even where CI starts us with SIGINT ignored
+  # (no preexec_fn: forking a process that runs JAX threads may deadlock).
+  code = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          "sys.argv[0] = 'adding_problem'; "
+          "runpy.run_module('experiments.adding_problem', run_name='__main__', alter_sys=True)")
+  proc = subprocess.Popen([sys.executable, "-c", code, *TINY_ADDING, "--no-compile-cache",
+                           "--out", "run"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 300
   while not (tmp_path / "run" / "config.json").exists() and time.monotonic() < deadline:
     assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -227,3 +235,34 @@ def test_python_m_experiments_lists_every_experiment(capsys):
   names = {p.stem for p in (ROOT / "experiments").glob("[a-z]*.py")}
   assert set(listing.experiments()) == names and "adding_problem" in names
   assert all(f"  {n} " in out for n in names)
+
+
+def _interrupt_in_a_gc_callback(guarded: bool) -> bool:
+  """Sends SIGINT from inside a gc callback (as jax's runs at every collection); True if raised."""
+  fired = []
+
+  def callback(phase, info):
+    if phase == "start" and not fired:
+      fired.append(True)
+      os.kill(os.getpid(), signal.SIGINT)
+
+  old = signal.signal(signal.SIGINT, signal.default_int_handler)
+  guard = _cli._reliable_ctrl_c() if guarded else contextlib.nullcontext()
+  try:
+    with guard:
+      gc.callbacks.append(callback)
+      gc.collect()
+      for _ in range(200):
+        time.sleep(0.01)
+  except KeyboardInterrupt:
+    return True
+  finally:
+    gc.callbacks.remove(callback)
+    signal.signal(signal.SIGINT, old)
+  return False
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped one
+def test_ctrl_c_inside_a_garbage_collection_is_raised_after_it():
+  assert not _interrupt_in_a_gc_callback(guarded=False)  # Python drops it: the reason for the guard
+  assert _interrupt_in_a_gc_callback(guarded=True)
