@@ -201,3 +201,44 @@ def test_bad_input_is_a_clear_error():
     diagnose(model, variables, x, _xent, activation="softplus")
   with pytest.raises(ValueError, match="mutable=True is not supported"):
     diagnose(model, variables, x, _xent, mutable=True)
+
+
+class _RematDropout(nn.Module):
+  """nn.remat blocks, Dropout that needs rngs, and an extra ``train`` argument."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for i in range(3):
+      x = nn.remat(fm.Block)(8, name=f"block{i}")(x, None)[0]
+      x = nn.Dropout(0.5, deterministic=not train)(x)
+    return nn.Dense(10, name="head")(x)
+
+
+def test_remat_dropout_rngs_and_apply_kwargs():
+  x = jax.random.normal(KEY, (16, 8))
+  model = _RematDropout()
+  variables = model.init(KEY, x, train=False)
+  report = diagnose(model, variables, x, _xent, rngs={"dropout": jax.random.key(3)}, train=True)
+  assert [l.name for l in report.layers] == [f"block{i}/Dense_{j}" for i in range(3)
+                                             for j in (0, 1)] + ["head"]
+  assert all(l.signal > 0 and l.finite for l in report.layers)
+  # Dropout with rate 1/2 zeroes about half of the entries after each block.
+  eval_report = diagnose(model, variables, x, _xent, train=False)
+  assert [l.signal for l in eval_report.layers] != [l.signal for l in report.layers]
+
+
+class _BackwardOverflow(nn.Module):
+  """Finite forward pass, non-finite gradient: d sqrt(u)/du = inf at u = 0."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(8, name="a")(x)
+    return nn.Dense(2, name="b")(jnp.sqrt(x - jax.lax.stop_gradient(x)))
+
+
+def test_first_nonfinite_in_the_backward_pass():
+  x = jax.random.normal(KEY, (4, 3))
+  model = _BackwardOverflow()
+  report = diagnose(model, model.init(KEY, x), x, _xent)
+  assert report.first_nonfinite == {"module": "a", "direction": "backward"}
+  assert report["b"].finite and not report["a"].finite

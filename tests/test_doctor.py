@@ -45,6 +45,20 @@ def test_a_users_factory_gives_table_json_and_plot(tmp_path, capsys):
   assert d["model"]["class"] == "VisionTransformer" and d["verdict"] == "blocked"
 
 
+@pytest.mark.parametrize("flags, verdict", [
+    (["--activation", "tanh", "--init", "gaussian:sigma_w2=50"], "saturated"),
+    (["--activation", "relu", "--bias-init", "constant:value=-3"], "dead"),
+    (["--activation", "relu", "--init", "he_normal"], "healthy"),
+    (["--activation", "tanh", "--init", "xavier_normal"], "healthy"),
+])
+def test_saturated_dead_and_healthy_configs(flags, verdict, capsys):
+  report = doctor.main(["--depth", "8", "--width", "32", "--batch", "64", *flags])
+  capsys.readouterr()
+  assert report.verdict == verdict
+  if verdict != "healthy":  # every layer but the output's, whose units are not measured
+    assert report.counts[verdict] == 7
+
+
 def test_parse_init():
   assert doctor.parse_init("constant:value=-3") == ("constant", {"value": -3.0})
   assert doctor.parse_init("he_normal") == ("he_normal", {})
