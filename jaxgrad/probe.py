@@ -155,6 +155,13 @@ class Trace:
   def names(self) -> list[str]:
     return [name for name, _, _ in self.layers()]
 
+  def unread(self) -> frozenset[tuple[tuple[str, ...], str]]:
+    """``(path, method)`` of the rows whose input is no previous layer's output (by shape)."""
+    layers = self.layers()
+    fed = {(cur.path, cur.method) for (_, prev, _), (_, cur, _) in zip(layers, layers[1:])
+           if prev.feeds(cur)}
+    return frozenset((r.path, r.method) for r in self.rows) - fed
+
 
 def _direct_params(module: nn.Module) -> dict[str, Any]:
   if module.scope is None:
@@ -189,7 +196,7 @@ def _is_float_tree(tree: Any) -> bool:
       hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) for a in leaves)
 
 
-def input_stats(x: jax.Array, out: Any, is_data: bool) -> dict[str, jax.Array]:
+def input_stats(x: jax.Array, out: Any, is_data: bool, read: bool = True) -> dict[str, jax.Array]:
   r"""What a module's input says about the activation before it, and whether its output is finite.
 
   For an input :math:`x` of shape ``(..., units)`` (every leading axis counts
@@ -202,7 +209,9 @@ def input_stats(x: jax.Array, out: Any, is_data: bool) -> dict[str, jax.Array]:
   * ``saturated_tanh`` / ``saturated_sigmoid``: fraction of entries, among live
     units, with :math:`\phi'/\max\phi' < 0.05` if :math:`x = \tanh(a)`
     (:math:`1 - x^2`) or :math:`x = \sigma(a)` (:math:`4x(1-x)`);
-  * ``finite_in``, ``finite_out``; ``is_data``: the input is the model's own input;
+  * ``finite_in``, ``finite_out``; ``is_data``: the input is the model's own input
+    (then only ``finite_in`` is read from it, the rest is NaN; likewise, with
+    ``read=False``, for an input that no previous module's output is);
   * ``q_out``: :math:`\overline{y^2}` of the output (a pre-activation's length
     :math:`q^l` in mean-field theory).
   """
@@ -211,10 +220,13 @@ def input_stats(x: jax.Array, out: Any, is_data: bool) -> dict[str, jax.Array]:
   finite_out = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a)) for a in leaves]))
   stats = {"finite_out": finite_out, "is_data": jnp.asarray(is_data),
            "q_out": jnp.mean(leaves[0] ** 2)}
+  unread = {"dead": nan, "zero": nan, "min": nan, "max": nan, "saturated_tanh": nan,
+            "saturated_sigmoid": nan}
   if not (hasattr(x, "ndim") and x.ndim >= 1 and jnp.issubdtype(x.dtype, jnp.inexact)):
-    return {**stats, "dead": nan, "zero": nan, "min": nan, "max": nan, "saturated_tanh": nan,
-            "saturated_sigmoid": nan, "finite_in": jnp.asarray(True)}
+    return {**stats, **unread, "finite_in": jnp.asarray(True)}
   x = jax.lax.stop_gradient(x).astype(jnp.float32)
+  if is_data or not read:  # no activation's output: only whether it is finite
+    return {**stats, **unread, "finite_in": jnp.all(jnp.isfinite(x))}
   examples = tuple(range(x.ndim - 1))
   dead_units = jnp.all(x == 0, axis=examples)
   live = jnp.broadcast_to(~dead_units, x.shape)
@@ -234,6 +246,8 @@ class _Recorder:
 
   outer_params: Mapping[str, Any]
   data_ids: frozenset[int]
+  record_stats: bool = True
+  unread: frozenset[tuple[tuple[str, ...], str]] = frozenset()  # inputs no module's output is
   seen: dict[tuple[tuple[str, ...], str], dict[str, Any]] = dataclasses.field(default_factory=dict)
   leads: dict[tuple[str, ...], int] = dataclasses.field(default_factory=dict)
 
@@ -254,9 +268,10 @@ class _Recorder:
                         "in_shape": tuple(x.shape) if hasattr(x, "shape") else None,
                         "out_shape": tuple(jax.tree.leaves(out)[0].shape)}
     name = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
-    module.sow(PERTURBATIONS, f"{STATS}:{method}",
-               input_stats(x, out, id(x) in self.data_ids),
-               reduce_fn=lambda _, new: new, init_fn=lambda: None)
+    if self.record_stats:
+      module.sow(PERTURBATIONS, f"{STATS}:{method}",
+                 input_stats(x, out, id(x) in self.data_ids, key not in self.unread),
+                 reduce_fn=lambda _, new: new, init_fn=lambda: None)
     return module.perturb(name, out)
 
   def stacks(self) -> tuple[tuple[tuple[str, ...], int], ...]:
@@ -296,10 +311,17 @@ def _apply_kwargs(rngs, mutable) -> tuple[dict[str, Any], list[str]]:
 
 
 def _probed_apply(model: nn.Module, variables: Mapping[str, Any], x: Any, perturbations: Any,
-                  *, rngs=None, mutable=False, **kwargs) -> tuple[Any, Any, _Recorder]:
-  """``model.apply`` under the probe: (output, the 'perturbations' collection after, recorder)."""
+                  *, rngs=None, mutable=False, stats: bool = True,
+                  unread: frozenset[tuple[tuple[str, ...], str]] = frozenset(),
+                  **kwargs) -> tuple[Any, Any, _Recorder]:
+  """``model.apply`` under the probe: (output, the 'perturbations' collection after, recorder).
+
+  The output is the model's own (the updates of ``mutable`` collections, such as
+  BatchNorm's running statistics, are dropped: a measurement does not train).
+  """
   extra, user = _apply_kwargs(rngs, mutable)
-  recorder = _Recorder(variables.get("params", {}), frozenset(id(a) for a in jax.tree.leaves(x)))
+  recorder = _Recorder(variables.get("params", {}), frozenset(id(a) for a in jax.tree.leaves(x)),
+                       stats, unread)
   full = dict(variables)
   if perturbations is not None:
     full[PERTURBATIONS] = perturbations
@@ -341,8 +363,17 @@ class Probe:
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.perturbation_shapes)
 
   def value_and_grad(self, variables: Mapping[str, Any], x: Any,
-                     loss_fn: Callable[[Any], jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
+                     loss_fn: Callable[[Any], jax.Array], *,
+                     stats: bool = True) -> tuple[jax.Array, dict[str, Any]]:
     r"""Loss, :math:`\partial L/\partial \theta` and :math:`\partial L/\partial y_m` in one backward pass.
+
+    Args:
+      variables: the model's variables (the probed ones' structure).
+      x: an input batch of the probed shape.
+      loss_fn: ``output -> scalar``.
+      stats: also record every module's input statistics (dead and saturated
+        units, ranges, finiteness). They cost little to run but add compile
+        time (``benchmarks/diagnose.py`` measures both, with and without).
 
     Returns:
       ``(loss, {"params": param grads, "signal": perturbation grads (shaped
@@ -352,9 +383,8 @@ class Probe:
     def loss(params, perturbations):
       v = {**variables, "params": params}
       out, collection, _ = _probed_apply(self.model, v, x, perturbations, rngs=self.rngs,
-                                         mutable=self.mutable, **dict(self.apply_kwargs))
-      if isinstance(out, tuple) and self.mutable not in (False, None):
-        out = out[0]
+                                         mutable=self.mutable, stats=stats,
+                                         unread=self.trace.unread(), **dict(self.apply_kwargs))
       return loss_fn(out), _split(collection)[1]
 
     (value, stats), (g_params, g_signal) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(

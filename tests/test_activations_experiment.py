@@ -1,11 +1,11 @@
 """experiments.activations: smoke run, the seeds' maxima of phi', the depth bound."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import activations as exp
 from tests import _tol
 
@@ -14,7 +14,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("activations")
   exp.run(exp.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

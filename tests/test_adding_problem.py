@@ -1,10 +1,10 @@
 """adding_problem: smoke run, the mean predictor's MSE, solved = test MSE < 0.04, CLI errors."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import adding_problem as ap
 from tests import _tol
 
@@ -13,7 +13,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("adding_problem")
   ap.run(ap.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_structure_and_figures(smoke):
@@ -68,7 +68,7 @@ def test_a_stopped_run_keeps_the_settings_it_finished(tmp_path, monkeypatch):
   config = ap.Config(lengths=(6, 8), cells=("lstm",), clipping=("none",), steps=4, log_every=2)
   with pytest.raises(KeyboardInterrupt):
     ap.run(config, tmp_path)
-  settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+  settings = files.read_json(tmp_path / "results.json")["settings"]
   assert list(settings) == [ap.setting_name("lstm", "none", 6)]
   assert settings[ap.setting_name("lstm", "none", 6)]["test_mse"] == [0.01, 0.1]
 

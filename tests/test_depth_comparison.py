@@ -1,12 +1,12 @@
 """experiments.depth_comparison: smoke run, ratios, the chi_1 prediction."""
 
 import functools
-import json
 
 import jax
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import depth_comparison as dc
 from experiments import init_comparison as ic
 from jaxgrad.models import DeepMLP
@@ -17,7 +17,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("depth_comparison")
   dc.run(dc.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

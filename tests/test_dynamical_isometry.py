@@ -1,11 +1,11 @@
 """dynamical_isometry experiment: smoke run, spectra against exact ground truths and theory."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import dynamical_isometry as di
 
 
@@ -13,7 +13,7 @@ from experiments import dynamical_isometry as di
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("dynamical_isometry")
   di.run(di.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

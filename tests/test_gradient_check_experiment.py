@@ -1,9 +1,9 @@
 """Smoke test of experiments.gradient_check: real models pass, the planted bug fails."""
 
-import json
 
 import pytest
 
+from jaxgrad import files
 from experiments import gradient_check
 from tests import _tol
 
@@ -11,7 +11,7 @@ from tests import _tol
 def test_smoke_run_passes_real_models_and_fails_planted_bug(tmp_path):
   config = gradient_check.Config.smoke()
   gradient_check.run(config, tmp_path)
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = files.read_json(tmp_path / "results.json")
   assert (tmp_path / "errors.png").stat().st_size > 0
   cases = results["cases"]
   assert list(cases) == list(config.models)

@@ -2,7 +2,6 @@
 
 import dataclasses
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import init_comparison as ic
-from jaxgrad import diagnostics, probe
+from jaxgrad import diagnostics, files, probe
 from jaxgrad.models import DeepMLP
 from tests import _tol
 
@@ -19,7 +18,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("init_comparison")
   ic.run(ic.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

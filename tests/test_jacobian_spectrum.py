@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from experiments import jacobian_spectrum as js
-from jaxgrad import theory
+from jaxgrad import files, theory
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("jacobian_spectrum")
   js.run(js.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

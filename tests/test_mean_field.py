@@ -1,11 +1,11 @@
 """mean_field experiment: smoke run, measured chi_1 and q^l against theory, bad flags."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import mean_field as mf
 
 
@@ -13,7 +13,7 @@ from experiments import mean_field as mf
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("mean_field")
   mf.run(mf.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

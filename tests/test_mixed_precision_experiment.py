@@ -1,10 +1,10 @@
 """mixed_precision experiment: smoke run, float32 has no underflow by definition, CLI errors."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import mixed_precision as mpx
 
 
@@ -12,7 +12,7 @@ from experiments import mixed_precision as mpx
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("mixed_precision")
   mpx.run(mpx.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_structure_and_figures(smoke):

@@ -1,19 +1,18 @@
 """mnist_classifier: smoke run, numbers against direct computation, monitor files, CLI errors."""
 
-import json
 
 import numpy as np
 import pytest
 
 from experiments import mnist_classifier as mc
-from jaxgrad import monitoring
+from jaxgrad import files, monitoring
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("mnist_classifier")
   mc.run(mc.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_every_arm_and_figure(smoke):

@@ -1,11 +1,11 @@
 """experiments.normalization: smoke run, structure, weight norm = plain at init, growth fit."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import normalization as nm
 from tests import _tol
 
@@ -14,7 +14,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("normalization")
   nm.run(nm.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -1,12 +1,12 @@
 """experiments.relu_explosion: gradients equal weight products; dead-unit probabilities."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
 from scipy import integrate, special
 
+from jaxgrad import files
 from experiments import relu_explosion as exp
 
 
@@ -14,7 +14,7 @@ from experiments import relu_explosion as exp
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("relu_explosion")
   exp.run(exp.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -1,10 +1,10 @@
 """experiments.residual_vs_plain: smoke run, structure, numbers against theory, CLI errors."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import residual_vs_plain as rvp
 
 
@@ -12,7 +12,7 @@ from experiments import residual_vs_plain as rvp
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("residual_vs_plain")
   rvp.run(rvp.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figures(smoke):

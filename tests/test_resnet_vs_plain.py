@@ -1,10 +1,10 @@
 """Smoke test of experiments.resnet_vs_plain."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import resnet_vs_plain
 from tests import _tol
 
@@ -12,7 +12,7 @@ from tests import _tol
 def test_smoke_run_writes_results_and_figures(tmp_path):
   config = resnet_vs_plain.Config.smoke()
   resnet_vs_plain.run(config, tmp_path)
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = files.read_json(tmp_path / "results.json")
   assert (tmp_path / "grad_flow.png").stat().st_size > 0
   assert (tmp_path / "jacobian.png").stat().st_size > 0
   blocks = sum(resnet_vs_plain.STAGES[config.depths[0]])

@@ -1,12 +1,12 @@
 """rnn_clipping: smoke run, recorded numbers against an independent recomputation, CLI errors."""
 
-import json
 
 import jax
 import numpy as np
 import optax
 import pytest
 
+from jaxgrad import files
 from experiments import rnn_clipping as rc
 from tests import _tol
 
@@ -15,7 +15,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("rnn_clipping")
   rc.run(rc.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_structure_and_figures(smoke):

@@ -1,10 +1,10 @@
 """rnn_time_gradients: smoke run; Pascanu's rates against rho exactly (linear) and as a bound (tanh)."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import rnn_time_gradients as tg
 from tests import _tol
 
@@ -13,7 +13,7 @@ from tests import _tol
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("rnn_time_gradients")
   tg.run(tg.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_structure_and_figures(smoke):

@@ -1,10 +1,10 @@
 """trainability experiment: smoke run, the 6 xi_c overlay against theory, the separation score."""
 
-import json
 
 import numpy as np
 import pytest
 
+from jaxgrad import files
 from experiments import trainability as tr
 
 
@@ -12,7 +12,7 @@ from experiments import trainability as tr
 def smoke(tmp_path_factory):
   out = tmp_path_factory.mktemp("trainability")
   tr.run(tr.Config.smoke(), out)
-  return out, json.loads((out / "results.json").read_text())
+  return out, files.read_json(out / "results.json")
 
 
 def test_smoke_writes_results_and_figure(smoke):

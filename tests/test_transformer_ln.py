@@ -1,12 +1,12 @@
 """Smoke test of experiments.transformer_ln: structure and the exact sqrt(d_k) logit ratio."""
 
-import json
 import math
 
 import numpy as np
 import optax
 import pytest
 
+from jaxgrad import files
 from experiments import transformer_ln
 from tests import _tol
 
@@ -14,7 +14,7 @@ from tests import _tol
 def test_smoke_run_writes_results_and_figures(tmp_path):
   config = transformer_ln.Config.smoke()
   transformer_ln.run(config, tmp_path)
-  results = json.loads((tmp_path / "results.json").read_text())
+  results = files.read_json(tmp_path / "results.json")
   for name in ("grad_norms.png", "attention.png", "warmup.png"):
     assert (tmp_path / name).stat().st_size > 0
   for position in ("pre", "post"):
