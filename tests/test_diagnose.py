@@ -62,8 +62,13 @@ def test_relu_mlp_with_8_over_fan_in_explodes_at_the_input():
   np.testing.assert_allclose([l.chi1 for l in report.layers[:-2]], 4.0, rtol=0.35)
 
 
-def test_vit_rows_in_execution_order_and_zero_head_blocks():
-  report = _diagnose(fm.make_vit)
+@pytest.fixture(scope="module")
+def vit_report():
+  return _diagnose(fm.make_vit)
+
+
+def test_vit_rows_in_execution_order_and_zero_head_blocks(vit_report):
+  report = vit_report
   names = [l.name for l in report.layers]
   assert names[0] == "embedding"
   assert names.index("head") == len(names) - 2 and names[-1] == "(root)"  # root owns `cls`
@@ -180,8 +185,8 @@ def test_probe_jit_equals_eager_and_vmaps_over_seeds():
     chex.assert_trees_all_close(jax.tree.map(lambda a, s=s: a[s], batched), one, **_tol.F32)
 
 
-def test_report_serialises_strictly_plots_and_shows_html(tmp_path):
-  report = _diagnose(fm.make_vit)
+def test_report_serialises_strictly_plots_and_shows_html(vit_report, tmp_path):
+  report = vit_report
   text = json.dumps(report.to_dict(), allow_nan=False)
   back = Report.from_dict(json.loads(text, parse_constant=lambda c: pytest.fail(c)))
   assert [l.name for l in back.layers] == [l.name for l in report.layers]

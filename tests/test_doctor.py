@@ -36,13 +36,11 @@ def test_json_output_and_mean_field_chi1(capsys):
 
 def test_a_users_factory_gives_table_json_and_plot(tmp_path, capsys):
   plot = tmp_path / "flow.png"
-  report = doctor.main(["--model", "tests.doctor_factories:vit", "--plot", str(plot)])
-  text = capsys.readouterr().out
-  assert report.layers[0].name == "embedding" and "blocked by head" in text
-  assert plot.stat().st_size > 10_000
-  doctor.main(["--model", "tests.doctor_factories:vit", "--json"])
+  report = doctor.main(["--model", "tests.doctor_factories:vit", "--plot", str(plot), "--json"])
   d = files.loads(capsys.readouterr().out)
   assert d["model"]["class"] == "VisionTransformer" and d["verdict"] == "blocked"
+  assert report.layers[0].name == "embedding" and "blocked by head" in str(report)
+  assert plot.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("flags, verdict", [
