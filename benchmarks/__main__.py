@@ -24,6 +24,7 @@ BENCHMARKS = {
     "deep_spectrum": [],
     "rnn": [],
     "seed_sweeps": [],
+    "diagnose": [],
 }
 
 

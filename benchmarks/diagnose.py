@@ -24,7 +24,8 @@ import statistics  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from benchmarks._timing import compile_seconds, machine, median_seconds  # noqa: E402
+from benchmarks import _timing  # noqa: E402
+from benchmarks._timing import compile_seconds, median_seconds  # noqa: E402
 from jaxgrad import probe  # noqa: E402
 from tests import foreign_models as fm  # noqa: E402
 
@@ -74,12 +75,28 @@ def compare(name, factory) -> dict:
   return row
 
 
-def main():
-  print(machine())
-  for name, factory in (("ViT-Ti, 12 blocks, batch 32", vit_ti), ("MNIST CNN, batch 128", mnist_cnn)):
-    row = compare(name, factory)
-    print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
-                     for k, v in row.items()))
+def rows(results: list[dict]) -> list[dict]:
+  """The suite's table rows: probed step and compile, with and without statistics."""
+  out = []
+  for r in results:
+    for label, what in (("probed", "diagnose's probed loss + gradient"),
+                        ("signal only", "the probe without input statistics")):
+      out.append({"benchmark": "diagnose", "figure": f"{what}, {r['model']}: step",
+                  "measured": f"{r[f'{label} step ms']:.1f} ms",
+                  "baseline": f"plain value_and_grad {r['plain step ms']:.1f} ms",
+                  "ratio": r[f"{label} step ratio"]})
+      out.append({"benchmark": "diagnose", "figure": f"{what}, {r['model']}: compile",
+                  "measured": f"{r[f'{label} compile s']:.2f} s",
+                  "baseline": f"plain value_and_grad {r['plain compile s']:.2f} s",
+                  "ratio": r[f"{label} compile ratio"]})
+  return out
+
+
+def main(argv=None) -> dict:
+  del argv  # no options: the README's figures
+  results = [compare(name, factory) for name, factory in (
+      ("ViT-Ti 12 blocks, batch 32", vit_ti), ("MNIST CNN, batch 128", mnist_cnn))]
+  return _timing.report({"machine": _timing.machine(), "results": results}, rows(results))
 
 
 if __name__ == "__main__":
