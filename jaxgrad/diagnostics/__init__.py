@@ -6,6 +6,8 @@ from jaxgrad.diagnostics.diagnose import diagnose as diagnose
 from jaxgrad.diagnostics.report import LayerReport as LayerReport
 from jaxgrad.diagnostics.report import Report as Report
 from jaxgrad.diagnostics.gradient_check import gradient_check as gradient_check
+from jaxgrad.diagnostics.gradient_check import num_kinks as num_kinks
+from jaxgrad.diagnostics.gradient_check import precision_advice as precision_advice
 from jaxgrad.diagnostics.gradients import PERTURBATIONS as PERTURBATIONS
 from jaxgrad.diagnostics.gradients import backprop_signal as backprop_signal
 from jaxgrad.diagnostics.gradients import layer_grad_norms as layer_grad_norms
@@ -29,8 +31,10 @@ __all__ = [
     "jacobian",
     "layer_grad_norms",
     "log_singular_values",
+    "num_kinks",
     "per_layer",
     "perturbation_grads",
+    "precision_advice",
     "resolvable",
     "safe_norm",
     "signal_norms",
