@@ -1,9 +1,10 @@
 """What :func:`jaxgrad.diagnose` returns: one :class:`LayerReport` per probed module, and the whole.
 
 A :class:`Report` prints as a table (``str``), shows as an HTML table in a
-notebook, serialises to strict JSON (:meth:`Report.to_dict`: NaN and ±inf as
-the strings ``"nan"``, ``"inf"``, ``"-inf"``, which :func:`Report.from_dict`
-turns back into floats) and draws a gradient-flow figure (:meth:`Report.plot`).
+notebook, serialises to strict JSON (:meth:`Report.to_dict`, in
+:mod:`jaxgrad.files`' encoding: NaN and ±inf as the strings ``"nan"``, ``"inf"``,
+``"-inf"``, which :meth:`Report.from_dict` turns back into floats) and draws a
+gradient-flow figure (:meth:`Report.plot`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -12,22 +13,12 @@ import html
 import math
 from typing import Any
 
+from jaxgrad import files
+
 VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead", "blocked")
 SIGNAL_KINDS = ("output", "weight_grad")  # dL/dy at the module's output; or none measured
 COLORS = {"healthy": "tab:green", "vanishing": "tab:blue", "exploding": "tab:red",
           "saturated": "tab:orange", "dead": "tab:gray", "blocked": "tab:purple"}
-
-
-def encode_float(v: float | None) -> float | str | None:
-  """A float for strict JSON: NaN and ±inf as ``"nan"``, ``"inf"``, ``"-inf"``."""
-  if v is None or math.isfinite(v):
-    return v
-  return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-
-
-def decode_float(v: float | str | None) -> float | None:
-  """The inverse of :func:`encode_float`."""
-  return float(v) if isinstance(v, str) else v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +79,8 @@ class LayerReport:
     return self.grad_norm / self.weight_norm if self.weight_norm > 0 else math.nan
 
   def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["grad_to_weight"] = self.grad_to_weight
-    return {k: encode_float(v) if isinstance(v, float) else v for k, v in d.items()}
+    """Strict JSON values (:func:`jaxgrad.files.encode`), with ``grad_to_weight``."""
+    return files.encode({**dataclasses.asdict(self), "grad_to_weight": self.grad_to_weight})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,24 +120,22 @@ class Report:
 
   def to_dict(self) -> dict[str, Any]:
     """Strict JSON (``json.dumps(..., allow_nan=False)`` accepts it)."""
-    return {"layers": [l.to_dict() for l in self.layers], "verdict": self.verdict,
-            "counts": self.counts, "remedies": list(self.remedies),
-            "first_nonfinite": self.first_nonfinite, "loss": encode_float(self.loss),
-            "notes": list(self.notes),
-            "thresholds": {k: encode_float(v) for k, v in self.thresholds.items()}}
+    return files.encode({
+        "layers": [l.to_dict() for l in self.layers], "verdict": self.verdict,
+        "counts": self.counts, "remedies": self.remedies, "first_nonfinite": self.first_nonfinite,
+        "loss": self.loss, "notes": self.notes, "thresholds": self.thresholds})
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "Report":
     """Reads :meth:`to_dict`'s output back (strings for NaN/±inf become floats)."""
     fields = {f.name for f in dataclasses.fields(LayerReport)}
-    layers = tuple(LayerReport(**{k: decode_float(v) if k not in ("name", "kind", "verdict",
-                                                                 "signal_kind", "activation",
-                                                                 "cause") else v
+    texts = ("name", "kind", "verdict", "signal_kind", "activation", "cause")
+    layers = tuple(LayerReport(**{k: v if k in texts else files.decode(v)
                                   for k, v in l.items() if k in fields})
                    for l in d["layers"])
     return cls(layers, d["verdict"], tuple(d["remedies"]), d["first_nonfinite"],
-               decode_float(d["loss"]), tuple(d.get("notes", ())),
-               {k: decode_float(v) for k, v in d.get("thresholds", {}).items()})
+               files.decode(d["loss"]), tuple(d.get("notes", ())),
+               files.decode(d.get("thresholds", {})))
 
   def _rows(self) -> tuple[list[str], list[list[str]]]:
     head = ["layer", "kind", "verdict", "signal", "ratio", "|dW|", "|dW|/|W|", "dead", "sat",
