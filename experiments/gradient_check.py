@@ -29,7 +29,7 @@ import pathlib
 from experiments import _cli
 from jaxgrad import compilation_cache
 
-# Compile time dominates these small programs on CPU (notes in docs/sections/issue5.md).
+# Compile time dominates these small programs on CPU (notes in docs/architectures.md).
 compilation_cache.prefer_fast_compile()
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
