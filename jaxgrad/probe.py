@@ -17,17 +17,24 @@ backward pass as the weight gradients (``jax.value_and_grad`` with respect to
 
 Structure comes from the execution, never from names:
 
-* **order**: the order in which the interceptor sees the calls;
-* **scanned stacks**: inside ``nn.scan`` (or ``nn.vmap``) a module sees its
-  parameters without the leading layer axis that the params tree holds; that
-  difference of shapes, not a module's name, marks a stack and its length. A
-  stack whose ``variable_axes`` carries ``'perturbations'`` gives one signal
-  per layer; one whose ``variable_axes`` does not (perturbations are then
-  dropped by Flax without a word) gives rows marked ``has_signal=False``,
-  weight-gradient only.
+* **order**: the order in which the interceptor sees the calls return (a
+  module's output, where its signal sits, comes after its children's);
+* **scanned stacks**: inside ``nn.scan`` a module sees its parameters without
+  the leading layer axis that the params tree holds; that difference of
+  shapes, not a module's name, marks a stack and its length. A stack whose
+  ``variable_axes`` carries ``'perturbations'`` gives one signal per layer;
+  one whose ``variable_axes`` does not (perturbations are then dropped by Flax
+  without a word) gives rows marked ``has_signal=False``, weight-gradient only.
+  An ``nn.vmap`` ensemble looks the same to the probe, and its members are
+  reported as consecutive layers.
+
+A module called more than once (weight sharing) has one perturbation, so its
+signal is the sum of :math:`\partial L/\partial y` over its calls at the first
+call's output shape (calls at other shapes are not perturbed), and its input
+statistics are the last such call's.
 
 :func:`trace` finds the structure (with ``jax.eval_shape``: no FLOPs);
-:func:`probed_value_and_grad` is the jit-able measurement.
+:meth:`Probe.value_and_grad` is the jit-able measurement.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -104,7 +111,8 @@ class Trace:
   Attributes:
     rows: the probed module calls, in execution order (as each call returns,
       which is where its output, and so its signal, sits).
-    modules: every module path the run called, in the order the calls began.
+    modules: every module path the run called, in the order the calls
+      returned (a module after its children, as :attr:`rows` are ordered).
     stacks: ``(root path, number of layers)`` of every scanned stack: the
       outermost module that sees its parameters without the layer axis.
   """
@@ -122,7 +130,7 @@ class Trace:
     return None
 
   def position(self, path: Sequence[str]) -> int | None:
-    """Where the module at ``path`` began running, among :attr:`modules`."""
+    """Where the module at ``path`` finished running, among :attr:`modules`."""
     try:
       return self.modules.index(tuple(path))
     except ValueError:
@@ -250,6 +258,7 @@ class _Recorder:
   unread: frozenset[tuple[tuple[str, ...], str]] = frozenset()  # inputs no module's output is
   seen: dict[tuple[tuple[str, ...], str], dict[str, Any]] = dataclasses.field(default_factory=dict)
   leads: dict[tuple[str, ...], int] = dataclasses.field(default_factory=dict)
+  returned: dict[tuple[str, ...], None] = dataclasses.field(default_factory=dict)  # ordered set
 
   def __call__(self, next_fun, args, kwargs, context):
     module, method = context.module, context.method_name
@@ -258,6 +267,7 @@ class _Recorder:
     lead = _leading_axes(module, self.outer_params)
     self.leads[module.path] = max(lead, self.leads.get(module.path, 0))
     out = next_fun(*args, **kwargs)
+    self.returned.setdefault(module.path)
     direct = _direct_params(module)
     if not direct or not _is_float_tree(out):
       return out
@@ -267,6 +277,8 @@ class _Recorder:
       self.seen[key] = {"kind": type(module).__name__, "params": tuple(direct), "lead": lead,
                         "in_shape": tuple(x.shape) if hasattr(x, "shape") else None,
                         "out_shape": tuple(jax.tree.leaves(out)[0].shape)}
+    if tuple(jax.tree.leaves(out)[0].shape) != self.seen[key]["out_shape"]:
+      return out  # a shared module called again at another shape: one perturbation per module
     name = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
     if self.record_stats:
       module.sow(PERTURBATIONS, f"{STATS}:{method}",
@@ -289,7 +301,7 @@ class _Recorder:
 
   def trace(self, collection: Mapping[str, Any]) -> Trace:
     """What the run showed; ``collection``: the 'perturbations' after the call."""
-    partial = Trace((), tuple(self.leads), self.stacks())
+    partial = Trace((), tuple(self.returned), self.stacks())
     rows = []
     for (path, method), info in self.seen.items():
       stack = partial.stack_of(path)

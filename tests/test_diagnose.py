@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnose, probe
+from jaxgrad import diagnose, diagnostics, probe
 from jaxgrad.diagnostics.report import Report
 from tests import _tol
 from tests import foreign_models as fm
@@ -247,3 +247,51 @@ def test_first_nonfinite_in_the_backward_pass():
   report = diagnose(model, model.init(KEY, x), x, _xent)
   assert report.first_nonfinite == {"module": "a", "direction": "backward"}
   assert report["b"].finite and not report["a"].finite
+
+
+class _SharedAtTwoShapes(nn.Module):
+  """One Dense applied to the batch and to a slice of it (weight sharing at two shapes)."""
+
+  @nn.compact
+  def __call__(self, x):
+    dense = nn.Dense(3, name="shared")
+    return nn.Dense(2, name="head")(dense(x) + jnp.mean(dense(x[:2]), axis=0, keepdims=True))
+
+
+def test_a_module_called_at_two_shapes_is_one_row_with_the_first_calls_signal():
+  x = jax.random.normal(KEY, (4, 3))
+  model = _SharedAtTwoShapes()
+  variables = model.init(KEY, x)
+  report = diagnose(model, variables, x, _xent)
+  assert [l.name for l in report.layers] == ["shared", "head"]
+  # The signal at the first call's output: dL/dy of y = dense(x) alone.
+  p = variables["params"]
+
+  def loss_of_shift(eps):
+    y1 = x @ p["shared"]["kernel"] + p["shared"]["bias"][None] + eps
+    y2 = x[:2] @ p["shared"]["kernel"] + p["shared"]["bias"][None]
+    h = y1 + jnp.mean(y2, axis=0, keepdims=True)
+    return _xent(h @ p["head"]["kernel"] + p["head"]["bias"][None])
+
+  g = jax.grad(loss_of_shift)(jnp.zeros((4, 3)))
+  np.testing.assert_allclose(report["shared"].signal, jnp.mean(jnp.linalg.norm(g, axis=-1)),
+                             **_tol.F32)
+
+
+class _RootOwnsAParam(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    w = self.param("kernel", nn.initializers.lecun_normal(), (3, 4))
+    return nn.Dense(10)(x @ w)
+
+
+def test_diagnose_and_layer_grad_norms_name_and_order_layers_alike():
+  x = jax.random.normal(KEY, (4, 3))
+  model = _RootOwnsAParam()
+  variables = model.init(KEY, x)
+  grads = jax.grad(lambda p: _xent(model.apply({"params": p}, x)))(variables["params"])
+  norms = diagnostics.layer_grad_norms(grads, layout=probe.layout(model, x))
+  report = diagnose(model, variables, x, _xent)
+  assert list(norms) == [l.name for l in report.layers] == ["Dense_0", "(root)"]
+  np.testing.assert_allclose([float(v) for v in norms.values()],
+                             [l.grad_norm for l in report.layers], **_tol.F32)

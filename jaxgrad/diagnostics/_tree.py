@@ -37,7 +37,7 @@ class _Group(NamedTuple):
 
   def names(self) -> list[str]:
     if self.stack is None:
-      return ["/".join(self.keys) or "root"]
+      return ["/".join(self.keys) or "(root)"]
     s = self.stack
     return ["/".join(self.keys[:s] + (f"{self.keys[s]}_{i:03d}",) + self.keys[s + 1:])
             for i in range(self.layers)]
@@ -82,7 +82,7 @@ class LayerValues(Mapping[str, jax.Array]):
     self._arrays = tuple(arrays)
 
   def tree_flatten_with_keys(self):
-    keys = [jax.tree_util.DictKey("/".join(g.keys) or "root") for g in self._groups]
+    keys = [jax.tree_util.DictKey("/".join(g.keys) or "(root)") for g in self._groups]
     return tuple(zip(keys, self._arrays)), self._layout
 
   @classmethod
@@ -184,7 +184,7 @@ def per_layer(
 
 
 def _order(groups: list[_Group], layout: Trace | None) -> tuple[tuple[int, int], ...]:
-  """Execution order: by where the owner (a stack: its root) began, then layer, then owner."""
+  """Execution order: by where the owner (a stack: its root) returned, then layer, then owner."""
   if layout is None:
     return tuple((g, i) for g, group in enumerate(groups) for i in range(group.layers))
   unknown = len(layout.modules)

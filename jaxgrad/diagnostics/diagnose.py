@@ -238,7 +238,7 @@ def _notes(layers: list[LayerReport]) -> list[str]:
   notes = []
   w_only = [l.name for l in layers if l.signal_kind == "weight_grad"]
   if w_only:
-    notes.append(f"{len(w_only)} layers ({w_only[0]} …) sit in an nn.scan without "
+    notes.append(f"{len(w_only)} layers ({w_only[0]} …) sit in an nn.scan (or nn.vmap) without "
                  "'perturbations' in its variable_axes: no signal there, their verdict and ratio "
                  "rest on the weight gradient, against the last such layer")
   causes = sorted({l.cause for l in layers if l.cause})
