@@ -59,7 +59,12 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   """scikit-learn's 8x8 digits (1797 images, shipped with the package), pixels / 16.
 
   The split is a fixed permutation drawn with ``seed``.
+
+  Raises:
+    ValueError: for a ``test_fraction`` outside (0, 1).
   """
+  if not 0 < test_fraction < 1:
+    raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
   try:
     from sklearn.datasets import load_digits
   except ImportError as e:
@@ -79,7 +84,13 @@ def standardize(ds: Dataset) -> Dataset:
 
 
 def sample_batch(key: jax.Array, x: jax.Array, y: jax.Array, batch_size: int):
-  """``batch_size`` examples drawn uniformly with replacement; jit-able."""
+  """``batch_size`` examples drawn uniformly with replacement; jit-able.
+
+  Raises:
+    ValueError: for a ``batch_size`` that is not an integer >= 1.
+  """
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
   idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
   return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
 

@@ -29,6 +29,7 @@ He-normal has variance exactly 2/fan_in. Seed 000 writes He as
 
 from collections.abc import Callable
 import inspect
+import math
 from typing import Any
 
 import jax
@@ -169,6 +170,9 @@ def get(name: str, **kwargs: Any) -> Initializer:
         f"initializer {name!r} takes arguments ({', '.join(signature.parameters)})"
         f", got {sorted(kwargs)}: {e}"
     ) from None
+  for key, value in kwargs.items():
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
+      raise ValueError(f"initializer {name!r}: {key} must be finite, got {value!r}")
   return factory(**kwargs)
 
 

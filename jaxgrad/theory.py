@@ -89,10 +89,34 @@ _FIXED_POINT_RTOL = 1e-13
 _STATIC = ("activation", "method", "depth", "weights")
 
 
+# The variances the formulas take: (lowest allowed, whether the bound itself is allowed).
+_RANGES = {"sigma_w2": (0.0, False), "sigma_b2": (0.0, True), "q0": (0.0, False)}
+
+
+def _check_ranges(signature: inspect.Signature, args: tuple, kwargs: dict) -> None:
+  """Raises for a concrete variance that is negative, zero where it must not be, or not finite."""
+  bound = signature.bind(*args, **kwargs)
+  for name, (low, inclusive) in _RANGES.items():
+    value = bound.arguments.get(name)
+    if value is None or isinstance(value, jax.core.Tracer):
+      continue
+    v = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(v) & ((v >= low) if inclusive else (v > low))):
+      allowed = f">= {low:g}" if inclusive else f"> {low:g}"
+      raise ValueError(f"{name} must be finite and {allowed}, got {value!r}")
+
+
 def _jit(fn: Callable) -> Callable:
-  """Compiled once per activation (and quadrature method, depth, weights)."""
-  names = inspect.signature(fn).parameters
-  return jax.jit(fn, static_argnames=[a for a in _STATIC if a in names])
+  """Compiled once per activation (and quadrature method, depth, weights); variances checked first."""
+  signature = inspect.signature(fn)
+  jitted = jax.jit(fn, static_argnames=[a for a in _STATIC if a in signature.parameters])
+
+  @functools.wraps(fn)
+  def checked(*args, **kwargs):
+    _check_ranges(signature, args, kwargs)
+    return jitted(*args, **kwargs)
+
+  return checked
 
 
 @functools.cache

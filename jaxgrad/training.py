@@ -91,8 +91,12 @@ class OptimizerConfig:
       value = getattr(self, field)
       if value is not None and not isinstance(value, jax.core.Tracer) and not value > 0:
         raise ValueError(f"{field} must be > 0 or None, got {value!r}")
-    if not callable(self.learning_rate) and not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+    if not callable(self.learning_rate) and not 0 < self.learning_rate < float("inf"):
+      raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate!r}")
+    if not 0 <= self.weight_decay < float("inf"):
+      raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+    if not 0 <= self.end_lr_fraction <= 1:
+      raise ValueError(f"end_lr_fraction must be in [0, 1], got {self.end_lr_fraction!r}")
     if self.momentum is not None and not 0 <= self.momentum < 1:
       raise ValueError(f"momentum must be in [0, 1) or None, got {self.momentum!r}")
     if self.nesterov and self.name != "sgd":

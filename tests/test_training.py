@@ -150,7 +150,7 @@ def test_warmup_cosine_schedule_values():
     (dict(name="lion"), "unknown optimizer 'lion'; valid choices"),
     (dict(schedule="step"), "unknown schedule 'step'; valid choices"),
     (dict(clip_norm=0.0), "clip_norm must be > 0"),
-    (dict(learning_rate=-1.0), "learning_rate must be > 0"),
+    (dict(learning_rate=-1.0), "learning_rate must be finite and > 0"),
     (dict(name="adam", nesterov=True), "nesterov applies to 'sgd' only"),
     (dict(schedule="warmup_cosine", warmup_steps=5, decay_steps=5), "decay_steps > warmup_steps"),
 ])

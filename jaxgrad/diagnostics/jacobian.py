@@ -46,7 +46,13 @@ def spectrum_stats(s: jax.Array) -> dict[str, jax.Array]:
     ``mean_sq`` and ``var_sq``, the mean and (population) variance of
     :math:`s_i^2`, i.e. of the eigenvalues of :math:`JJ^\top`; ``max``, ``min``
     and ``condition = max / min`` (``inf`` when ``min`` is 0).
+
+  Raises:
+    ValueError: for ``s`` without singular values (a scalar or an empty last axis).
   """
+  if jnp.ndim(s) < 1 or jnp.shape(s)[-1] == 0:
+    raise ValueError(f"spectrum_stats needs at least one singular value on the last axis, "
+                     f"got shape {jnp.shape(s)}")
   s2 = jnp.square(s)
   smax, smin = jnp.max(s, axis=-1), jnp.min(s, axis=-1)
   return {
