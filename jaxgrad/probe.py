@@ -51,6 +51,16 @@ STATS = "jaxgrad_stats"  # what the probe records at a module's input (sown besi
 SATURATION_THRESHOLD = 0.05  # phi'(a) / max phi' below this: a saturated entry
 
 
+def layer_names(path: Sequence[str], stack: tuple[int, int] | None) -> list[str]:
+  """The module path ``'/'``-joined (``'(root)'`` for the root); in a stack ``(s, n)``,
+  component ``s`` numbered ``_000`` … ``_{n-1}``, one name per layer."""
+  path = tuple(path)
+  if stack is None:
+    return ["/".join(path) or "(root)"]
+  s, n = stack
+  return ["/".join(path[:s] + (f"{path[s]}_{i:03d}",) + path[s + 1:]) for i in range(n)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One probed module call, as the interceptor saw it.
@@ -85,13 +95,9 @@ class Row:
     return SIGNAL if self.method == "__call__" else f"{SIGNAL}:{self.method}"
 
   def names(self) -> list[str]:
-    """One name per layer: the module path, a stack's component numbered ``_000`` …"""
+    """One name per layer (:func:`layer_names`), ``:method`` added for other methods."""
     suffix = "" if self.method == "__call__" else f":{self.method}"
-    if self.stack is None:
-      return [("/".join(self.path) or "(root)") + suffix]
-    s, n = self.stack
-    return ["/".join(self.path[:s] + (f"{self.path[s]}_{i:03d}",) + self.path[s + 1:]) + suffix
-            for i in range(n)]
+    return [name + suffix for name in layer_names(self.path, self.stack)]
 
   def feeds(self, other: "Row") -> bool:
     """Whether this module's output is, by shape, the next module's input (a chain)."""

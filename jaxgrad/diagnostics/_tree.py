@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.probe import Trace
+from jaxgrad.probe import Trace, layer_names
 
 
 def _natural_key(path: str) -> list[Any]:
@@ -36,11 +36,7 @@ class _Group(NamedTuple):
   value_ndim: int  # ndim of one layer's reduced value
 
   def names(self) -> list[str]:
-    if self.stack is None:
-      return ["/".join(self.keys) or "(root)"]
-    s = self.stack
-    return ["/".join(self.keys[:s] + (f"{self.keys[s]}_{i:03d}",) + self.keys[s + 1:])
-            for i in range(self.layers)]
+    return layer_names(self.keys, None if self.stack is None else (self.stack, self.layers))
 
 
 class _Layout(NamedTuple):

@@ -170,12 +170,14 @@ def _units_after(values: list[dict[str, Any]], hint: str | None) -> None:
       cur["chi1"] = nxt["sigma_w2"] * mu
 
 
-def _blocked_by(values: list[dict[str, Any]], i: int) -> str | None:
-  """The nearest module downstream of layer ``i`` whose weights are all zero, if any."""
-  for later in values[i + 1:]:
-    if later["zero_weight"] >= 1:
-      return later["name"]
-  return None
+def _zero_downstream(values: list[dict[str, Any]]) -> list[str | None]:
+  """Per layer, the nearest later module whose weights are all zero (None if none): one pass."""
+  out, nearest = [], None
+  for v in reversed(values):
+    out.append(nearest)
+    if v["zero_weight"] >= 1:
+      nearest = v["name"]
+  return out[::-1]
 
 
 def _verdicts(values: list[dict[str, Any]]) -> list[LayerReport]:
@@ -185,13 +187,14 @@ def _verdicts(values: list[dict[str, Any]]) -> list[LayerReport]:
     value = v["signal"] if kind == "output" else v["grad"]
     if math.isfinite(value) and value > 0:
       refs[kind] = value  # the last one of each kind: the output end
+  zero_downstream = _zero_downstream(values)
   layers = []
   for i, (v, kind) in enumerate(zip(values, kinds)):
     value = v["signal"] if kind == "output" else v["grad"]
     finite = (math.isfinite(value) and math.isfinite(v["grad"])
               and bool(v.get("stats", {}).get("finite_out", True)))
     ratio = value / refs[kind] if kind in refs and math.isfinite(value) else math.nan
-    cause = _blocked_by(values, i) if value == 0 and v["grad"] == 0 else None
+    cause = zero_downstream[i] if value == 0 and v["grad"] == 0 else None
     if not finite:
       verdict = "exploding"
     elif cause is not None:
