@@ -30,7 +30,6 @@ import pathlib
 import signal
 import sys
 import threading
-import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -41,6 +40,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import tqdm  # noqa: E402
 
+from experiments import _config  # noqa: E402
 from jaxgrad import compilation_cache, files  # noqa: E402
 
 CONFIG_FILE = "config.json"
@@ -59,22 +59,21 @@ def _parse_tuple(item_type: type) -> Callable[[str], tuple]:
   return parse
 
 
-def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, hints) -> None:
+def _add_field(parser: argparse.ArgumentParser, config_cls: type, field: dataclasses.Field) -> None:
+  """One flag per field; its values are checked by the ``Config`` itself (:mod:`experiments._config`)."""
   flag = "--" + field.name.replace("_", "-")
-  kind = hints[field.name]
-  origin, args = typing.get_origin(kind), typing.get_args(kind)
-  help_text = field.metadata.get("help", "") + f" (default: {field.default!r})"
-  if kind is bool:
+  kind, is_tuple = _config.field_kind(config_cls, field.name)
+  allowed = _config.describe(field)
+  help_text = " ".join(filter(None, [field.metadata.get("help", ""),
+                                     f"({allowed})" if allowed else ""]))
+  help_text += f" (default: {field.default!r})"
+  if kind is bool and not is_tuple:
     parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-    return
-  if origin is tuple:
-    parser.add_argument(flag, type=_parse_tuple(args[0]), default=None, metavar="A,B,...",
+  elif is_tuple:
+    parser.add_argument(flag, type=_parse_tuple(kind), default=None, metavar="A,B,...",
                         help=help_text)
-    return
-  if origin in (typing.Union, types.UnionType):  # Optional[X]
-    kind = next(a for a in args if a is not type(None))
-  choices = field.metadata.get("choices")
-  parser.add_argument(flag, type=kind, default=None, choices=choices, help=help_text)
+  else:
+    parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def experiment_name(module_name: str) -> str:
@@ -172,17 +171,17 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
   parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                       help="do not use JAX's persistent compilation cache "
                            "($JAXGRAD_COMPILE_CACHE or ~/.cache/jaxgrad/xla)")
-  hints = typing.get_type_hints(config_cls)
   for field in dataclasses.fields(config_cls):
-    _add_field(parser, field, hints)
+    _add_field(parser, config_cls, field)
   args = parser.parse_args(argv)
   base = config_cls.quick() if args.quick else config_cls()
   overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                if getattr(args, f.name) is not None}
   try:
     config = dataclasses.replace(base, **overrides)
-  except ValueError as e:  # Config.__post_init__ validation
-    parser.error(str(e))
+  except _config.ConfigError as e:
+    value = ",".join(map(str, e.value)) if isinstance(e.value, tuple) else e.value
+    parser.error(f"argument --{e.field.replace('_', '-')}: {value!r} is not allowed: {e.allowed}")
   _check_out(parser, args.out, config, args.overwrite)
   if args.compile_cache:
     compilation_cache.enable()

@@ -24,14 +24,14 @@ Writes ``config.json``, ``results.json``, ``loss.png``, ``underflow.png`` and
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import data, mixed_precision, plotting, probe, training  # noqa: E402
+from jaxgrad import activations, data, initializers, mixed_precision, plotting, probe, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -40,28 +40,19 @@ DATASETS = ("digits", "mnist1d")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  dataset: str = dataclasses.field(default="digits", metadata={"choices": DATASETS})
-  depth: int = dataclasses.field(default=32, metadata={"help": "Dense layers, input and output included"})
-  width: int = 128
-  activation: str = "relu"
-  init: str = dataclasses.field(default="lecun_normal", metadata={"help": "kernel initializer"})
-  steps: int = 400
-  batch: int = 128
-  learning_rate: float = 1e-3
-  seeds: int = 4
-  init_scale: float = dataclasses.field(default=2.0**15, metadata={"help": "initial loss scale"})
-  growth_interval: int = dataclasses.field(default=100, metadata={"help": "finite steps before the scale doubles"})
+class Config(_config.Checked):
+  dataset: str = _config.setting("digits", choices=DATASETS)
+  depth: int = _config.setting(32, "Dense layers, input and output included", at_least=2)
+  width: int = _config.setting(128, at_least=1)
+  activation: str = _config.setting("relu", choices=activations.names)
+  init: str = _config.setting("lecun_normal", "kernel initializer", choices=initializers.names)
+  steps: int = _config.setting(400, at_least=1)
+  batch: int = _config.setting(128, at_least=1)
+  learning_rate: float = _config.setting(1e-3, "Adam", above=0)
+  seeds: int = _config.setting(4, at_least=1)
+  init_scale: float = _config.setting(2.0**15, "initial loss scale", at_least=1)
+  growth_interval: int = _config.setting(100, "finite steps before the scale doubles", at_least=1)
   seed: int = 0
-
-  def __post_init__(self):
-    if self.dataset not in DATASETS:
-      raise ValueError(f"unknown dataset {self.dataset!r}; valid choices: {DATASETS}")
-    for name in ("depth", "width", "steps", "batch", "seeds", "growth_interval"):
-      if getattr(self, name) < (2 if name == "depth" else 1):
-        raise ValueError(f"{name} must be >= {2 if name == 'depth' else 1}, got {getattr(self, name)}")
-    if not self.init_scale >= 1:
-      raise ValueError(f"init_scale must be >= 1, got {self.init_scale}")
 
   @classmethod
   def quick(cls) -> "Config":
