@@ -8,11 +8,14 @@ batch inside jitted code from a PRNG key. :func:`load` picks a dataset by name.
 import gzip
 import os
 import pathlib
+import zlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxgrad import _checks
 
 DATASETS = ("mnist1d", "digits", "mnist")
 
@@ -63,6 +66,7 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
   Raises:
     ValueError: for a ``test_fraction`` outside (0, 1).
   """
+  _checks.require_real("test_fraction", test_fraction)
   if not 0 < test_fraction < 1:
     raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
   try:
@@ -110,16 +114,23 @@ def read_idx(path: str | pathlib.Path) -> np.ndarray:
   """Reads one IDX file (optionally gzipped, by its ``.gz`` suffix) into a numpy array.
 
   Raises:
-    ValueError: naming the file when its header or size is not IDX.
+    ValueError: naming the file when it is not IDX (bad magic, header or
+      size) or, for ``.gz``, not a complete gzip stream.
   """
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
-    raw = f.read()
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+    raise ValueError(f"{path} is not a complete gzip file ({e}); its .gz suffix asks for one") from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
     raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4]!r}); expected "
                      f"0x0000 followed by a type code in {sorted(_IDX_TYPES)} and ndim")
   ndim = raw[3]
+  if len(raw) < 4 + 4 * ndim:
+    raise ValueError(f"{path}: the header announces {ndim} dimensions ({4 + 4 * ndim} bytes), "
+                     f"the file has {len(raw)} bytes")
   shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, offset=4))
   dtype = np.dtype(_IDX_TYPES[raw[2]])
   expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize

@@ -35,6 +35,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxgrad import _checks
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -171,6 +173,7 @@ def get(name: str, **kwargs: Any) -> Initializer:
         f", got {sorted(kwargs)}: {e}"
     ) from None
   for key, value in kwargs.items():
+    _checks.require_real(f"initializer {name!r}: {key}", value)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isfinite(value):
       raise ValueError(f"initializer {name!r}: {key} must be finite, got {value!r}")
   return factory(**kwargs)

@@ -76,7 +76,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import activations
+from jaxgrad import _checks, activations
 
 WEIGHTS = ("gaussian", "orthogonal")
 METHODS = ("trapezoid", "gauss_hermite")
@@ -100,6 +100,7 @@ def _check_ranges(signature: inspect.Signature, args: tuple, kwargs: dict) -> No
     value = bound.arguments.get(name)
     if value is None or isinstance(value, jax.core.Tracer):
       continue
+    _checks.require_real(name, value)
     v = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(v) & ((v >= low) if inclusive else (v > low))):
       allowed = f">= {low:g}" if inclusive else f"> {low:g}"

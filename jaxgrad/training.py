@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import mixed_precision
+from jaxgrad import _checks, mixed_precision
 from jaxgrad import monitoring
 from jaxgrad.probe import Trace
 
@@ -91,6 +91,9 @@ class OptimizerConfig:
       value = getattr(self, field)
       if value is not None and not isinstance(value, jax.core.Tracer) and not value > 0:
         raise ValueError(f"{field} must be > 0 or None, got {value!r}")
+    for field in ("weight_decay", "end_lr_fraction", *(
+        () if callable(self.learning_rate) else ("learning_rate",))):
+      _checks.require_real(field, getattr(self, field))
     if not callable(self.learning_rate) and not 0 < self.learning_rate < float("inf"):
       raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate!r}")
     if not 0 <= self.weight_decay < float("inf"):

@@ -56,6 +56,25 @@ def test_bad_idx_and_missing_files_are_clear_errors(tmp_path, tiny_mnist):
     data.read_idx(tmp_path / "short")
   with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
     data.mnist(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["not gzip", "truncated gzip", "truncated header"])
+def test_corrupt_files_are_errors_naming_the_path(tmp_path, damage):
+  _write_idx(tmp_path / "f", np.zeros((4, 2), np.uint8))
+  raw = (tmp_path / "f").read_bytes()
+  path = tmp_path / ("f.gz" if "gzip" in damage else "f")
+  if damage == "not gzip":
+    path.write_bytes(raw)
+    match = "is not a complete gzip file"
+  elif damage == "truncated gzip":
+    path.write_bytes(gzip.compress(raw)[:-12])
+    match = "is not a complete gzip file"
+  else:
+    path.write_bytes(raw[:9])  # magic (4 bytes), one of two dimensions and a byte
+    match = r"announces 2 dimensions \(12 bytes\), the file has 9 bytes"
+  with pytest.raises(ValueError, match=match) as error:
+    data.read_idx(path)
+  assert str(path) in str(error.value)
   with pytest.raises(ValueError, match="unknown dataset 'cifar'; valid choices"):
     data.load("cifar")
   with pytest.raises(ValueError, match="needs mnist_dir"):

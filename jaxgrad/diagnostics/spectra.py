@@ -193,10 +193,14 @@ def log_singular_values(
     ReLU unit). The Lyapunov exponents are this divided by L.
 
   Raises:
-    ValueError: for ``sweeps < 1``, ``k`` outside ``[1, n]`` or ``h0`` not a vector.
+    ValueError: for ``sweeps < 1``, ``k`` outside ``[1, n]``, ``h0`` not a
+      vector, or ``params`` without one leading layer axis shared by every
+      leaf on which ``layer_fn`` maps ``(n,)`` to ``(n,)`` (unstacked
+      parameters, for instance, fail here, not inside the scan).
   """
   if h0.ndim != 1:
     raise ValueError(f"h0 must be one example vector of shape (n,), got shape {h0.shape}")
+  _check_layers(layer_fn, params, h0)
   n = h0.shape[0]
   k = n if k is None else k
   if not 1 <= k <= n:
@@ -205,6 +209,27 @@ def log_singular_values(
   if sweeps < 1:
     raise ValueError(f"sweeps must be >= 1, got {sweeps}")
   return _log_singular_values(layer_fn, params, h0, k, sweeps)
+
+
+def _check_layers(layer_fn: LayerFn, params: Any, h0: jax.Array) -> None:
+  """Raises ``ValueError`` unless ``params`` is a stack of layers on which ``layer_fn`` keeps ``h0``'s shape."""
+  shapes = jax.tree.map(jnp.shape, params)
+  leaves = jax.tree.leaves(params)
+  lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
+  if not leaves or None in lengths or len(lengths) != 1:
+    raise ValueError("params must carry one leading layer axis (length L) on every leaf, as a "
+                     f"scanned stack's 'layers' subtree does; got leaf shapes {shapes}")
+  one_layer = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), params)
+  try:
+    out = jax.eval_shape(layer_fn, one_layer, h0)
+  except Exception as e:  # noqa: BLE001  (any failure of the user's function, reported with shapes)
+    raise ValueError(f"layer_fn fails on one layer of params (leaf shapes without the layer axis: "
+                     f"{jax.tree.map(lambda s: s.shape, one_layer)}) and h0 of shape {h0.shape}: "
+                     f"{type(e).__name__}: {e}. Are params stacked, with a leading layer axis?"
+                     ) from e
+  if getattr(out, "shape", None) != h0.shape:
+    raise ValueError(f"layer_fn must map h0's shape {h0.shape} to itself, got "
+                     f"{jax.tree.map(lambda s: s.shape, out)}")
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))

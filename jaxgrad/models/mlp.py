@@ -68,6 +68,9 @@ class DenseBlock(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> jax.Array:
+    if self.residual and h.shape[-1] != self.features:
+      raise ValueError(f"residual=True adds the input to the output, so the input width "
+                       f"{h.shape[-1]} must equal features={self.features}")
     z = nn.Dense(
         self.features,
         kernel_init=initializers.resolve(self.kernel_init),
@@ -127,6 +130,9 @@ class DenseStack(nn.Module):
     _check_int("features", self.features, 1)
     check_norm(self.norm)
     activations.resolve(self.activation)
+    if h.shape[-1] != self.features:
+      raise ValueError(f"each layer maps width features={self.features} to itself, so the "
+                       f"input width {h.shape[-1]} must equal it (put a Dense before the stack)")
     scan = nn.scan(
         nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
         variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
