@@ -32,13 +32,14 @@ else that :mod:`json` cannot write raises ``TypeError``.
 {'loss': [0.5, nan], 'clip': inf}
 """
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import pathlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -119,33 +120,52 @@ def read_json(path: str | os.PathLike) -> Any:
   return loads(pathlib.Path(path).read_text())
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> pathlib.Path:
-  """Writes ``obj`` as strict JSON to ``path``, atomically; creates missing parent folders.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """A temporary path beside ``path`` that replaces ``path`` in one rename when the block ends.
 
-  The text goes to a temporary file in the same folder, which then replaces
-  ``path`` in one rename (:func:`os.replace`): a reader, or a run killed
-  mid-write, sees the old file or the new one, never half of one. The text is
-  made before anything is written, so an object that cannot be encoded leaves
-  the old file as it was.
+  Write the file to the yielded path; when the ``with`` block ends without an
+  exception it replaces ``path`` (:func:`os.replace`), so a reader, or a run
+  killed mid-write, sees the old file or the new one, never half of one. On
+  an exception the temporary file is removed and ``path`` is left as it was.
+  Missing parent folders are created.
+
+  Args:
+    path: the file to write.
+
+  Yields:
+    The temporary path, in ``path``'s folder (so the rename stays on one file
+    system), named ``.<name>.<pid>.<random>.tmp``.
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> pathlib.Path:
+  """Writes ``obj`` as strict JSON to ``path``, atomically (:func:`atomic_path`).
+
+  The text is made before anything is written, so an object that cannot be
+  encoded leaves the old file as it was.
 
   Returns:
     ``path``, as a :class:`pathlib.Path`.
   """
   path = pathlib.Path(path)
   text = to_json(obj, indent=indent) + "\n"
-  path.parent.mkdir(parents=True, exist_ok=True)
-  # os.open rather than tempfile.mkstemp: the file gets the umask's mode, not 0600.
-  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-  try:
+  with atomic_path(path) as tmp:
+    # os.open rather than tempfile.mkstemp: the file gets the umask's mode, not 0600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
   return path
 
 

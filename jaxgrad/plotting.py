@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxgrad import files  # noqa: E402
+
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
@@ -59,11 +61,10 @@ def theory_line(ax, x: Sequence[float], y: Sequence[float], *, color=None, label
 
 
 def save(fig, path: str | pathlib.Path) -> pathlib.Path:
-  """Writes ``fig`` as PNG and closes it."""
+  """Writes ``fig`` atomically (:func:`jaxgrad.files.atomic_path`) in the format of ``path``'s suffix, and closes it."""
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with plt.rc_context(STYLE):
-    fig.savefig(path)
+  with plt.rc_context(STYLE), files.atomic_path(path) as tmp:
+    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
   plt.close(fig)
   return path
 

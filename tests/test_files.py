@@ -7,10 +7,11 @@ import os
 import pathlib
 
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from jaxgrad import files
+from jaxgrad import files, plotting
 
 
 def _strict(text: str):
@@ -114,3 +115,19 @@ def test_to_json_refuses_what_json_cannot_represent():
 def test_the_module_docstrings_example():
   import doctest
   assert doctest.testmod(files).failed == 0
+
+
+def test_a_figure_that_fails_to_draw_leaves_the_old_file_and_no_temporary(tmp_path):
+  path = tmp_path / "fig.png"
+  fig, ax = plt.subplots()
+  ax.plot([0, 1], [1, 2])
+  plotting.save(fig, path)
+  old = path.read_bytes()
+  assert old.startswith(b"\x89PNG")
+  fig, ax = plt.subplots()
+  ax.text(0.5, 0.5, r"$\notacommand$")  # mathtext fails while the file is being written
+  with pytest.raises(ValueError):
+    plotting.save(fig, path)
+  plt.close("all")
+  assert path.read_bytes() == old
+  assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]

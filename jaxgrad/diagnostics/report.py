@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import dataclasses
 import html
 import math
+import pathlib
 from typing import Any
 
 from jaxgrad import files
@@ -222,7 +223,8 @@ class Report:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     if path is not None:
-      fig.savefig(path, dpi=130)
+      with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format=pathlib.Path(path).suffix.lstrip(".") or "png")
       plt.close(fig)
     return fig
 
