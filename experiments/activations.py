@@ -31,7 +31,7 @@ import dataclasses
 import math
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -45,27 +45,15 @@ PLOT_RANGE = 6.0  # the function figure shows x in [-6, 6]
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  activations: tuple[str, ...] = dataclasses.field(
-      default=activations.names(), metadata={"help": "activations to draw"})
-  x_max: float = dataclasses.field(
-      default=10.0, metadata={"help": "the grid covers [-x_max, x_max]"})
-  step: float = dataclasses.field(
-      default=1e-4, metadata={"help": "grid spacing (the grid contains x = 0)"})
-  max_depth: int = dataclasses.field(
-      default=100, metadata={"help": "largest depth L in the product figure"})
+class Config(_config.Checked):
+  activations: tuple[str, ...] = _config.setting(activations.names(), "activations to draw",
+                                                 choices=activations.names)
+  x_max: float = _config.setting(10.0, "the grid covers [-x_max, x_max]", above=0)
+  step: float = _config.setting(1e-4, "grid spacing (the grid contains x = 0)", above=0)
+  max_depth: int = _config.setting(100, "largest depth L in the product figure", at_least=1)
 
-  def __post_init__(self):
-    if not self.activations:
-      raise ValueError("activations must name at least one activation")
-    for a in self.activations:
-      activations.get(a)
-    if not self.x_max > 0:
-      raise ValueError(f"x_max must be > 0, got {self.x_max!r}")
-    if not 0 < self.step <= self.x_max:
-      raise ValueError(f"step must be in (0, x_max={self.x_max}], got {self.step!r}")
-    if not isinstance(self.max_depth, int) or self.max_depth < 1:
-      raise ValueError(f"max_depth must be an integer >= 1, got {self.max_depth!r}")
+  def relations(self) -> dict[str, str]:
+    return {"step": f"must be <= x_max={self.x_max:g}"} if self.step > self.x_max else {}
 
   @classmethod
   def quick(cls) -> "Config":

@@ -24,7 +24,7 @@ Writes ``config.json``, ``results.json``, ``success.png`` and ``loss.png``.
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -42,42 +42,26 @@ COLORS = {"simple": "C0", "lstm": "C2", "gru": "C4"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  lengths: tuple[int, ...] = dataclasses.field(
-      default=(50, 100, 200), metadata={"help": "sequence lengths T"})
-  cells: tuple[str, ...] = dataclasses.field(default=CELLS, metadata={"help": f"from {CELLS}"})
-  clipping: tuple[str, ...] = dataclasses.field(
-      default=CLIPPING, metadata={"help": f"from {CLIPPING}"})
-  clip_norm: float = 1.0
-  seeds: int = 4
-  hidden: int = 64
-  steps: int = 1500
-  batch_size: int = 64
-  learning_rate: float = 2e-3
-  init: str = dataclasses.field(
-      default="pytorch", metadata={"help": f"recurrent init, from {RECURRENT_INITS}"})
-  test_size: int = dataclasses.field(default=1000, metadata={"help": "fresh test sequences"})
-  log_every: int = dataclasses.field(default=25, metadata={"help": "steps per logged loss"})
-  unroll: int = 4
+class Config(_config.Checked):
+  lengths: tuple[int, ...] = _config.setting((50, 100, 200), "sequence lengths T", at_least=4)
+  cells: tuple[str, ...] = _config.setting(CELLS, choices=CELLS)
+  clipping: tuple[str, ...] = _config.setting(CLIPPING, choices=CLIPPING)
+  clip_norm: float = _config.setting(1.0, above=0)
+  seeds: int = _config.setting(4, at_least=1)
+  hidden: int = _config.setting(64, at_least=1)
+  steps: int = _config.setting(1500, at_least=1)
+  batch_size: int = _config.setting(64, at_least=1)
+  learning_rate: float = _config.setting(2e-3, above=0)
+  init: str = _config.setting("pytorch", "recurrent init", choices=RECURRENT_INITS)
+  test_size: int = _config.setting(1000, "fresh test sequences", at_least=1)
+  log_every: int = _config.setting(25, "steps per logged loss", at_least=1)
+  unroll: int = _config.setting(4, at_least=1)
   seed: int = 0
 
-  def __post_init__(self):
-    if not self.lengths or min(self.lengths) < 4:
-      raise ValueError(f"lengths must be >= 4, got {self.lengths}")
-    if not self.cells or any(c not in CELLS for c in self.cells):
-      raise ValueError(f"unknown cell in {self.cells}; valid choices: {CELLS}")
-    if not self.clipping or any(c not in CLIPPING for c in self.clipping):
-      raise ValueError(f"unknown clipping in {self.clipping}; valid choices: {CLIPPING}")
-    if self.init not in RECURRENT_INITS:
-      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
-    for name in ("seeds", "hidden", "steps", "batch_size", "test_size", "log_every", "unroll"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+  def relations(self) -> dict[str, str]:
     if self.steps % self.log_every:
-      raise ValueError(f"steps ({self.steps}) must be a multiple of log_every ({self.log_every})")
-    for name in ("clip_norm", "learning_rate"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+      return {"steps": f"must be a multiple of log_every={self.log_every}"}
+    return {}
 
   @classmethod
   def quick(cls) -> "Config":

@@ -44,7 +44,7 @@ import functools
 import pathlib
 import warnings
 
-from experiments import _cli
+from experiments import _cli, _config
 from experiments import init_comparison as ic
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
@@ -57,29 +57,16 @@ INIT_FOR = {"relu": "he_normal", "tanh": "xavier_normal", "sigmoid": "xavier_nor
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(5, 10, 20, 50, 100), metadata={"help": "Dense layers, input and output included"})
-  activations: tuple[str, ...] = dataclasses.field(
-      default=tuple(INIT_FOR), metadata={"help": f"from {tuple(INIT_FOR)}"})
-  width: int = 100
-  in_features: int = 10
-  batch: int = 32
-  seeds: int = dataclasses.field(default=20, metadata={"help": "networks (and batches) per curve"})
+class Config(_config.Checked):
+  depths: tuple[int, ...] = _config.setting((5, 10, 20, 50, 100),
+                                            "Dense layers, input and output included",
+                                            at_least=2, increasing=True)
+  activations: tuple[str, ...] = _config.setting(tuple(INIT_FOR), choices=tuple(INIT_FOR))
+  width: int = _config.setting(100, at_least=1)
+  in_features: int = _config.setting(10, at_least=1)
+  batch: int = _config.setting(32, at_least=1)
+  seeds: int = _config.setting(20, "networks (and batches) per curve", at_least=1)
   seed: int = 0
-
-  def __post_init__(self):
-    if not self.depths or min(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 2, got {self.depths}")
-    if not self.activations:
-      raise ValueError("activations must name at least one activation")
-    for a in self.activations:
-      if a not in INIT_FOR:
-        raise ValueError(f"unknown activation {a!r}; valid choices: {tuple(INIT_FOR)}")
-    for name in ("width", "in_features", "batch", "seeds"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
   @classmethod
   def quick(cls) -> "Config":

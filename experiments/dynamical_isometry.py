@@ -29,7 +29,7 @@ import dataclasses
 import math
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 from experiments.mean_field import unit_inits
 from experiments.trainability import train_many
 
@@ -45,33 +45,26 @@ HISTOGRAM_BINS = 40
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  width: int = dataclasses.field(default=64, metadata={"help": "network width N"})
-  depths: tuple[int, ...] = dataclasses.field(default=(10, 100, 1000),
-                                              metadata={"help": "depths for the spectra"})
-  seeds: int = dataclasses.field(default=4, metadata={"help": "networks per case"})
-  q_small: float = dataclasses.field(default=1e-3, metadata={"help": "small fixed point q*"})
-  q_large: float = dataclasses.field(default=1.0, metadata={"help": "large fixed point q*"})
-  float64: bool = dataclasses.field(default=False, metadata={"help": "spectra in float64"})
-  train_depth: int = dataclasses.field(default=64, metadata={"help": "depth of the trained nets"})
-  train_width: int = 128
-  train_steps: int = dataclasses.field(default=400, metadata={"help": "0: skip training"})
-  train_seeds: int = 2
-  batch: int = 32
-  learning_rate: float = dataclasses.field(default=0.01, metadata={"help": "SGD, momentum 0.9"})
+class Config(_config.Checked):
+  width: int = _config.setting(64, "network width N", at_least=1)
+  depths: tuple[int, ...] = _config.setting((10, 100, 1000), "depths for the spectra",
+                                            at_least=1, increasing=True)
+  seeds: int = _config.setting(4, "networks per case", at_least=1)
+  q_small: float = _config.setting(1e-3, "small fixed point q*", above=0)
+  q_large: float = _config.setting(1.0, "large fixed point q*", above=0)
+  float64: bool = _config.setting(False, "spectra in float64")
+  train_depth: int = _config.setting(64, "depth of the trained nets", at_least=3)
+  train_width: int = _config.setting(128, at_least=1)
+  train_steps: int = _config.setting(400, "0: skip training", at_least=0)
+  train_seeds: int = _config.setting(2, at_least=1)
+  batch: int = _config.setting(32, at_least=1)
+  learning_rate: float = _config.setting(0.01, "SGD, momentum 0.9", above=0)
   seed: int = 0
 
-  def __post_init__(self):
-    if self.width < 1 or self.seeds < 1 or self.train_seeds < 1 or self.batch < 1:
-      raise ValueError(f"width, seeds, train_seeds and batch must be >= 1, got {self.width}, "
-                       f"{self.seeds}, {self.train_seeds}, {self.batch}")
-    if not self.depths or min(self.depths) < 1 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 1, got {self.depths}")
-    if not 0 < self.q_small < self.q_large:
-      raise ValueError(f"need 0 < q_small < q_large, got {self.q_small}, {self.q_large}")
-    if self.train_steps < 0 or self.train_depth < 3:
-      raise ValueError(f"train_steps must be >= 0 and train_depth >= 3, got "
-                       f"{self.train_steps}, {self.train_depth}")
+  def relations(self) -> dict[str, str]:
+    if self.q_small >= self.q_large:
+      return {"q_small": f"must be < q_large={self.q_large:g}"}
+    return {}
 
   @classmethod
   def quick(cls) -> "Config":

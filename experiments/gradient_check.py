@@ -26,7 +26,7 @@ from collections.abc import Callable
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 from jaxgrad import compilation_cache
 
 # Compile time dominates these small programs on CPU (notes in docs/architectures.md).
@@ -140,22 +140,12 @@ MODEL_NAMES = ("mlp_tanh", "mlp_relu_layernorm", "mlp_batchnorm", "resnet", "pla
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  models: tuple[str, ...] = dataclasses.field(
-      default=MODEL_NAMES, metadata={"help": f"models to check, from {MODEL_NAMES}"})
-  num_directions: int = 4
-  max_coordinates: int = 16
-  epsilon: float = 1e-6
+class Config(_config.Checked):
+  models: tuple[str, ...] = _config.setting(MODEL_NAMES, "models to check", choices=MODEL_NAMES)
+  num_directions: int = _config.setting(4, at_least=1)
+  max_coordinates: int = _config.setting(16, at_least=0)
+  epsilon: float = _config.setting(1e-6, above=0)
   seed: int = 0
-
-  def __post_init__(self):
-    for m in self.models:
-      if m not in MODEL_NAMES:
-        raise ValueError(f"unknown model {m!r}; valid choices: {MODEL_NAMES}")
-    if self.num_directions < 1 or self.max_coordinates < 0 or not self.epsilon > 0:
-      raise ValueError(
-          f"need num_directions >= 1, max_coordinates >= 0, epsilon > 0; got "
-          f"{self.num_directions}, {self.max_coordinates}, {self.epsilon}")
 
   @classmethod
   def quick(cls) -> "Config":

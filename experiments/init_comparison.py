@@ -51,7 +51,7 @@ import functools
 import math
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -77,38 +77,23 @@ PRNG_IMPL = "threefry2x32"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  depth: int = dataclasses.field(default=20, metadata={"help": "Dense layers, input and output included"})
-  width: int = 100
-  in_features: int = 10
-  batch: int = 32
-  activations: tuple[str, ...] = ("relu", "tanh")
-  inits: tuple[str, ...] = dataclasses.field(default=INITS, metadata={"help": f"from {INITS}"})
-  seeds: int = dataclasses.field(default=20, metadata={"help": "networks (and batches) per curve"})
-  kaiming_gain: str = dataclasses.field(
-      default="he", metadata={"help": "he: Var = 2/fan_in; torch: PyTorch's gain^2/fan_in",
-                              "choices": KAIMING_GAINS})
+class Config(_config.Checked):
+  depth: int = _config.setting(20, "Dense layers, input and output included", at_least=2)
+  width: int = _config.setting(100, at_least=1)
+  in_features: int = _config.setting(10, at_least=1)
+  batch: int = _config.setting(32, at_least=1)
+  activations: tuple[str, ...] = _config.setting(("relu", "tanh"), choices=activations.names)
+  inits: tuple[str, ...] = _config.setting(INITS, choices=INITS)
+  seeds: int = _config.setting(20, "networks (and batches) per curve", at_least=1)
+  kaiming_gain: str = _config.setting("he", "he: Var = 2/fan_in; torch: PyTorch's gain^2/fan_in",
+                                      choices=KAIMING_GAINS)
   seed: int = 0
 
-  def __post_init__(self):
-    for name in ("depth", "width", "in_features", "batch", "seeds"):
-      value = getattr(self, name)
-      minimum = 2 if name == "depth" else 1
-      if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if not self.activations:
-      raise ValueError("activations must name at least one activation")
-    for a in self.activations:
-      activations.get(a)
-      if self.kaiming_gain == "torch" and a not in TORCH_GAIN:
-        raise ValueError(f"no PyTorch gain for activation {a!r}; known: {tuple(TORCH_GAIN)}")
-    if not self.inits:
-      raise ValueError("inits must name at least one initialization")
-    for name in self.inits:
-      if name not in INITS:
-        raise ValueError(f"unknown init {name!r}; valid choices: {INITS}")
-    if self.kaiming_gain not in KAIMING_GAINS:
-      raise ValueError(f"unknown kaiming_gain {self.kaiming_gain!r}; valid choices: {KAIMING_GAINS}")
+  def relations(self) -> dict[str, str]:
+    if self.kaiming_gain == "torch" and any(a not in TORCH_GAIN for a in self.activations):
+      return {"activations": f"with kaiming_gain='torch', every item must be one of "
+                             f"{tuple(TORCH_GAIN)} (PyTorch's gains)"}
+    return {}
 
   @classmethod
   def quick(cls) -> "Config":

@@ -74,9 +74,10 @@ def test_a_stopped_run_keeps_the_settings_it_finished(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--lengths", "3"], "lengths must be >= 4"),
-    (["--cells", "rnn"], "unknown cell in ('rnn',); valid choices"),
-    (["--steps", "10", "--log-every", "3"], "must be a multiple of log_every"),
+    (["--lengths", "3"], "argument --lengths: '3' is not allowed: must be >= 4"),
+    (["--cells", "rnn"], "argument --cells: 'rnn' is not allowed: must be one of"),
+    (["--steps", "10", "--log-every", "3"],
+     "argument --steps: 10 is not allowed: must be a multiple of log_every=3"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):
