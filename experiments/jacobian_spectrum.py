@@ -25,7 +25,7 @@ import dataclasses
 import math
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -43,30 +43,17 @@ AGREEMENT_RTOL = 0.15  # the issue's bar for depth <= width / 16
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  width: int = dataclasses.field(default=256, metadata={"help": "network width N"})
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(1, 2, 4, 8, 16, 32, 64, 128), metadata={"help": "depths L to measure"})
-  seeds: int = dataclasses.field(default=32, metadata={"help": "networks per case"})
-  activations: tuple[str, ...] = ("linear", "relu", "tanh", "hard_tanh", "sigmoid")
-  weights: tuple[str, ...] = theory.WEIGHTS
-  input_q: float = dataclasses.field(
-      default=1.0, metadata={"help": "input x ~ N(0, input_q I)"})
-  float64: bool = dataclasses.field(default=False, metadata={"help": "compute in float64"})
+class Config(_config.Checked):
+  width: int = _config.setting(256, "network width N", at_least=1)
+  depths: tuple[int, ...] = _config.setting((1, 2, 4, 8, 16, 32, 64, 128), "depths L to measure",
+                                            at_least=1, increasing=True)
+  seeds: int = _config.setting(32, "networks per case", at_least=1)
+  activations: tuple[str, ...] = _config.setting(
+      ("linear", "relu", "tanh", "hard_tanh", "sigmoid"), choices=activations.names)
+  weights: tuple[str, ...] = _config.setting(theory.WEIGHTS, choices=theory.WEIGHTS)
+  input_q: float = _config.setting(1.0, "input x ~ N(0, input_q I)", above=0)
+  float64: bool = _config.setting(False, "compute in float64")
   seed: int = 0
-
-  def __post_init__(self):
-    if self.width < 1 or self.seeds < 1:
-      raise ValueError(f"width and seeds must be >= 1, got {self.width}, {self.seeds}")
-    if not self.depths or min(self.depths) < 1 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 1, got {self.depths}")
-    for a in self.activations:
-      activations.get(a)
-    for w in self.weights:
-      if w not in theory.WEIGHTS:
-        raise ValueError(f"unknown weights {w!r}; valid choices: {theory.WEIGHTS}")
-    if not self.input_q > 0:
-      raise ValueError(f"input_q must be > 0, got {self.input_q}")
 
   @classmethod
   def quick(cls) -> "Config":

@@ -25,7 +25,7 @@ Writes ``config.json``, ``results.json`` (every plotted number), ``chi1.png``
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -42,33 +42,23 @@ SMALL_WIDTH_RTOL = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  width: int = dataclasses.field(default=512, metadata={"help": "network width N"})
-  depth: int = dataclasses.field(default=50, metadata={"help": "number of layers L"})
-  seeds: int = dataclasses.field(default=6, metadata={"help": "networks per sigma_w^2"})
-  batch: int = dataclasses.field(default=8, metadata={"help": "inputs per network"})
-  activations: tuple[str, ...] = ("tanh", "relu", "erf")
-  sigma_w2: tuple[float, ...] = dataclasses.field(
-      default=(1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0),
-      metadata={"help": "grid of sigma_w^2"})
-  sigma_b2: float = dataclasses.field(default=0.05, metadata={"help": "bias variance"})
-  burn_in: int = dataclasses.field(
-      default=10, metadata={"help": "layers skipped before fitting the slope"})
+class Config(_config.Checked):
+  width: int = _config.setting(512, "network width N", at_least=1)
+  depth: int = _config.setting(50, "number of layers L", at_least=3)
+  seeds: int = _config.setting(6, "networks per sigma_w^2", at_least=1)
+  batch: int = _config.setting(8, "inputs per network", at_least=1)
+  activations: tuple[str, ...] = _config.setting(("tanh", "relu", "erf"), choices=activations.names)
+  sigma_w2: tuple[float, ...] = _config.setting((1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0),
+                                                "grid of sigma_w^2", above=0)
+  sigma_b2: float = _config.setting(0.05, "bias variance", at_least=0)
+  burn_in: int = _config.setting(10, "layers skipped before fitting the slope", at_least=0)
   seed: int = 0
 
-  def __post_init__(self):
-    if self.width < 1 or self.seeds < 1 or self.batch < 1:
-      raise ValueError(f"width, seeds and batch must be >= 1, got {self.width}, "
-                       f"{self.seeds}, {self.batch}")
-    if not 0 <= self.burn_in <= self.depth - 3:
-      raise ValueError(f"burn_in must be in [0, depth - 3] = [0, {self.depth - 3}], "
-                       f"got {self.burn_in}")
-    for a in self.activations:
-      activations.get(a)
-    if not self.sigma_w2 or min(self.sigma_w2) <= 0:
-      raise ValueError(f"sigma_w2 must be a non-empty grid of values > 0, got {self.sigma_w2}")
-    if self.sigma_b2 < 0:
-      raise ValueError(f"sigma_b2 must be >= 0, got {self.sigma_b2}")
+  def relations(self) -> dict[str, str]:
+    """The slope is fitted over layers ``burn_in .. depth - 2``: at least two of them."""
+    if self.burn_in > self.depth - 3:
+      return {"burn_in": f"must be <= depth - 3 = {self.depth - 3}"}
+    return {}
 
   @classmethod
   def quick(cls) -> "Config":

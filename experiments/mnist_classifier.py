@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -73,39 +73,22 @@ class SeedNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  datasets: tuple[str, ...] = ("mnist1d", "digits")
-  grid_dataset: str = dataclasses.field(default="digits", metadata={"help": "dataset of the grid"})
-  optimizers: tuple[str, ...] = tuple(OPTIMIZERS)
-  inits: tuple[str, ...] = ("he_normal", "xavier_normal", "normal_small")
-  activations: tuple[str, ...] = ("relu", "tanh", "sigmoid")
-  mlp_widths: tuple[int, ...] = dataclasses.field(default=(512, 256), metadata={"help": "seed 001 hidden widths"})
-  bn_width: int = dataclasses.field(default=256, metadata={"help": "seed 004 hidden width"})
-  steps: int = 400
-  batch: int = 128
-  seeds: int = 3
-  target_loss: float = dataclasses.field(default=0.5, metadata={"help": "for steps-to-target"})
-  tensorboard: bool = dataclasses.field(default=False, metadata={"help": "write TensorBoard events"})
+class Config(_config.Checked):
+  datasets: tuple[str, ...] = _config.setting(("mnist1d", "digits"), choices=data.DATASETS[:2])
+  grid_dataset: str = _config.setting("digits", "dataset of the grid", choices=data.DATASETS[:2])
+  optimizers: tuple[str, ...] = _config.setting(tuple(OPTIMIZERS), choices=tuple(OPTIMIZERS))
+  inits: tuple[str, ...] = _config.setting(("he_normal", "xavier_normal", "normal_small"),
+                                           choices=initializers.names)
+  activations: tuple[str, ...] = _config.setting(("relu", "tanh", "sigmoid"),
+                                                 choices=activations.names)
+  mlp_widths: tuple[int, ...] = _config.setting((512, 256), "seed 001 hidden widths", at_least=1)
+  bn_width: int = _config.setting(256, "seed 004 hidden width", at_least=1)
+  steps: int = _config.setting(400, at_least=4)  # the monitored run logs 4 chunks
+  batch: int = _config.setting(128, at_least=2)  # seed 004's BatchNorm needs 2 to normalize
+  seeds: int = _config.setting(3, at_least=1)
+  target_loss: float = _config.setting(0.5, "for steps-to-target", above=0)
+  tensorboard: bool = _config.setting(False, "write TensorBoard events")
   seed: int = 0
-
-  def __post_init__(self):
-    for d in (*self.datasets, self.grid_dataset):
-      if d not in data.DATASETS[:2]:
-        raise ValueError(f"unknown dataset {d!r}; valid choices: {data.DATASETS[:2]}")
-    for o in self.optimizers:
-      if o not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {o!r}; valid choices: {tuple(OPTIMIZERS)}")
-    for i in self.inits:
-      initializers.get(i)
-    for a in self.activations:
-      activations.get(a)
-    if not self.mlp_widths or min(self.mlp_widths) < 1 or self.bn_width < 1:
-      raise ValueError(f"widths must be >= 1, got {self.mlp_widths}, {self.bn_width}")
-    for name in ("steps", "batch", "seeds"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.steps < 4:
-      raise ValueError(f"steps must be >= 4 (the monitored run logs 4 chunks), got {self.steps}")
 
   @classmethod
   def quick(cls) -> "Config":

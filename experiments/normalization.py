@@ -36,7 +36,7 @@ import math
 import pathlib
 import warnings
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -64,35 +64,18 @@ SIGMA_W2 = {"normal_small": lambda fan_in: fan_in * 0.01**2, "he_normal": lambda
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  depth: int = dataclasses.field(
-      default=20, metadata={"help": "Dense layers, input and output included"})
-  width: int = dataclasses.field(default=64, metadata={"help": "hidden width"})
-  activations: tuple[str, ...] = ("sigmoid", "relu")
-  norms: tuple[str, ...] = dataclasses.field(
-      default=NORMS, metadata={"help": f"normalizations, from {NORMS}"})
-  kernel_init: str = dataclasses.field(
-      default="normal_small", metadata={"help": "initializer name (jaxgrad.initializers)"})
-  steps: int = dataclasses.field(default=200, metadata={"help": "Adam steps"})
-  learning_rate: float = 1e-3
-  batch: int = dataclasses.field(default=128, metadata={"help": "batch size (BatchNorm's too)"})
-  seeds: int = dataclasses.field(default=8, metadata={"help": "runs per case"})
+class Config(_config.Checked):
+  depth: int = _config.setting(20, "Dense layers, input and output included", at_least=3)
+  width: int = _config.setting(64, "hidden width", at_least=1)
+  activations: tuple[str, ...] = _config.setting(("sigmoid", "relu"), choices=activations.names)
+  norms: tuple[str, ...] = _config.setting(NORMS, f"normalizations, from {NORMS}", choices=NORMS)
+  kernel_init: str = _config.setting("normal_small", "initializer name (jaxgrad.initializers)",
+                                     choices=initializers.names)
+  steps: int = _config.setting(200, "Adam steps", at_least=1)
+  learning_rate: float = _config.setting(1e-3, above=0)
+  batch: int = _config.setting(128, "batch size (BatchNorm's too)", at_least=2)
+  seeds: int = _config.setting(8, "runs per case", at_least=1)
   seed: int = 0
-
-  def __post_init__(self):
-    for name, minimum in (("depth", 3), ("width", 1), ("steps", 1), ("batch", 2),
-                          ("seeds", 1)):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    for a in self.activations:
-      activations.get(a)
-    for n in self.norms:
-      if n not in NORMS:
-        raise ValueError(f"unknown norm {n!r}; valid choices: {NORMS}")
-    initializers.get(self.kernel_init)
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
 
   @classmethod
   def quick(cls) -> "Config":

@@ -40,7 +40,7 @@ import math
 import pathlib
 import warnings
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -64,25 +64,14 @@ _GRID_EDGES = np.concatenate([[0.0], np.logspace(-14, 10, 2401)])  # h bins for 
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(1, 2, 3, 5, 10, 20, 30, 40, 50), metadata={"help": "chain lengths L"})
-  inits: tuple[str, ...] = dataclasses.field(
-      default=tuple(INITS), metadata={"help": f"initializations, from {tuple(INITS)}"})
-  seeds: int = dataclasses.field(default=16384, metadata={"help": "chains per (init, L)"})
-  input: float = dataclasses.field(default=1.0, metadata={"help": "the input x (> 0)"})
+class Config(_config.Checked):
+  depths: tuple[int, ...] = _config.setting((1, 2, 3, 5, 10, 20, 30, 40, 50), "chain lengths L",
+                                            at_least=1, increasing=True)
+  inits: tuple[str, ...] = _config.setting(tuple(INITS), f"initializations, from {tuple(INITS)}",
+                                           choices=tuple(INITS))
+  seeds: int = _config.setting(16384, "chains per (init, L)", at_least=1)
+  input: float = _config.setting(1.0, "the input x (> 0)", above=0)
   seed: int = 0
-
-  def __post_init__(self):
-    if not self.depths or min(self.depths) < 1 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 1, got {self.depths}")
-    for name in self.inits:
-      if name not in INITS:
-        raise ValueError(f"unknown init {name!r}; valid choices: {tuple(INITS)}")
-    if self.seeds < 1:
-      raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-    if not self.input > 0:
-      raise ValueError(f"input must be > 0, got {self.input!r}")
 
   @classmethod
   def quick(cls) -> "Config":

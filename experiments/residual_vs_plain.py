@@ -36,7 +36,7 @@ import dataclasses
 import pathlib
 import warnings
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -57,33 +57,18 @@ COLORS = {"residual": "C0", "plain": "C3"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  width: int = dataclasses.field(default=64, metadata={"help": "width N of every layer"})
-  blocks: int = dataclasses.field(
-      default=100, metadata={"help": "residual blocks B (the plain net has 2B+2 Dense layers)"})
-  seeds: int = dataclasses.field(default=16, metadata={"help": "random networks per case"})
-  activations: tuple[str, ...] = ACTIVATIONS
-  norms: tuple[str, ...] = dataclasses.field(
-      default=NORMS, metadata={"help": f"normalizations, from {NORMS}"})
-  batch: int = dataclasses.field(default=32, metadata={"help": "examples in the loss"})
-  float64: bool = dataclasses.field(
-      default=True, metadata={"help": "compute in float64 (the unnormalised residual net's "
-                              "activations reach ~3^B, beyond float32 at B > 80)"})
+class Config(_config.Checked):
+  width: int = _config.setting(64, "width N of every layer", at_least=1)
+  blocks: int = _config.setting(
+      100, "residual blocks B (the plain net has 2B+2 Dense layers)", at_least=1)
+  seeds: int = _config.setting(16, "random networks per case", at_least=1)
+  activations: tuple[str, ...] = _config.setting(ACTIVATIONS, choices=ACTIVATIONS)
+  norms: tuple[str, ...] = _config.setting(NORMS, f"normalizations, from {NORMS}", choices=NORMS)
+  batch: int = _config.setting(32, "examples in the loss", at_least=1)
+  float64: bool = _config.setting(
+      True, "compute in float64 (the unnormalised residual net's "
+      "activations reach ~3^B, beyond float32 at B > 80)")
   seed: int = 0
-
-  def __post_init__(self):
-    for name in ("width", "blocks", "seeds", "batch"):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for a in self.activations:
-      if a not in KERNEL_INIT:
-        raise ValueError(f"unknown activation {a!r}; valid choices: {tuple(KERNEL_INIT)}")
-    for n in self.norms:
-      if n not in NORMS:
-        raise ValueError(f"unknown norm {n!r}; valid choices: {NORMS}")
-    if not self.activations or not self.norms:
-      raise ValueError("activations and norms must not be empty")
 
   @classmethod
   def quick(cls) -> "Config":

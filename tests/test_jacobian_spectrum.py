@@ -70,9 +70,9 @@ def test_cli_runs_and_prints_the_table(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--width", "abc"], "invalid int value: 'abc'"),
-    (["--depths", "4,2"], "depths must be increasing integers"),
-    (["--activations", "softmax"], "unknown activation 'softmax'; valid names"),
-    (["--weights", "uniform"], "unknown weights 'uniform'; valid choices"),
+    (["--depths", "4,2"], "argument --depths: '4,2' is not allowed: must be strictly increasing"),
+    (["--activations", "softmax"], "argument --activations: 'softmax' is not allowed: must be one of"),
+    (["--weights", "uniform"], "argument --weights: 'uniform' is not allowed: must be one of"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):

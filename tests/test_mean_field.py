@@ -56,9 +56,9 @@ def test_measured_chi1_and_q_match_theory_at_width_64():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--burn-in", "60"], "burn_in must be in [0, depth - 3]"),
-    (["--activations", "softmax"], "unknown activation 'softmax'; valid names"),
-    (["--sigma-w2", "0,1"], "sigma_w2 must be a non-empty grid of values > 0"),
+    (["--burn-in", "60"], "argument --burn-in: 60 is not allowed: must be <= depth - 3 = 47"),
+    (["--activations", "softmax"], "argument --activations: 'softmax' is not allowed: must be one of"),
+    (["--sigma-w2", "0,1"], "argument --sigma-w2: '0.0,1.0' is not allowed: every item must be > 0"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit) as e:

@@ -52,9 +52,9 @@ def test_steps_to_target():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizers", "lbfgs"], "unknown optimizer 'lbfgs'; valid choices"),
-    (["--grid-dataset", "cifar"], "unknown dataset 'cifar'; valid choices"),
-    (["--inits", "glorot"], "unknown initializer 'glorot'"),
+    (["--optimizers", "lbfgs"], "argument --optimizers: 'lbfgs' is not allowed: must be one of"),
+    (["--grid-dataset", "cifar"], "argument --grid-dataset: 'cifar' is not allowed: must be one of"),
+    (["--inits", "glorot"], "argument --inits: 'glorot' is not allowed: must be one of"),
 ])
 def test_bad_flags(argv, message, capsys):
   with pytest.raises(SystemExit):

@@ -71,9 +71,9 @@ def test_growth_per_layer_recovers_a_geometric_signal():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--norms", "group"], "unknown norm 'group'; valid choices"),
-    (["--kernel-init", "bogus"], "unknown initializer 'bogus'"),
-    (["--depth", "2"], "depth must be an integer >= 3, got 2"),
+    (["--norms", "group"], "argument --norms: 'group' is not allowed: must be one of"),
+    (["--kernel-init", "bogus"], "argument --kernel-init: 'bogus' is not allowed: must be one of"),
+    (["--depth", "2"], "argument --depth: 2 is not allowed: must be >= 3"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit) as e:

@@ -63,9 +63,9 @@ def test_measurement_follows_theory(smoke):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--norms", "batch"], "unknown norm 'batch'; valid choices"),
-    (["--activations", "gelu"], "unknown activation 'gelu'; valid choices"),
-    (["--blocks", "0"], "blocks must be an integer >= 1, got 0"),
+    (["--norms", "batch"], "argument --norms: 'batch' is not allowed: must be one of"),
+    (["--activations", "gelu"], "argument --activations: 'gelu' is not allowed: must be one of"),
+    (["--blocks", "0"], "argument --blocks: 0 is not allowed: must be >= 1"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit) as e:
