@@ -89,6 +89,14 @@ _FIXED_POINT_RTOL = 1e-13
 _STATIC = ("activation", "method", "depth", "weights")
 
 
+# E[phi(z)^2] = E[phi'(z)^2] of the positively homogeneous activations,
+# phi(a x) = a phi(x) for a > 0, whose length map is affine in q.
+HOMOGENEOUS = {
+    "relu": 0.5,
+    "leaky_relu": 0.5 * (1.0 + activations.LEAKY_RELU_SLOPE**2),
+    "linear": 1.0,
+}
+
 # The variances the formulas take: (lowest allowed, whether the bound itself is allowed).
 _RANGES = {"sigma_w2": (0.0, False), "sigma_b2": (0.0, True), "q0": (0.0, False)}
 
@@ -247,24 +255,56 @@ def _length_step(activation: str, q: jax.Array, theta: tuple) -> jax.Array:
 def q_star(activation: str, sigma_w2: float, sigma_b2: float, q0: float = 1.0) -> jax.Array:
   r"""Fixed point :math:`q^*` of the length map, iterated from ``q0``.
 
-  Where the fixed point is 0 (e.g. tanh at :math:`\sigma_b = 0`,
-  :math:`\sigma_w^2 \le 1`) the iteration approaches it like 1/l; the
-  returned value (after 2,000 steps) is then small but not 0, and its
-  derivative is meaningless. Where the length map has no fixed point (ReLU at
-  :math:`\sigma_w^2 > 2`) the result is the 2,000th iterate, huge or ``inf``.
+  For the positively homogeneous activations (:data:`HOMOGENEOUS`: ReLU,
+  leaky ReLU, linear) the length map is affine, :math:`q \mapsto s q +
+  \sigma_b^2` with :math:`s = \sigma_w^2 \mathbb E[\phi(z)^2]`, and the
+  answer is exact: :math:`\sigma_b^2/(1 - s)` for :math:`s < 1` (0 in the
+  ordered limit :math:`\sigma_b = 0`); ``inf`` where :math:`q^l` grows
+  without bound (:math:`s > 1`, or :math:`s = 1` with :math:`\sigma_b > 0`);
+  ``q0`` itself at :math:`s = 1`, :math:`\sigma_b = 0`, where every length is
+  a fixed point. Otherwise the map is iterated. Where the fixed point is 0
+  (e.g. tanh at :math:`\sigma_b = 0`, :math:`\sigma_w^2 \le 1`) the
+  iteration approaches it geometrically below criticality and like 1/l at
+  :math:`\sigma_w^2 = 1`; the returned value (after 2,000 steps) is then 0
+  or small, and its derivative meaningless.
 
   >>> round(float(q_star("tanh", 1.761, 0.05)), 2)
   0.57
+  >>> [float(q_star("relu", s, 0.0)) for s in (1.5, 2.0, 2.01)]
+  [0.0, 1.0, inf]
   """
   activations.get(activation)
   theta = (jnp.asarray(sigma_w2, float), jnp.asarray(sigma_b2, float))
+  if activation in HOMOGENEOUS:
+    return _affine_fixed_point(theta[0] * HOMOGENEOUS[activation], theta[1],
+                               jnp.asarray(q0, theta[0].dtype))
   return _fixed_point(functools.partial(_length_step, activation), q0, theta)
 
 
+def _affine_fixed_point(slope: jax.Array, offset: jax.Array, q0: jax.Array) -> jax.Array:
+  r"""Where :math:`q \mapsto` ``slope`` q + ``offset`` (offset >= 0) leads from ``q0 > 0``."""
+  converging = offset / jnp.where(slope < 1, 1.0 - slope, 1.0)
+  marginal = jnp.where(offset > 0, jnp.inf, q0)
+  return jnp.where(slope < 1, converging, jnp.where(slope > 1, jnp.inf, marginal))
+
+
 def derivative_moment(activation: str, q: jax.Array, k: int = 1) -> jax.Array:
-  r""":math:`\mu_k(q) = \mathbb E[\phi'(\sqrt q z)^{2k}]`."""
+  r""":math:`\mu_k(q) = \mathbb E[\phi'(\sqrt q z)^{2k}]`; at :math:`q = 0` its limit :math:`q \to 0^+`.
+
+  The limit is :math:`(\phi'(0^-)^{2k} + \phi'(0^+)^{2k})/2` (half of
+  :math:`z` is positive): 1/2 for ReLU, whose derivative at exactly 0 JAX
+  takes as 0, and :math:`\phi'(0)^{2k}` where :math:`\phi'` is continuous.
+
+  >>> [float(derivative_moment("relu", q)) for q in (0.0, 1.0)]
+  [0.5, 0.5]
+  """
   dphi = activations.derivative(activation)
-  return gaussian_expectation(lambda u: dphi(u) ** (2 * k), q)
+  q = jnp.asarray(q, jnp.result_type(q, float))
+  tiny = jnp.finfo(q.dtype).tiny
+  limit = 0.5 * (dphi(-tiny) ** (2 * k) + dphi(tiny) ** (2 * k))
+  positive = q > 0
+  moment = gaussian_expectation(lambda u: dphi(u) ** (2 * k), jnp.where(positive, q, 1.0))
+  return jnp.where(positive, moment, limit)
 
 
 def weight_variance(kernel: jax.Array) -> jax.Array:
@@ -284,9 +324,15 @@ def weight_variance(kernel: jax.Array) -> jax.Array:
 def chi1(activation: str, sigma_w2: float, sigma_b2: float) -> jax.Array:
   r""":math:`\chi_1 = \sigma_w^2 \mu_1(q^*)`: the per-layer factor of the squared backprop signal.
 
+  For the positively homogeneous activations :math:`\mu_1` does not depend
+  on :math:`q`, so :math:`\chi_1 = \sigma_w^2 \mathbb E[\phi(z)^2]` exactly
+  (ReLU: :math:`\sigma_w^2/2`), also where :math:`q^*` is 0 or diverges.
+
   >>> round(float(chi1("tanh", 1.0, 0.05)), 3)
   0.759
   """
+  if activation in HOMOGENEOUS:  # mu_1 is E[phi(z)^2] at every q, 0 and inf included
+    return jnp.asarray(sigma_w2, float) * HOMOGENEOUS[activation]
   return sigma_w2 * derivative_moment(activation, q_star(activation, sigma_w2, sigma_b2))
 
 
@@ -317,10 +363,16 @@ def c_star(
   1 in the ordered phase (:math:`\chi_1 \le 1`, where :math:`c = 1` is the
   stable fixed point); otherwise the correlation map iterated from
   :math:`c = 0` (for odd :math:`\phi` at :math:`\sigma_b = 0`, :math:`c^* = 0`).
+  1 for the positively homogeneous activations in both phases: their
+  correlation map, normalised by the next layer's length, does not depend
+  on :math:`q` where :math:`q^*` diverges, and its fixed point is 1 (ReLU's
+  arc-cosine map, Cho & Saul 2009; reached like :math:`1/l^2`).
 
   >>> round(float(c_star("tanh", 2.0, 0.05)), 3)
   0.744
   """
+  if activation in HOMOGENEOUS:
+    return jnp.ones_like(chi1(activation, sigma_w2, sigma_b2))
   q = q_star(activation, sigma_w2, sigma_b2)
   ordered = chi1(activation, sigma_w2, sigma_b2) <= 1.0
   theta = (q, jnp.asarray(sigma_w2, float), jnp.asarray(sigma_b2, float))
@@ -335,6 +387,8 @@ def chi_c(
     activation: str, sigma_w2: float, sigma_b2: float, *, method: str = "trapezoid"
 ) -> jax.Array:
   r""":math:`\chi_c = \sigma_w^2 \mathbb E[\phi'(u_1)\phi'(u_2)]` at :math:`c^*`; :math:`\chi_1` when ordered."""
+  if activation in HOMOGENEOUS:  # c* = 1, where E[phi'(u1) phi'(u2)] is mu_1
+    return chi1(activation, sigma_w2, sigma_b2)
   q = q_star(activation, sigma_w2, sigma_b2)
   c = c_star(activation, sigma_w2, sigma_b2, method=method)
   dphi = activations.derivative(activation)
@@ -348,7 +402,12 @@ def chi_c(
 @_jit
 def depth_scale(activation: str, sigma_w2: float, sigma_b2: float) -> jax.Array:
   r""":math:`\xi_\nabla = -1/\ln\chi_1` (``inf`` at criticality, negative when chaotic)."""
-  return -1.0 / jnp.log(chi1(activation, sigma_w2, sigma_b2))
+  return _depth(chi1(activation, sigma_w2, sigma_b2))
+
+
+def _depth(chi: jax.Array) -> jax.Array:
+  r""":math:`-1/\ln\chi`, and ``+inf`` (not ``-inf``, from :math:`\ln 1 = +0`) at :math:`\chi = 1`."""
+  return jnp.where(chi == 1.0, jnp.inf, -1.0 / jnp.log(chi))
 
 
 @_jit
@@ -364,7 +423,7 @@ def depth_scales(
   21.8
   """
   return {"xi_grad": depth_scale(activation, sigma_w2, sigma_b2),
-          "xi_c": -1.0 / jnp.log(chi_c(activation, sigma_w2, sigma_b2, method=method))}
+          "xi_c": _depth(chi_c(activation, sigma_w2, sigma_b2, method=method))}
 
 
 # -------------------------------------------------------------- critical line

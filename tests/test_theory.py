@@ -176,3 +176,70 @@ def test_fuss_catalan_against_monte_carlo(x64):
 def test_bad_input_is_a_clear_error(bad, message):
   with pytest.raises(ValueError, match=message):
     bad()
+
+
+# Degenerate points: the ordered limit q* = 0 and the diverging q* of the
+# positively homogeneous activations, whose length map is q -> s q + sigma_b2.
+@pytest.mark.parametrize("activation, sigma_w2, sigma_b2, q_star, chi1", [
+    ("relu", 1.5, 0.0, 0.0, 0.75),          # ordered limit: q* = 0, yet chi1 = sigma_w2 / 2
+    ("relu", 1.5, 0.1, 0.4, 0.75),          # sigma_b2 / (1 - sigma_w2 / 2)
+    ("relu", 2.0, 0.0, 1.0, 1.0),           # every q is fixed: q* = q0
+    ("relu", 2.01, 0.0, math.inf, 1.005),   # chaotic: q^l grows like 1.005^l
+    ("relu", 2.5, 0.0, math.inf, 1.25),
+    ("relu", 2.0, 0.1, math.inf, 1.0),      # critical slope, q^l grows like l sigma_b2
+    ("linear", 0.5, 0.2, 0.4, 0.5),
+    ("leaky_relu", 1.0, 0.0, 0.0, 0.5 * (1 + activations.LEAKY_RELU_SLOPE**2)),
+    ("hard_tanh", 0.5, 0.0, 0.0, 0.5),      # kinked, not homogeneous: q* = 0, limit phi'(0+) = 1
+])
+def test_degenerate_fixed_points_are_exact(x64, activation, sigma_w2, sigma_b2, q_star, chi1):
+  assert float(theory.q_star(activation, sigma_w2, sigma_b2)) == pytest.approx(q_star, rel=1e-12)
+  assert float(theory.chi1(activation, sigma_w2, sigma_b2)) == pytest.approx(chi1, rel=1e-12)
+  expected_depth = math.inf if chi1 == 1.0 else -1.0 / math.log(chi1)
+  assert float(theory.depth_scale(activation, sigma_w2, sigma_b2)) == pytest.approx(expected_depth)
+
+
+def test_the_affine_fixed_point_is_where_the_iteration_goes(x64):
+  # Below slope 1 the iterated length map converges to sigma_b2 / (1 - s); above it, it grows.
+  for sigma_w2, sigma_b2 in [(1.5, 0.1), (1.9, 0.05), (0.5, 0.0)]:
+    iterates = theory.length_map_iterates("relu", 1.0, sigma_w2, sigma_b2, 3000)
+    np.testing.assert_allclose(iterates[-1], theory.q_star("relu", sigma_w2, sigma_b2), atol=1e-12)
+  assert theory.length_map_iterates("relu", 1.0, 2.01, 0.0, 3000)[-1] > 1e6
+  # d q*/d sigma_b2 = 1 / (1 - s), d q*/d sigma_w2 = sigma_b2 / (2 (1 - s)^2) for ReLU.
+  grad = jax.grad(theory.q_star, argnums=(1, 2))("relu", 1.5, 0.1)
+  np.testing.assert_allclose(grad, (0.1 / (2 * 0.25**2), 4.0), rtol=1e-12)
+
+
+def test_derivative_moment_at_zero_is_its_limit_from_above(x64):
+  for activation in activations.names():
+    for k in (1, 2):
+      at_zero = theory.derivative_moment(activation, 0.0, k)
+      near_zero = theory.derivative_moment(activation, 1e-12, k)
+      np.testing.assert_allclose(at_zero, near_zero, rtol=1e-5, err_msg=activation)
+  assert float(theory.derivative_moment("relu", 0.0)) == 0.5
+  assert np.isfinite(jax.grad(lambda q: theory.derivative_moment("tanh", q))(0.0))
+
+
+def test_ordered_relu_network_shrinks_the_signal_by_chi1_per_layer():
+  """A random ReLU net at sigma_w2 = 1.5, sigma_b2 = 0: ||delta||^2 falls by 0.75 a layer (not 0)."""
+  width, depth, nets = 256, 12, 16
+  keys = jax.random.split(jax.random.key(0), nets)
+
+  def ratios(key):
+    k_x, k_w, k_d = jax.random.split(key, 3)
+    weights = jax.random.normal(k_w, (depth, width, width)) * jnp.sqrt(1.5 / width)
+    h = jax.random.normal(k_x, (width,))
+    masks = []
+    for w in weights:
+      z = w @ h
+      masks.append(z > 0)
+      h = jax.nn.relu(z)
+    delta = jax.random.normal(k_d, (width,))
+    norms = []
+    for w, m in zip(weights[::-1], masks[::-1]):
+      delta = w.T @ (delta * m)
+      norms.append(jnp.sum(delta**2))
+    norms = jnp.stack(norms)
+    return norms[1:] / norms[:-1]
+
+  measured = float(jnp.exp(jnp.mean(jnp.log(jax.vmap(ratios)(keys)))))
+  assert measured == pytest.approx(float(theory.chi1("relu", 1.5, 0.0)), rel=0.05)
