@@ -68,7 +68,7 @@ class Config(_config.Checked):
   depth: int = _config.setting(20, "Dense layers, input and output included", at_least=3)
   width: int = _config.setting(64, "hidden width", at_least=1)
   activations: tuple[str, ...] = _config.setting(("sigmoid", "relu"), choices=activations.names)
-  norms: tuple[str, ...] = _config.setting(NORMS, f"normalizations, from {NORMS}", choices=NORMS)
+  norms: tuple[str, ...] = _config.setting(NORMS, "normalizations", choices=NORMS)
   kernel_init: str = _config.setting("normal_small", "initializer name (jaxgrad.initializers)",
                                      choices=initializers.names)
   steps: int = _config.setting(200, "Adam steps", at_least=1)

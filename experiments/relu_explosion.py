@@ -67,10 +67,10 @@ _GRID_EDGES = np.concatenate([[0.0], np.logspace(-14, 10, 2401)])  # h bins for 
 class Config(_config.Checked):
   depths: tuple[int, ...] = _config.setting((1, 2, 3, 5, 10, 20, 30, 40, 50), "chain lengths L",
                                             at_least=1, increasing=True)
-  inits: tuple[str, ...] = _config.setting(tuple(INITS), f"initializations, from {tuple(INITS)}",
+  inits: tuple[str, ...] = _config.setting(tuple(INITS), "initializations",
                                            choices=tuple(INITS))
   seeds: int = _config.setting(16384, "chains per (init, L)", at_least=1)
-  input: float = _config.setting(1.0, "the input x (> 0)", above=0)
+  input: float = _config.setting(1.0, "the input x", above=0)
   seed: int = 0
 
   @classmethod

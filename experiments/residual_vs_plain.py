@@ -63,7 +63,7 @@ class Config(_config.Checked):
       100, "residual blocks B (the plain net has 2B+2 Dense layers)", at_least=1)
   seeds: int = _config.setting(16, "random networks per case", at_least=1)
   activations: tuple[str, ...] = _config.setting(ACTIVATIONS, choices=ACTIVATIONS)
-  norms: tuple[str, ...] = _config.setting(NORMS, f"normalizations, from {NORMS}", choices=NORMS)
+  norms: tuple[str, ...] = _config.setting(NORMS, "normalizations", choices=NORMS)
   batch: int = _config.setting(32, "examples in the loss", at_least=1)
   float64: bool = _config.setting(
       True, "compute in float64 (the unnormalised residual net's "

@@ -41,8 +41,8 @@ def test_float32_is_its_own_reference_and_the_scale_follows_the_rules(smoke):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["--depth", "1"], "depth must be >= 2, got 1"),
+    (["--dataset", "cifar"], "argument --dataset: 'cifar' is not allowed: must be one of ('digits', 'mnist1d')"),
+    (["--depth", "1"], "argument --depth: 1 is not allowed: must be >= 2"),
 ])
 def test_bad_flags(argv, message, capsys):
   with pytest.raises(SystemExit):
