@@ -30,7 +30,7 @@ import dataclasses
 import pathlib
 import warnings
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -51,26 +51,16 @@ def _key(seed: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(18, 34), metadata={"help": f"network depths, from {tuple(STAGES)}"})
-  width: int = dataclasses.field(default=16, metadata={"help": "base channels (seed: 64)"})
-  image_size: int = 32
-  batch: int = 8
-  seeds: int = 4
-  jacobian_size: int = dataclasses.field(
-      default=8, metadata={"help": "spatial size of the stage input for the Jacobian"})
+class Config(_config.Checked):
+  depths: tuple[int, ...] = _config.setting((18, 34), f"network depths, from {tuple(STAGES)}",
+                                            choices=tuple(STAGES))
+  width: int = _config.setting(16, "base channels (seed: 64)", at_least=1)
+  image_size: int = _config.setting(32, at_least=1)
+  batch: int = _config.setting(8, at_least=1)
+  seeds: int = _config.setting(4, at_least=1)
+  jacobian_size: int = _config.setting(8, "spatial size of the stage input for the Jacobian",
+                                       at_least=1)
   seed: int = 0
-
-  def __post_init__(self):
-    for d in self.depths:
-      if d not in STAGES:
-        raise ValueError(f"unknown depth {d!r}; valid choices: {tuple(STAGES)}")
-    if not self.depths:
-      raise ValueError("depths must not be empty")
-    for name in ("width", "image_size", "batch", "seeds", "jacobian_size"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
   @classmethod
   def quick(cls) -> "Config":

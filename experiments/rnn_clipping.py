@@ -29,7 +29,7 @@ Writes ``config.json``, ``results.json``, ``loss.png`` and ``grad_norm.png``.
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
@@ -45,37 +45,23 @@ COLORS = {"none": "C0", "clip_norm": "C3", "clip_value": "C1", "lstm": "C2", "gr
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  arms: tuple[str, ...] = dataclasses.field(default=ARMS, metadata={"help": f"from {ARMS}"})
-  seeds: int = dataclasses.field(default=8, metadata={"help": "replicas per arm"})
-  num_sequences: int = 1000
-  length: int = dataclasses.field(default=100, metadata={"help": "sequence length T"})
-  hidden: int = 64
-  layers: int = 3
-  learning_rate: float = 0.01
-  batch_size: int = 64
-  epochs: int = 20
-  clip_norm: float = dataclasses.field(default=1.0, metadata={"help": "clip_by_global_norm c"})
-  clip_value: float = dataclasses.field(default=0.1, metadata={"help": "clip by value c"})
-  init: str = dataclasses.field(
-      default="pytorch", metadata={"help": f"recurrent init, from {RECURRENT_INITS}"})
-  rho: float = dataclasses.field(default=1.0, metadata={"help": "spectral radius (not pytorch)"})
-  unroll: int = dataclasses.field(default=4, metadata={"help": "time steps per scan iteration"})
+class Config(_config.Checked):
+  arms: tuple[str, ...] = _config.setting(ARMS, f"from {ARMS}", choices=ARMS)
+  seeds: int = _config.setting(8, "replicas per arm", at_least=1)
+  num_sequences: int = _config.setting(1000, at_least=1)
+  length: int = _config.setting(100, "sequence length T", at_least=2)
+  hidden: int = _config.setting(64, at_least=1)
+  layers: int = _config.setting(3, at_least=1)
+  learning_rate: float = _config.setting(0.01, above=0)
+  batch_size: int = _config.setting(64, at_least=1)
+  epochs: int = _config.setting(20, at_least=1)
+  clip_norm: float = _config.setting(1.0, "clip_by_global_norm c", above=0)
+  clip_value: float = _config.setting(0.1, "clip by value c", above=0)
+  init: str = _config.setting("pytorch", f"recurrent init, from {RECURRENT_INITS}",
+                              choices=RECURRENT_INITS)
+  rho: float = _config.setting(1.0, "spectral radius (not pytorch)", above=0)
+  unroll: int = _config.setting(4, "time steps per scan iteration", at_least=1)
   seed: int = 0
-
-  def __post_init__(self):
-    if not self.arms or any(a not in ARMS for a in self.arms):
-      raise ValueError(f"unknown arm in {self.arms}; valid choices: {ARMS}")
-    for name in ("seeds", "num_sequences", "hidden", "layers", "batch_size", "epochs", "unroll"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.length < 2:
-      raise ValueError(f"length must be >= 2, got {self.length}")
-    for name in ("learning_rate", "clip_norm", "clip_value", "rho"):
-      if not getattr(self, name) > 0:
-        raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-    if self.init not in RECURRENT_INITS:
-      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
 
   @classmethod
   def quick(cls) -> "Config":

@@ -31,7 +31,7 @@ Writes ``config.json``, ``results.json``, ``pascanu.png``, ``rate.png`` and
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -47,39 +47,23 @@ GAMMA = {"linear": 1.0, "simple": 1.0}  # max phi': identity and tanh
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  rhos: tuple[float, ...] = dataclasses.field(
-      default=(0.5, 0.9, 1.0, 1.1, 1.5), metadata={"help": "spectral radii of W_rec"})
-  length: int = dataclasses.field(default=200, metadata={"help": "T for Pascanu's test"})
-  hidden: int = 64
-  batch: int = dataclasses.field(default=16, metadata={"help": "sequences per measurement"})
-  seeds: int = 8
-  cells: tuple[str, ...] = dataclasses.field(
-      default=TRAINED_CELLS, metadata={"help": f"trained cells, from {TRAINED_CELLS}"})
-  train_length: int = dataclasses.field(default=100, metadata={"help": "sine sequence length"})
-  num_sequences: int = 1000
-  train_steps: int = 320
-  learning_rate: float = 0.01
-  train_batch: int = 64
-  init: str = dataclasses.field(
-      default="pytorch", metadata={"help": f"trained nets' init, from {RECURRENT_INITS}"})
+class Config(_config.Checked):
+  rhos: tuple[float, ...] = _config.setting((0.5, 0.9, 1.0, 1.1, 1.5), "spectral radii of W_rec",
+                                            above=0, increasing=True)
+  length: int = _config.setting(200, "T for Pascanu's test", at_least=3)
+  hidden: int = _config.setting(64, at_least=1)
+  batch: int = _config.setting(16, "sequences per measurement", at_least=1)
+  seeds: int = _config.setting(8, at_least=1)
+  cells: tuple[str, ...] = _config.setting(TRAINED_CELLS, f"trained cells, from {TRAINED_CELLS}",
+                                           choices=TRAINED_CELLS)
+  train_length: int = _config.setting(100, "sine sequence length", at_least=2)
+  num_sequences: int = _config.setting(1000, at_least=1)
+  train_steps: int = _config.setting(320, at_least=1)
+  learning_rate: float = _config.setting(0.01, above=0)
+  train_batch: int = _config.setting(64, at_least=1)
+  init: str = _config.setting("pytorch", f"trained nets' init, from {RECURRENT_INITS}",
+                              choices=RECURRENT_INITS)
   seed: int = 0
-
-  def __post_init__(self):
-    if not self.rhos or min(self.rhos) <= 0:
-      raise ValueError(f"rhos must be positive, got {self.rhos}")
-    if any(c not in TRAINED_CELLS for c in self.cells):
-      raise ValueError(f"unknown cell in {self.cells}; valid choices: {TRAINED_CELLS}")
-    if self.init not in RECURRENT_INITS:
-      raise ValueError(f"unknown init {self.init!r}; valid choices: {RECURRENT_INITS}")
-    if self.length < 3 or self.train_length < 2:
-      raise ValueError(f"length must be >= 3 and train_length >= 2, got {self.length}, "
-                       f"{self.train_length}")
-    for name in ("hidden", "batch", "seeds", "num_sequences", "train_steps", "train_batch"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
   @classmethod
   def quick(cls) -> "Config":

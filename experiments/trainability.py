@@ -23,7 +23,7 @@ Writes ``config.json``, ``results.json`` (every plotted number) and
 import dataclasses
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 from experiments.mean_field import scaled_init, unit_inits
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
@@ -40,43 +40,25 @@ THEORY_POINTS = 61  # sigma_w^2 values on the 6 xi_c curve
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  width: int = dataclasses.field(default=128, metadata={"help": "hidden width"})
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(10, 25, 50, 100, 200, 300), metadata={"help": "depths L (Dense layers)"})
-  sigma_w2: tuple[float, ...] = dataclasses.field(
-      default=(1.0, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0), metadata={"help": "grid of sigma_w^2"})
-  sigma_b2: float = dataclasses.field(default=0.05, metadata={"help": "bias variance"})
-  activation: str = "tanh"
-  seeds: int = dataclasses.field(default=1, metadata={"help": "networks per cell"})
-  steps: int = dataclasses.field(default=300, metadata={"help": "optimizer steps"})
-  batch: int = dataclasses.field(default=32, metadata={"help": "batch size"})
-  optimizer: str = dataclasses.field(
-      default="sgd", metadata={"help": "optimizer", "choices": training.OPTIMIZERS})
-  learning_rate: float = 0.01
-  momentum: float = dataclasses.field(default=0.9, metadata={"help": "SGD momentum"})
-  eval_examples: int = dataclasses.field(
-      default=1000, metadata={"help": "training examples the accuracy is measured on"})
-  theory_points: int = dataclasses.field(
-      default=THEORY_POINTS, metadata={"help": "sigma_w^2 values on the 6 xi_c curve"})
+class Config(_config.Checked):
+  width: int = _config.setting(128, "hidden width", at_least=1)
+  depths: tuple[int, ...] = _config.setting((10, 25, 50, 100, 200, 300), "depths L (Dense layers)",
+                                            at_least=2, increasing=True)
+  sigma_w2: tuple[float, ...] = _config.setting((1.0, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0),
+                                                "grid of sigma_w^2", above=0, increasing=True)
+  sigma_b2: float = _config.setting(0.05, "bias variance", at_least=0)
+  activation: str = _config.setting("tanh", choices=activations.names)
+  seeds: int = _config.setting(1, "networks per cell", at_least=1)
+  steps: int = _config.setting(300, "optimizer steps", at_least=1)
+  batch: int = _config.setting(32, "batch size", at_least=1)
+  optimizer: str = _config.setting("sgd", "optimizer", choices=training.OPTIMIZERS)
+  learning_rate: float = _config.setting(0.01, above=0)
+  momentum: float = _config.setting(0.9, "SGD momentum", at_least=0, below=1)
+  eval_examples: int = _config.setting(1000, "training examples the accuracy is measured on",
+                                       at_least=1)
+  theory_points: int = _config.setting(THEORY_POINTS, "sigma_w^2 values on the 6 xi_c curve",
+                                       at_least=2)
   seed: int = 0
-
-  def __post_init__(self):
-    if self.width < 1 or self.seeds < 1 or self.steps < 1 or self.batch < 1:
-      raise ValueError(f"width, seeds, steps and batch must be >= 1, got {self.width}, "
-                       f"{self.seeds}, {self.steps}, {self.batch}")
-    if not self.depths or min(self.depths) < 2 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 2, got {self.depths}")
-    if not self.sigma_w2 or min(self.sigma_w2) <= 0:
-      raise ValueError(f"sigma_w2 must be a non-empty grid of values > 0, got {self.sigma_w2}")
-    if self.sigma_b2 < 0:
-      raise ValueError(f"sigma_b2 must be >= 0, got {self.sigma_b2}")
-    activations.get(self.activation)
-    training.OptimizerConfig(self.optimizer, self.learning_rate)  # validates the name
-    if self.theory_points < 2:
-      raise ValueError(f"theory_points must be >= 2, got {self.theory_points}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
   @classmethod
   def quick(cls) -> "Config":

@@ -29,7 +29,7 @@ import dataclasses
 import math
 import pathlib
 
-from experiments import _cli
+from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
@@ -49,39 +49,32 @@ def _key(seed: int) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-  d_model: int = dataclasses.field(default=64, metadata={"help": "residual width"})
-  num_heads: int = 4
-  d_ff: int = 256
-  depths: tuple[int, ...] = dataclasses.field(
-      default=(6, 12, 24, 48), metadata={"help": "depths for the gradient-norm sweep"})
-  seq_len: int = 12
-  vocab: int = 16
-  batch: int = 32
-  seeds: int = dataclasses.field(default=8, metadata={"help": "networks per case"})
-  head_dims: tuple[int, ...] = dataclasses.field(
-      default=(4, 16, 64, 256), metadata={"help": "d_k values for the attention-scale sweep"})
-  train_depth: int = 6
-  steps: int = 400
-  learning_rate: float = dataclasses.field(default=3e-3, metadata={"help": "peak Adam rate"})
-  warmup_steps: int = 100
+class Config(_config.Checked):
+  d_model: int = _config.setting(64, "residual width", at_least=1)
+  num_heads: int = _config.setting(4, at_least=1)
+  d_ff: int = _config.setting(256, at_least=1)
+  depths: tuple[int, ...] = _config.setting((6, 12, 24, 48), "depths for the gradient-norm sweep",
+                                            at_least=1, increasing=True)
+  seq_len: int = _config.setting(12, at_least=2)
+  vocab: int = _config.setting(16, at_least=2)
+  batch: int = _config.setting(32, at_least=1)
+  seeds: int = _config.setting(8, "networks per case", at_least=1)
+  head_dims: tuple[int, ...] = _config.setting((4, 16, 64, 256),
+                                               "d_k values for the attention-scale sweep",
+                                               at_least=1, increasing=True)
+  train_depth: int = _config.setting(6, at_least=1)
+  steps: int = _config.setting(400, at_least=1)
+  learning_rate: float = _config.setting(3e-3, "peak Adam rate", above=0)
+  warmup_steps: int = _config.setting(100, at_least=0)
   seed: int = 0
 
-  def __post_init__(self):
-    for name in ("d_model", "num_heads", "d_ff", "seq_len", "vocab", "batch", "seeds",
-                 "train_depth", "steps"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+  def relations(self) -> dict[str, str]:
+    broken = {}
     if self.d_model % self.num_heads:
-      raise ValueError(f"num_heads={self.num_heads} must divide d_model={self.d_model}")
-    if not self.depths or min(self.depths) < 1 or list(self.depths) != sorted(set(self.depths)):
-      raise ValueError(f"depths must be increasing integers >= 1, got {self.depths}")
-    if not self.head_dims or min(self.head_dims) < 1:
-      raise ValueError(f"head_dims must be integers >= 1, got {self.head_dims}")
-    if not 0 <= self.warmup_steps <= self.steps:
-      raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+      broken["num_heads"] = f"must divide d_model={self.d_model}"
+    if self.warmup_steps > self.steps:
+      broken["warmup_steps"] = f"must be <= steps={self.steps}"
+    return broken
 
   @classmethod
   def quick(cls) -> "Config":

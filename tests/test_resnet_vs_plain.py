@@ -36,5 +36,5 @@ def test_smoke_run_writes_results_and_figures(tmp_path):
 
 
 def test_config_rejects_unknown_depth():
-  with pytest.raises(ValueError, match="unknown depth 50"):
+  with pytest.raises(ValueError, match=r"depths=\(50,\): must be one of \(10, 18, 34\)"):
     resnet_vs_plain.Config(depths=(50,))

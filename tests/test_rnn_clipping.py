@@ -55,9 +55,10 @@ def test_clipping_changes_the_trajectory(smoke):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--arms", "none,clip_all"], "unknown arm in ('none', 'clip_all'); valid choices"),
-    (["--init", "xavier"], "unknown init 'xavier'; valid choices"),
-    (["--clip-norm", "0"], "clip_norm must be > 0"),
+    (["--arms", "none,clip_all"],
+     "argument --arms: 'none,clip_all' is not allowed: every item must be one of"),
+    (["--init", "xavier"], "argument --init: 'xavier' is not allowed: must be one of"),
+    (["--clip-norm", "0"], "argument --clip-norm: 0.0 is not allowed: must be > 0"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):

@@ -50,8 +50,9 @@ def test_tanh_rate_is_bounded_by_rho_gamma(smoke):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--rhos", "0.5,-1"], "rhos must be positive"),
-    (["--cells", "simple,rnn"], "unknown cell in ('simple', 'rnn'); valid choices"),
+    (["--rhos", "0.5,-1"], "argument --rhos: '0.5,-1.0' is not allowed: every item must be > 0"),
+    (["--cells", "simple,rnn"],
+     "argument --cells: 'simple,rnn' is not allowed: every item must be one of"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):

@@ -49,9 +49,9 @@ def test_separation_counts_agreement():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--depths", "10,5"], "depths must be increasing integers >= 2"),
-    (["--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
-    (["--sigma-w2", "-1"], "sigma_w2 must be a non-empty grid of values > 0"),
+    (["--depths", "10,5"], "argument --depths: '10,5' is not allowed: must be strictly increasing"),
+    (["--optimizer", "lbfgs"], "argument --optimizer: 'lbfgs' is not allowed: must be one of"),
+    (["--sigma-w2", "-1"], "argument --sigma-w2: '-1.0' is not allowed: must be > 0"),
 ])
 def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit) as e:

@@ -36,9 +36,9 @@ def test_smoke_run_writes_results_and_figures(tmp_path):
 
 
 def test_config_rejects_bad_values():
-  with pytest.raises(ValueError, match="num_heads=3 must divide d_model=8"):
+  with pytest.raises(ValueError, match="num_heads=3: must divide d_model=8"):
     transformer_ln.Config(d_model=8, num_heads=3)
-  with pytest.raises(ValueError, match="warmup_steps"):
+  with pytest.raises(ValueError, match="warmup_steps=20: must be <= steps=10"):
     transformer_ln.Config(steps=10, warmup_steps=20)
 
 
