@@ -198,10 +198,7 @@ def predicted_growth(config: Config, activation: str, norm: str) -> float | None
   if config.kernel_init not in SIGMA_W2:
     return None
   sigma_w2 = SIGMA_W2[config.kernel_init](config.width)
-  # In the ordered phase ReLU's q* is exactly 0, where relu'(0) = 0 would give
-  # chi_1 = 0; mu_1 is right-continuous at 0, so take the limit q -> 0+.
-  q = max(float(theory.q_star(activation, sigma_w2, 0.0)), 1e-30)
-  return sigma_w2 * float(theory.derivative_moment(activation, q))
+  return float(theory.chi1(activation, sigma_w2, 0.0))
 
 
 def growth_per_layer(signal: np.ndarray) -> np.ndarray:
