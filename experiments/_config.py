@@ -16,7 +16,8 @@ Every field is checked when the ``Config`` is made, from a script as from the
 command line, before any JAX work: the type (``int`` fields take integers,
 ``float`` fields finite reals), the range, the choices (a tuple, or a
 registry's ``names`` function called at check time), and for tuples: not
-empty, every item checked, strictly increasing where declared. Conditions
+empty, every item checked, no item twice unless declared (an item usually
+names a setting of the run), strictly increasing where declared. Conditions
 between fields come from :meth:`Checked.relations`. A broken one raises
 :class:`ConfigError`, which names the field, the value and what is allowed;
 the command line reports it as ``argument --field-name: ...`` and exits 2.
@@ -60,6 +61,8 @@ class Constraint:
       ``names``), called when a value is checked.
     increasing: a tuple field's items must be strictly increasing.
     allow_empty: a tuple field may be empty.
+    allow_repeats: a tuple field may hold an item twice (layer widths, say;
+      not names of settings).
   """
 
   at_least: float | None = None
@@ -69,6 +72,7 @@ class Constraint:
   choices: Choices | None = None
   increasing: bool = False
   allow_empty: bool = False
+  allow_repeats: bool = False
 
   def allowed_choices(self) -> tuple:
     """The choices, with a registry's function called."""
@@ -90,7 +94,8 @@ class Constraint:
 def setting(default: Any, help: str = "", *, at_least: float | None = None,  # noqa: A002
             above: float | None = None, at_most: float | None = None,
             below: float | None = None, choices: Choices | None = None,
-            increasing: bool = False, allow_empty: bool = False) -> Any:
+            increasing: bool = False, allow_empty: bool = False,
+            allow_repeats: bool = False) -> Any:
   """A ``Config`` field with its help text and what it allows (see :class:`Constraint`).
 
   Args:
@@ -103,12 +108,14 @@ def setting(default: Any, help: str = "", *, at_least: float | None = None,  # n
     choices: the allowed values, or a function returning them.
     increasing: a tuple field's items must be strictly increasing.
     allow_empty: a tuple field may be empty.
+    allow_repeats: a tuple field may hold an item twice.
 
   Returns:
     A ``dataclasses.field`` whose metadata holds ``"help"`` and
     ``"constraint"``.
   """
-  constraint = Constraint(at_least, above, at_most, below, choices, increasing, allow_empty)
+  constraint = Constraint(at_least, above, at_most, below, choices, increasing, allow_empty,
+                          allow_repeats)
   return dataclasses.field(default=default, metadata={"help": help, "constraint": constraint})
 
 
@@ -173,6 +180,8 @@ def field_problem(config_cls: type, field: dataclasses.Field, value: Any) -> str
       return f"every item {problem}" if len(value) > 1 else problem
   if constraint.increasing and list(value) != sorted(set(value)):
     return "must be strictly increasing"
+  if not constraint.allow_repeats and len(set(value)) != len(value):
+    return "must not repeat an item"
   return None
 
 

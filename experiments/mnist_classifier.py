@@ -81,7 +81,8 @@ class Config(_config.Checked):
                                            choices=initializers.names)
   activations: tuple[str, ...] = _config.setting(("relu", "tanh", "sigmoid"),
                                                  choices=activations.names)
-  mlp_widths: tuple[int, ...] = _config.setting((512, 256), "seed 001 hidden widths", at_least=1)
+  mlp_widths: tuple[int, ...] = _config.setting((512, 256), "seed 001 hidden widths", at_least=1,
+                                                allow_repeats=True)
   bn_width: int = _config.setting(256, "seed 004 hidden width", at_least=1)
   steps: int = _config.setting(400, at_least=4)  # the monitored run logs 4 chunks
   batch: int = _config.setting(128, at_least=2)  # seed 004's BatchNorm needs 2 to normalize

@@ -52,7 +52,7 @@ def _key(seed: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
-  depths: tuple[int, ...] = _config.setting((18, 34), f"network depths, from {tuple(STAGES)}",
+  depths: tuple[int, ...] = _config.setting((18, 34), "network depths",
                                             choices=tuple(STAGES))
   width: int = _config.setting(16, "base channels (seed: 64)", at_least=1)
   image_size: int = _config.setting(32, at_least=1)

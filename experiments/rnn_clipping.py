@@ -46,7 +46,7 @@ COLORS = {"none": "C0", "clip_norm": "C3", "clip_value": "C1", "lstm": "C2", "gr
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
-  arms: tuple[str, ...] = _config.setting(ARMS, f"from {ARMS}", choices=ARMS)
+  arms: tuple[str, ...] = _config.setting(ARMS, choices=ARMS)
   seeds: int = _config.setting(8, "replicas per arm", at_least=1)
   num_sequences: int = _config.setting(1000, at_least=1)
   length: int = _config.setting(100, "sequence length T", at_least=2)
@@ -57,7 +57,7 @@ class Config(_config.Checked):
   epochs: int = _config.setting(20, at_least=1)
   clip_norm: float = _config.setting(1.0, "clip_by_global_norm c", above=0)
   clip_value: float = _config.setting(0.1, "clip by value c", above=0)
-  init: str = _config.setting("pytorch", f"recurrent init, from {RECURRENT_INITS}",
+  init: str = _config.setting("pytorch", "recurrent init",
                               choices=RECURRENT_INITS)
   rho: float = _config.setting(1.0, "spectral radius (not pytorch)", above=0)
   unroll: int = _config.setting(4, "time steps per scan iteration", at_least=1)

@@ -54,14 +54,14 @@ class Config(_config.Checked):
   hidden: int = _config.setting(64, at_least=1)
   batch: int = _config.setting(16, "sequences per measurement", at_least=1)
   seeds: int = _config.setting(8, at_least=1)
-  cells: tuple[str, ...] = _config.setting(TRAINED_CELLS, f"trained cells, from {TRAINED_CELLS}",
+  cells: tuple[str, ...] = _config.setting(TRAINED_CELLS, "trained cells",
                                            choices=TRAINED_CELLS)
   train_length: int = _config.setting(100, "sine sequence length", at_least=2)
   num_sequences: int = _config.setting(1000, at_least=1)
   train_steps: int = _config.setting(320, at_least=1)
   learning_rate: float = _config.setting(0.01, above=0)
   train_batch: int = _config.setting(64, at_least=1)
-  init: str = _config.setting("pytorch", f"trained nets' init, from {RECURRENT_INITS}",
+  init: str = _config.setting("pytorch", "trained nets' init",
                               choices=RECURRENT_INITS)
   seed: int = 0
 
