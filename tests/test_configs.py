@@ -4,7 +4,7 @@ The bad values are drawn from each field's declaration (experiments/_config.py):
 a value just outside each declared bound, a name outside the choices, NaN and
 infinity for real numbers, a non-number, an empty list, a list out of order.
 The cases run in-process (the parse must not compile anything) plus, as a user
-runs them, a few in a subprocess.
+runs it, one in a subprocess.
 """
 
 import contextlib
@@ -115,18 +115,14 @@ def test_bad_value_exits_2_naming_the_flag_before_jax_work(name, field, value, t
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name,argv,expected", [
-    ("mixed_precision", ["--learning-rate", "nan"], "argument --learning-rate: nan is not allowed"),
-    ("dynamical_isometry", ["--train-width", "0"], "argument --train-width: 0 is not allowed"),
-    ("trainability", ["--momentum", "1.5"], "argument --momentum: 1.5 is not allowed"),
-])
-def test_python_m_refuses_within_5_seconds(name, argv, expected, tmp_path):
+def test_python_m_refuses_within_5_seconds(tmp_path):
   start = time.perf_counter()
-  done = subprocess.run([sys.executable, "-m", f"experiments.{name}", *argv], cwd=tmp_path,
+  done = subprocess.run([sys.executable, "-m", "experiments.trainability", "--momentum", "1.5"],
+                        cwd=tmp_path,
                         env={**os.environ, "PYTHONPATH": str(ROOT)},
                         capture_output=True, text=True, timeout=60)
   assert done.returncode == 2, done.stderr
-  assert expected in done.stderr
+  assert "argument --momentum: 1.5 is not allowed: must be >= 0 and < 1" in done.stderr
   assert "Traceback" not in done.stderr
   assert time.perf_counter() - start < 5.0
   assert not (tmp_path / "runs").exists()
