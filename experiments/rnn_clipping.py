@@ -124,29 +124,43 @@ def train_arm(config: Config, arm: str) -> training.TrainResult:
 
 
 def run(config: Config, out_dir: pathlib.Path) -> dict:
-  arms = {}
+  """Trains every arm; ``results.json`` is rewritten after each (``results["settings"]``, by arm).
+
+  A stopped run keeps every arm it finished, and a rerun of the same config
+  into the same folder (through :func:`main`) trains only the others; the
+  figures come at the end.
+  """
+  done = _cli.finished_settings(out_dir, config)
+  settings = {}
+  results = {"config": config, "steps_per_epoch": config.steps_per_epoch, "settings": settings}
   for arm in _cli.progress(config.arms, desc="rnn_clipping arms"):
-    result = train_arm(config, arm)
-    loss = np.asarray(result.loss, dtype=float)  # (seeds, steps)
-    norm = np.asarray(result.grad_norm, dtype=float)
-    epoch_loss = loss.reshape(config.seeds, config.epochs, config.steps_per_epoch).mean(-1)
-    diverged_at = np.asarray(result.diverged_at)
-    arms[arm] = {
-        "cell": ARM_CELL[arm],
-        "optimizer": optimizer_config(config, arm),
-        "step_loss": loss,
-        "epoch_loss": epoch_loss,
-        "grad_norm": norm,
-        "diverged_at": diverged_at,
-        "diverged": int((diverged_at >= 0).sum()),
-        "fraction_above_clip_norm": (norm > config.clip_norm).mean(axis=1),
-        "final_epoch_loss": _quartiles(epoch_loss[:, -1]),
-        "max_grad_norm": np.nanmax(np.where(np.isfinite(norm), norm, np.nan), axis=1),
-    }
-  results = {"config": config, "steps_per_epoch": config.steps_per_epoch, "arms": arms}
-  _cli.write_json(out_dir / "results.json", results)
+    if arm in done:
+      settings[arm] = done[arm]
+      continue
+    settings[arm] = _measure(config, arm, train_arm(config, arm))
+    _cli.write_json(out_dir / "results.json", results)
   plot(results, out_dir)
   return results
+
+
+def _measure(config: Config, arm: str, result: training.TrainResult) -> dict:
+  """What one arm's training gives: curves, gradient norms, divergences, quartiles."""
+  loss = np.asarray(result.loss, dtype=float)  # (seeds, steps)
+  norm = np.asarray(result.grad_norm, dtype=float)
+  epoch_loss = loss.reshape(config.seeds, config.epochs, config.steps_per_epoch).mean(-1)
+  diverged_at = np.asarray(result.diverged_at)
+  return {
+      "cell": ARM_CELL[arm],
+      "optimizer": optimizer_config(config, arm),
+      "step_loss": loss,
+      "epoch_loss": epoch_loss,
+      "grad_norm": norm,
+      "diverged_at": diverged_at,
+      "diverged": int((diverged_at >= 0).sum()),
+      "fraction_above_clip_norm": (norm > config.clip_norm).mean(axis=1),
+      "final_epoch_loss": _quartiles(epoch_loss[:, -1]),
+      "max_grad_norm": np.nanmax(np.where(np.isfinite(norm), norm, np.nan), axis=1),
+  }
 
 
 def _quartiles(values: np.ndarray) -> dict:
@@ -165,7 +179,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
            f"{config.learning_rate:g}, {config.seeds} seeds (median, IQR band)")
 
   fig, axes = plotting.figure(1, 2, panel=(3.8, 2.9))
-  for arm, r in results["arms"].items():
+  for arm, r in results["settings"].items():
     label = f"{arm} ({r['diverged']} diverged)" if r["diverged"] else arm
     epochs = np.arange(1, config.epochs + 1)
     plotting.median_band(axes[0, 0], epochs, r["epoch_loss"], label=label, color=COLORS[arm],
@@ -180,7 +194,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
   fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))
   ax = axes[0, 0]
-  for arm, r in results["arms"].items():
+  for arm, r in results["settings"].items():
     frac = np.median(r["fraction_above_clip_norm"])
     steps = np.arange(1, np.shape(r["grad_norm"])[1] + 1)
     plotting.median_band(ax, steps, r["grad_norm"], color=COLORS[arm],
@@ -195,7 +209,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 def summary(results: dict) -> str:
   header = ["arm", "cell", "final epoch loss", "IQR", "diverged", "‖g‖>c steps", "max ‖g‖"]
   rows = []
-  for arm, r in results["arms"].items():
+  for arm, r in results["settings"].items():
     q = r["final_epoch_loss"]
     rows.append([arm, r["cell"], float(q["median"]), f"[{q['q25']:.3g}, {q['q75']:.3g}]",
                  f"{r['diverged']}/{len(r['diverged_at'])}",
@@ -205,7 +219,8 @@ def summary(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+  return _cli.main(__name__, Config, run, summary, argv, __doc__,
+                   settings=lambda config: list(config.arms))
 
 
 if __name__ == "__main__":

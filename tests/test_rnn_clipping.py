@@ -23,8 +23,8 @@ def test_smoke_structure_and_figures(smoke):
   config = rc.Config.smoke()
   steps = config.epochs * config.steps_per_epoch
   assert results["steps_per_epoch"] == 3  # 20 sequences, batch 8: 8, 8 and a short 4
-  assert list(results["arms"]) == list(config.arms)
-  for arm in results["arms"].values():
+  assert list(results["settings"]) == list(config.arms)
+  for arm in results["settings"].values():
     loss, norm = np.asarray(arm["step_loss"]), np.asarray(arm["grad_norm"])
     assert loss.shape == norm.shape == (config.seeds, steps)
     np.testing.assert_allclose(arm["epoch_loss"], loss.reshape(config.seeds, config.epochs, -1)
@@ -44,13 +44,28 @@ def test_first_step_matches_an_independent_gradient(smoke):
   assert float(batch.weight.sum()) == config.batch_size
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, {}, batch)
   for arm in ("none", "clip_norm"):  # same data, init and batches: same first step
-    recorded = smoke[1]["arms"][arm]
+    recorded = smoke[1]["settings"][arm]
     np.testing.assert_allclose(recorded["step_loss"][0][0], loss, **_tol.F32)
     np.testing.assert_allclose(recorded["grad_norm"][0][0], optax.tree.norm(grads), **_tol.F32)
 
 
+def test_a_stopped_run_resumes_from_the_arms_it_kept(smoke, tmp_path, monkeypatch):
+  """A folder holding the config and the first arm: the rerun trains the others, same file."""
+  out, full = smoke
+  config = rc.Config.smoke()
+  files.write_json(tmp_path / "config.json", config)
+  first = config.arms[0]
+  files.write_json(tmp_path / "results.json",
+                   {**full, "settings": {first: full["settings"][first]}})
+  trained, train_arm = [], rc.train_arm
+  monkeypatch.setattr(rc, "train_arm", lambda c, arm: trained.append(arm) or train_arm(c, arm))
+  rc.run(config, tmp_path)
+  assert trained == list(config.arms[1:])
+  assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
+
+
 def test_clipping_changes_the_trajectory(smoke):
-  arms = smoke[1]["arms"]
+  arms = smoke[1]["settings"]
   assert not np.allclose(arms["none"]["step_loss"], arms["clip_norm"]["step_loss"])
 
 
