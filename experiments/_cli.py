@@ -134,16 +134,20 @@ def _config_difference(stored: Any, config: Any) -> str:
 
 def _check_out(parser: argparse.ArgumentParser, out: pathlib.Path, config: Any,
                overwrite: bool) -> None:
-  """Exits 2 unless ``out`` can take this run: a folder that is (or can be made) writable, same config."""
+  """Exits 2 unless ``out`` can take this run: a folder, holding no other config, that can be written (it is made here)."""
   if out.exists() and not out.is_dir():
     parser.error(f"--out {out}: exists and is not a folder")
-  existing = next((p for p in [out, *out.parents] if p.exists()), None)
-  if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
-    parser.error(f"--out {out}: {existing} is not a writable folder")
   stored = _stored_config(out)
   if stored is not None and not overwrite and stored != _encoded(config):
     parser.error(f"--out {out} holds a run of another config ({_config_difference(stored, config)}); "
                  "pass --overwrite to start afresh there, or choose another --out")
+  try:  # really try: permissions, read-only file systems, a file where a parent folder should be
+    out.mkdir(parents=True, exist_ok=True)
+    with files.atomic_path(out / ".jaxgrad_write_test") as probe:
+      probe.write_bytes(b"")
+    (out / ".jaxgrad_write_test").unlink()
+  except OSError as e:
+    parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
 
 
 def parse_config(config_cls: type, argv: list[str] | None, *, name: str,

@@ -165,7 +165,15 @@ def test_out_in_a_read_only_folder_is_a_clear_error(tmp_path, capsys):
   with pytest.raises(SystemExit) as stop:
     ap.main(ARGV + ["--out", str(locked / "run")])
   assert stop.value.code == 2
-  assert "is not a writable folder" in capsys.readouterr().err
+  assert "cannot write there (Permission denied)" in capsys.readouterr().err
+
+
+def test_out_below_a_file_is_a_clear_error_also_for_root(tmp_path, capsys):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(tmp_path / "a_file" / "run")])
+  assert stop.value.code == 2
+  assert "cannot write there (Not a directory)" in capsys.readouterr().err
 
 
 # --- killed and interrupted for real, in a subprocess ------------------------------------------
