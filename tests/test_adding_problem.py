@@ -19,9 +19,9 @@ def smoke(tmp_path_factory):
 def test_smoke_structure_and_figures(smoke):
   out, results = smoke
   config = ap.Config.smoke()
-  names = {ap.setting_name(c, k, t) for t in config.lengths for c in config.cells
-           for k in config.clipping}
-  assert set(results["settings"]) == names
+  names = {ap.setting_name(f"lstm b_f={b:g}", k, t) for t in config.lengths
+           for b in config.forget_biases for k in config.clipping}
+  assert set(results["settings"]) == names == set(ap.setting_names(config))
   logged = config.steps // config.log_every
   assert results["logged_steps"] == [config.log_every * (i + 1) for i in range(logged)]
   for r in results["settings"].values():
@@ -31,7 +31,9 @@ def test_smoke_structure_and_figures(smoke):
     np.testing.assert_array_equal(r["solved"], solved)
     assert r["fraction_solved"] == pytest.approx(solved.mean())
     assert 0 <= min(r["error_rate"]) and max(r["error_rate"]) <= 1
-  for name in ("success.png", "loss.png"):
+  for r in results["settings"].values():
+    assert r["memory_factor"] == pytest.approx((1 / (1 + np.exp(-r["forget_bias"]))) ** (r["length"] / 2))
+  for name in ("success.png", "loss.png", "forget_gate.png"):
     assert (out / name).stat().st_size > 10_000
 
 
@@ -47,8 +49,9 @@ def test_clipping_arms_share_the_first_step(smoke):
   config = ap.Config.smoke()
   assert config.log_every == 1
   r = smoke[1]["settings"]
-  a = r[ap.setting_name(config.cells[0], "none", config.lengths[0])]
-  b = r[ap.setting_name(config.cells[0], "clip_norm", config.lengths[0])]
+  arm = ap.arm_name("lstm", config.forget_biases[0])
+  a = r[ap.setting_name(arm, "none", config.lengths[0])]
+  b = r[ap.setting_name(arm, "clip_norm", config.lengths[0])]
   np.testing.assert_allclose(np.asarray(a["loss"])[:, 0], np.asarray(b["loss"])[:, 0], **_tol.F32)
   np.testing.assert_allclose(np.asarray(a["grad_norm"])[:, 0], np.asarray(b["grad_norm"])[:, 0],
                              **_tol.F32)
@@ -58,19 +61,20 @@ def test_a_stopped_run_keeps_the_settings_it_finished(tmp_path, monkeypatch):
   """results.json is rewritten after every (cell, T): stop in the second, the first is there."""
   finished = []
 
-  def train_settings(config, cell, length):
+  def train_settings(config, cell, length, forget_bias):
     if finished:
       raise KeyboardInterrupt
     finished.append((cell, length))
     return {"none": {"test_mse": np.array([0.01, 0.1])}}
 
   monkeypatch.setattr(ap, "train_settings", train_settings)
-  config = ap.Config(lengths=(6, 8), cells=("lstm",), clipping=("none",), steps=4, log_every=2)
+  config = ap.Config(lengths=(6, 8), cells=("lstm",), forget_biases=(0.0,), clipping=("none",),
+                     steps=4, log_every=2)
   with pytest.raises(KeyboardInterrupt):
     ap.run(config, tmp_path)
   settings = files.read_json(tmp_path / "results.json")["settings"]
-  assert list(settings) == [ap.setting_name("lstm", "none", 6)]
-  assert settings[ap.setting_name("lstm", "none", 6)]["test_mse"] == [0.01, 0.1]
+  assert list(settings) == [ap.setting_name("lstm b_f=0", "none", 6)]
+  assert settings[ap.setting_name("lstm b_f=0", "none", 6)]["test_mse"] == [0.01, 0.1]
 
 
 @pytest.mark.parametrize("argv, message", [

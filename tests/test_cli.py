@@ -24,9 +24,9 @@ from jaxgrad import files
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # adding_problem at its smallest: two settings (T = 4, 5), one compile each.
-TINY_ADDING = ["--lengths", "4,5", "--cells", "lstm", "--clipping", "none", "--seeds", "2",
-               "--hidden", "4", "--steps", "4", "--batch-size", "4", "--test-size", "50",
-               "--log-every", "1", "--unroll", "1"]
+TINY_ADDING = ["--lengths", "4,5", "--cells", "lstm", "--forget-biases", "0", "--clipping", "none",
+               "--seeds", "2", "--hidden", "4", "--steps", "4", "--batch-size", "4",
+               "--test-size", "50", "--log-every", "1", "--unroll", "1"]
 
 
 def _env() -> dict[str, str]:
@@ -82,7 +82,7 @@ def test_experiment_name(module_name, name):
 
 def _fake_train_settings(calls: list, interrupt_at: int | None = None):
   """Stands in for ap.train_settings: a deterministic result per (cell, T), one diverged seed."""
-  def train_settings(config, cell, length):
+  def train_settings(config, cell, length, forget_bias):
     calls.append((cell, length))
     if len(calls) == interrupt_at:
       raise KeyboardInterrupt
@@ -99,8 +99,8 @@ def _fake_train_settings(calls: list, interrupt_at: int | None = None):
   return train_settings
 
 
-ARGV = ["--lengths", "4,5,6", "--cells", "lstm", "--clipping", "none", "--seeds", "2",
-        "--steps", "4", "--log-every", "2", "--no-compile-cache"]
+ARGV = ["--lengths", "4,5,6", "--cells", "lstm", "--forget-biases", "0", "--clipping", "none",
+        "--seeds", "2", "--steps", "4", "--log-every", "2", "--no-compile-cache"]
 
 
 def test_a_rerun_resumes_and_ends_with_the_uninterrupted_results(tmp_path, monkeypatch, capsys):
@@ -124,7 +124,7 @@ def test_a_rerun_resumes_and_ends_with_the_uninterrupted_results(tmp_path, monke
   assert calls == [("lstm", 6)]  # T = 4 and 5 were kept
   assert f"resuming: 2 of 3 settings already in {tmp_path / 'part'}/" in capsys.readouterr().err
   assert (tmp_path / "part" / "results.json").read_text() == whole
-  assert np.isnan(results["settings"][ap.setting_name("lstm", "none", 4)]["loss"][0][-1])
+  assert np.isnan(results["settings"][ap.setting_name("lstm b_f=0", "none", 4)]["loss"][0][-1])
   assert (tmp_path / "part" / "loss.png").exists()
 
 

@@ -112,3 +112,47 @@ def test_scanned_step_traces_once():
   apply(params, x)
   apply(params, x + 1)
   assert isinstance(model._make_cell(), nn.SimpleCell)
+
+
+def test_forget_bias_zero_is_flaxs_lstm_cell_and_shifts_only_the_forget_gate():
+  x, key = jnp.ones((B, 3)), jax.random.key(0)
+  carry = nn.LSTMCell(H, parent=None).initialize_carry(key, x.shape)
+  flax_cell = nn.LSTMCell(H, bias_init=nn.initializers.normal(0.1), parent=None)
+  flax_params = flax_cell.init(key, carry, x)["params"]
+  for forget_bias in (0.0, 3.0):
+    cell = recurrent.ForgetBiasLSTMCell(H, bias_init=nn.initializers.normal(0.1),
+                                        forget_bias=forget_bias, parent=None)
+    params = cell.init(key, carry, x)["params"]
+    shifted = jax.tree_util.tree_map_with_path(
+        lambda path, v: v + forget_bias if jax.tree_util.keystr(path) == "['hf']['bias']" else v,
+        flax_params)
+    chex.assert_trees_all_equal(params, shifted)
+    # The update is Flax's: the same parameters give the same step in both cells.
+    chex.assert_trees_all_equal(cell.apply({"params": params}, carry, x),
+                                flax_cell.apply({"params": params}, carry, x))
+
+
+@pytest.mark.parametrize("forget_bias", [0.0, 1.0, 3.0])
+def test_cell_state_memory_is_sigmoid_of_the_forget_bias_per_step(forget_bias):
+  """Recurrent and input kernels at 0: f_t = sigma(b_f) exactly, so dc_T/dc_0 = sigma(b_f)^T."""
+  steps = 25
+  cell = recurrent.ForgetBiasLSTMCell(H, kernel_init=nn.initializers.zeros,
+                                      recurrent_kernel_init=nn.initializers.zeros,
+                                      forget_bias=forget_bias, parent=None)
+  x = jnp.zeros((1, 1))
+  params = cell.init(jax.random.key(0), (jnp.zeros((1, H)), jnp.zeros((1, H))), x)["params"]
+
+  def c_after(c0):
+    carry = (c0, jnp.zeros((1, H)))
+    for _ in range(steps):
+      carry, _ = cell.apply({"params": params}, carry, x)
+    return carry[0]
+
+  memory = jax.jacfwd(lambda c: c_after(c[None])[0])(jnp.zeros(H))
+  np.testing.assert_allclose(memory, jax.nn.sigmoid(forget_bias) ** steps * jnp.eye(H),
+                             rtol=1e-5, atol=1e-12)
+
+
+def test_forget_bias_is_refused_for_other_cells():
+  with pytest.raises(ValueError, match="applies to the LSTM only, not to cell='gru'"):
+    RecurrentNet(cell="gru", hidden=H, forget_bias=1.0).init(jax.random.key(0), jnp.ones((B, T, 1)))

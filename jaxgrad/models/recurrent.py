@@ -99,6 +99,47 @@ def recurrent_initializer(name: str, rho: float, hidden: int) -> initializers.In
   return initializers.get("uniform", low=-bound, high=bound)
 
 
+class ForgetBiasLSTMCell(nn.LSTMCell):
+  r"""Flax's ``nn.LSTMCell`` whose forget gate's bias starts ``forget_bias`` higher.
+
+  Flax's cell takes one ``bias_init`` for all four gates; here the forget
+  gate's bias (``hf/bias``, the only bias the forget gate has) is initialised
+  to ``bias_init + forget_bias`` and the other gates keep ``bias_init``.
+  Parameter names, shapes and the update are Flax's own (this subclass
+  repeats its ``__call__`` with that one change), so weights load both ways.
+  At initialisation the forget gate is about :math:`\sigma(b_f)`, and the
+  cell state carries information from ``k`` steps back with a factor of
+  about :math:`\sigma(b_f)^k`: :math:`0.5^k` at Flax's and PyTorch's default
+  :math:`b_f = 0`. Gers, Schmidhuber & Cummins (2000) and Jozefowicz,
+  Zaremba & Sutskever (2015) start it at +1 (Keras's ``unit_forget_bias``).
+
+  Attributes:
+    forget_bias: added to the forget gate's initial bias.
+  """
+
+  forget_bias: float = 0.0
+
+  @nn.compact
+  def __call__(self, carry, inputs):
+    c, h = carry
+    features = h.shape[-1]
+    shifted = lambda key, shape, dtype=jnp.float32: (  # noqa: E731
+        self.bias_init(key, shape, dtype) + jnp.asarray(self.forget_bias, dtype))
+    dense_h = lambda name, bias_init=self.bias_init: nn.Dense(  # noqa: E731
+        features, use_bias=True, kernel_init=self.recurrent_kernel_init, bias_init=bias_init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    dense_i = lambda name: nn.Dense(  # noqa: E731
+        features, use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
+    i = self.gate_fn(dense_i("ii")(inputs) + dense_h("hi")(h))
+    f = self.gate_fn(dense_i("if")(inputs) + dense_h("hf", shifted)(h))
+    g = self.activation_fn(dense_i("ig")(inputs) + dense_h("hg")(h))
+    o = self.gate_fn(dense_i("io")(inputs) + dense_h("ho")(h))
+    new_c = f * c + i * g
+    new_h = o * self.activation_fn(new_c)
+    return (new_c, new_h), new_h
+
+
 class PerturbedCell(nn.RNNCellBase):
   """Wraps a Flax cell so that its hidden state ``h_t`` is a ``perturb`` point.
 
@@ -137,6 +178,8 @@ class RecurrentNet(nn.Module):
     bias_init: biases (ignored by ``"pytorch"``).
     param_dtype: parameter dtype (``jnp.float64`` for exact gradient checks).
     unroll: time steps unrolled per scan iteration (speed only).
+    forget_bias: the LSTM's forget-gate bias starts this much higher
+      (:class:`ForgetBiasLSTMCell`); 0 for the other cells.
 
   Input ``(B, T, features)``, output ``(B, out_features)``; layer ``l``'s
   parameters live under ``rnn_<l>/cell/cell``, its BPTT signal under
@@ -159,6 +202,7 @@ class RecurrentNet(nn.Module):
   bias_init: InitializerLike = "zeros"
   param_dtype: Any = jnp.float32
   unroll: int = 1
+  forget_bias: float = 0.0
 
   def _make_cell(self) -> nn.RNNCellBase:
     rec = recurrent_initializer(self.recurrent_init, self.rho, self.hidden)
@@ -173,7 +217,7 @@ class RecurrentNet(nn.Module):
     if self.cell == "linear":
       return nn.SimpleCell(self.hidden, activation_fn=lambda z: z, **kw, parent=None)
     if self.cell == "lstm":
-      return nn.LSTMCell(self.hidden, **kw, parent=None)
+      return ForgetBiasLSTMCell(self.hidden, forget_bias=self.forget_bias, **kw, parent=None)
     return nn.GRUCell(self.hidden, **kw, parent=None)
 
   @nn.compact
@@ -185,6 +229,9 @@ class RecurrentNet(nn.Module):
         raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
     if x.ndim != 3:
       raise ValueError(f"x must be (batch, time, features), got shape {x.shape}")
+    if self.forget_bias != 0 and self.cell != "lstm":
+      raise ValueError(f"forget_bias={self.forget_bias!r} applies to the LSTM only, not to "
+                       f"cell={self.cell!r}")
     h = x
     for layer in range(self.layers):
       h = nn.RNN(PerturbedCell(self._make_cell(), parent=None), variable_axes={"perturbations": 1},
