@@ -67,7 +67,7 @@ arguments (fixed points by implicit differentiation); ``activation`` and
 ``method`` are static.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import functools
 import inspect
 import math
@@ -75,6 +75,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
+import scipy.stats
 
 from jaxgrad import _checks, activations
 
@@ -535,3 +537,57 @@ def fuss_catalan_moments(depth: int, k_max: int) -> np.ndarray:
 def fuss_catalan_edge(depth: int) -> float:
   r"""Upper edge :math:`(L+1)^{L+1}/L^L` of the Fuss-Catalan support (about :math:`eL`)."""
   return (depth + 1) ** (depth + 1) / depth**depth
+
+
+def relu_log_norm_moments(widths: Sequence[int]) -> dict[str, float]:
+  r"""Exact mean and variance of :math:`\ln\|J u\|^2` for a He-initialised ReLU network.
+
+  Layers :math:`h_l = \mathrm{relu}(W_l h_{l-1})`, :math:`W_l` of shape
+  :math:`N_l \times N_{l-1}` with entries :math:`\mathcal N(0, 2/N_{l-1})`, no
+  biases; ``widths`` = :math:`(N_0, \dots, N_L)`; :math:`u` a unit vector.
+  Derivation: ReLU is homogeneous, so :math:`J u` goes through the same
+  masks as :math:`h`, and one layer multiplies :math:`\|u\|^2` by
+  :math:`X_l = \frac{2}{N_{l-1}} \sum_i B_i g_i^2` with :math:`g_i = \sqrt{N_{l-1}/2}\,
+  (W_l \hat u)_i \sim \mathcal N(0, 1)` and the mask :math:`B_i =
+  1[(W_l h)_i > 0]`. The flip :math:`W_l \to -W_l` keeps :math:`g_i^2` and
+  swaps :math:`B_i`, so :math:`B_i` is a fair coin independent of
+  :math:`g_i^2` whatever the angle between :math:`u` and :math:`h`:
+  :math:`X_l = \frac{2}{N_{l-1}} \chi^2_{K_l}`, :math:`K_l \sim
+  \mathrm{Bin}(N_l, 1/2)`, independent across layers (the law does not depend
+  on the past). With :math:`\mathbb E \ln\chi^2_k = \psi(k/2) + \ln 2` and
+  :math:`\mathrm{Var} \ln\chi^2_k = \psi_1(k/2)`,
+
+  .. math::
+
+     \mathbb E \ln\|Ju\|^2 = \sum_l \Big[\ln\frac{4}{N_{l-1}} + \mathbb E_K\, \psi(K_l/2)\Big],
+     \qquad
+     \mathrm{Var} \ln\|Ju\|^2 = \sum_l \Big[\mathbb E_K\, \psi_1(K_l/2)
+       + \mathrm{Var}_K\, \psi(K_l/2)\Big],
+
+  conditioned on every :math:`K_l \ge 1` (a layer of dead units, probability
+  :math:`2^{-N_l}`, sends the norm to 0). For large widths the terms are
+  :math:`4/N_l + 1/N_l`, so the variance is :math:`5\beta` and the mean
+  :math:`-\tfrac52\beta` with :math:`\beta = \sum_{l \ge 1} 1/N_l` (Hanin &
+  Nica 2019, with equal widths :math:`\beta = L/N`).
+
+  Args:
+    widths: :math:`(N_0, \dots, N_L)`, at least two, each >= 1.
+
+  Returns:
+    ``{"mean", "var"}`` (exact, as above), ``"beta"``, and the large-width
+    ``"mean_5beta"`` = :math:`-5\beta/2` and ``"var_5beta"`` = :math:`5\beta`.
+  """
+  widths = [int(n) for n in widths]
+  if len(widths) < 2 or min(widths) < 1:
+    raise ValueError(f"widths must be at least two integers >= 1, got {widths}")
+  mean = var = 0.0
+  for n_in, n_out in zip(widths[:-1], widths[1:]):
+    k = np.arange(1, n_out + 1)
+    p = scipy.stats.binom.pmf(k, n_out, 0.5)
+    p /= p.sum()
+    digamma, trigamma = scipy.special.digamma(k / 2), scipy.special.polygamma(1, k / 2)
+    mean += math.log(4.0 / n_in) + float(p @ digamma)
+    var += float(p @ trigamma) + float(p @ digamma**2 - (p @ digamma) ** 2)
+  beta = sum(1.0 / n for n in widths[1:])
+  return {"mean": mean, "var": var, "beta": beta, "mean_5beta": -2.5 * beta,
+          "var_5beta": 5.0 * beta}
