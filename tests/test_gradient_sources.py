@@ -1,0 +1,66 @@
+"""gradient_sources: the four claims' measurements at smoke size, against their exact values."""
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import gradient_sources as gs
+from jaxgrad import files
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  out = tmp_path_factory.mktemp("gradient_sources")
+  gs.run(gs.Config.smoke(), out)
+  return out, files.read_json(out / "results.json")
+
+
+def test_relu_path_products_are_exactly_zero_or_one(smoke):
+  paths = smoke[1]["relu_paths"]
+  assert set(paths["product_values"]) <= {0.0, 1.0}
+  config = gs.Config.smoke()
+  n = config.seeds * config.paths
+  for measured, theory in zip(paths["fraction_one"], paths["fraction_one_theory"]):
+    # Units of one layer share an input, so paths are not independent: a loose binomial bound.
+    assert abs(measured - theory) < 6 * np.sqrt(theory * (1 - theory) / n) + 0.05 * theory
+  assert paths["chi1"] == 1.0
+
+
+def test_softmax_jacobian_norm_lies_between_its_bounds_and_decays_exponentially(smoke):
+  soft = smoke[1]["softmax"]
+  norm, low, high = (np.asarray(soft[k]) for k in ("jacobian_norm", "lower_bound", "upper_bound"))
+  finite = norm > 1e-30
+  assert np.all(norm[finite] >= low[finite] * (1 - 1e-4))
+  assert np.all(norm[finite] <= high[finite] * (1 + 1e-4))
+  assert soft["log_norm_slope"] == pytest.approx(-1.0, abs=0.1)
+
+
+def test_exploding_comes_with_max_derivative_one(smoke):
+  for case in smoke[1]["exploding"].values():
+    assert case["max_derivative"] == pytest.approx(1.0, abs=1e-6)
+    assert case["chi1"] > 1.0
+  linear = smoke[1]["exploding"]["linear sigma_w2=1.2"]
+  assert linear["chi1"] == pytest.approx(1.2)
+
+
+def test_clipping_never_enlarges_a_gradient(smoke):
+  clip = smoke[1]["clipping"]
+  before = np.asarray(clip["norm_before"])
+  np.testing.assert_allclose(clip["norm_after_clip_norm"], clip["expected_clip_norm"], rtol=1e-5)
+  assert np.all(np.asarray(clip["norm_after_clip_value"]) <= before * (1 + 1e-5))
+  small = before < gs.Config.smoke().clip_value
+  np.testing.assert_allclose(np.asarray(clip["norm_after_clip_value"])[small], before[small],
+                             rtol=1e-5)
+  assert (smoke[0] / "sources.png").stat().st_size > 10_000
+
+
+def test_default_size_measures_the_signal_factors(tmp_path):
+  """At N = 256 the measured factors sit near chi_1: ReLU 1, linear 1.2, tanh (finite width) below 1.342."""
+  config = gs.Config(depths=(16,), paths=10, classes=2, logit_scales=2)
+
+  paths = gs.relu_paths(config, jax.random.key(0))
+  assert paths["signal_factor"] == pytest.approx(1.0, abs=0.05)
+  exploding = gs.exploding_from_weights(config, jax.random.key(1))
+  assert exploding["linear sigma_w2=1.2"]["growth"] == pytest.approx(1.2, rel=0.02)
+  tanh = exploding["tanh sigma_w2=4"]
+  assert 1.2 < tanh["growth"] <= tanh["chi1"] * 1.01
