@@ -12,9 +12,12 @@ critical line) and its variance L (mu_2/mu_1^2 - 1 - s_1): s_1 = -1 Gaussian,
 0 orthogonal, so orthogonal tanh at small q* is nearly isometric (var ~ 8 L
 q*^2) while Gaussian weights and ReLU never are (var >= L).
 
-Part 2, learning speed. Training loss against steps on MNIST-1D for deep
-(default 64 layers) critical-orthogonal tanh, critical-Gaussian tanh and
-He-ReLU MLPs, all arms and seeds in one vmapped program.
+Part 2, learning speed. Training loss against steps on MNIST-1D for
+critical-orthogonal tanh (small q*), critical-Gaussian tanh and He-ReLU MLPs
+at two or more depths (default 32 and 128; SGD, momentum 0.9), median and band
+over seeds, and the steps each takes to a target training loss: Pennington et
+al. find it depth-independent for orthogonal tanh at small q* and growing with
+depth for the others.
 
     python -m experiments.dynamical_isometry            # width 64, depths 10..1000, ~5 min on 2 cores
     python -m experiments.dynamical_isometry --quick    # width 32, depths 10,100, under a minute
@@ -42,6 +45,7 @@ from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
 HISTOGRAM_BINS = 40
+SMOOTHING = 25  # steps in the running mean of the training loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +57,13 @@ class Config(_config.Checked):
   q_small: float = _config.setting(1e-3, "small fixed point q*", above=0)
   q_large: float = _config.setting(1.0, "large fixed point q*", above=0)
   float64: bool = _config.setting(False, "spectra in float64")
-  train_depth: int = _config.setting(64, "depth of the trained nets", at_least=3)
+  train_depths: tuple[int, ...] = _config.setting((32, 128), "depths of the trained nets",
+                                                  at_least=3, increasing=True)
   train_width: int = _config.setting(128, at_least=1)
-  train_steps: int = _config.setting(400, "0: skip training", at_least=0)
-  train_seeds: int = _config.setting(2, at_least=1)
+  train_steps: int = _config.setting(1000, "0: skip training", at_least=0)
+  train_seeds: int = _config.setting(4, at_least=1)
+  target_loss: float = _config.setting(
+      1.5, f"training loss (mean over {SMOOTHING} steps) that counts as learned", above=0)
   batch: int = _config.setting(32, at_least=1)
   learning_rate: float = _config.setting(0.01, "SGD, momentum 0.9", above=0)
   seed: int = 0
@@ -68,11 +75,12 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(width=32, depths=(10, 100), seeds=2, train_steps=200, train_seeds=1)
+    return cls(width=32, depths=(10, 100), seeds=2, train_depths=(16, 48), train_steps=200,
+               train_seeds=2)
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(width=6, depths=(5,), seeds=2, train_depth=4, train_width=8, train_steps=3,
+    return cls(width=6, depths=(5,), seeds=2, train_depths=(4,), train_width=8, train_steps=3,
                train_seeds=1, batch=4)
 
   def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
@@ -142,26 +150,55 @@ def spectra(config: Config) -> dict:
   return out
 
 
+def steps_to_target(loss: np.ndarray, target: float, window: int = SMOOTHING) -> np.ndarray:
+  """Per seed, the first step at which the loss's running mean over ``window`` steps is <= ``target``.
+
+  Args:
+    loss: ``(seeds, steps)`` training losses.
+    target: the loss that counts as learned.
+    window: steps in the running mean (the first ``window - 1`` steps have none).
+
+  Returns:
+    ``(seeds,)`` step counts, NaN for a seed that never gets there.
+  """
+  smooth = running_mean(loss, window)
+  reached = np.nan_to_num(smooth, nan=np.inf) <= target
+  return np.where(reached.any(-1), reached.argmax(-1) + loss.shape[-1] - smooth.shape[-1] + 1,
+                  np.nan)
+
+
+def running_mean(loss: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
+  """``(seeds, steps - w + 1)``: the mean of every ``w`` consecutive steps, ``w = min(window, steps)``."""
+  loss = np.asarray(loss, float)
+  window = min(window, loss.shape[-1])
+  kernel = np.ones(window) / window
+  return np.stack([np.convolve(row, kernel, mode="valid") for row in loss])
+
+
 def learning_speed(config: Config) -> dict:
-  """Training loss per step for the three arms, (arms, seeds, steps)."""
+  """Per train depth and arm: the training loss per step (seeds, steps) and the steps to the target."""
   dataset = data.standardize(data.mnist1d())
   sw2_small, sb2_small = (float(v) for v in theory.critical_line("tanh", config.q_small))
   arms = {"tanh critical orthogonal": ("tanh", "orthogonal", sw2_small, max(sb2_small, 0.0)),
           "tanh critical Gaussian": ("tanh", "gaussian", sw2_small, max(sb2_small, 0.0)),
           "ReLU He (Gaussian)": ("relu", "gaussian", 2.0, 0.0)}
   optimizer = training.OptimizerConfig("sgd", config.learning_rate, momentum=0.9)
-  out = {}
-  for name, (act, weights, sw2, sb2) in _cli.progress(arms.items(), desc="learning speed"):
-    model = DeepMLP(depth=config.train_depth, width=config.train_width,
+  jobs = [(depth, name) for depth in config.train_depths for name in arms]
+  out = {f"L={depth}": {} for depth in config.train_depths}
+  for depth, name in _cli.progress(jobs, desc="learning speed"):
+    act, weights, sw2, sb2 = arms[name]
+    model = DeepMLP(depth=depth, width=config.train_width,
                     out_features=dataset.num_classes, activation=act, **unit_inits(weights))
     keys = jax.random.split(jax.random.key(config.seed), config.train_seeds)
     grid = np.full((config.train_seeds,), sw2, np.float32)
     res = train_many(model, dataset, optimizer, grid, np.full_like(grid, sb2), keys,
-                     steps=config.train_steps, batch=config.batch, eval_examples=1000,
+                     budgets=(config.train_steps,), batch=config.batch, eval_examples=1000,
                      weights=weights)
-    out[name] = {"sigma_w2": sw2, "sigma_b2": sb2, "loss_per_seed": res["loss"],
-                 "train_accuracy_per_seed": res["train_accuracy"],
-                 "diverged_at_per_seed": res["diverged_at"]}
+    out[f"L={depth}"][name] = {
+        "depth": depth, "sigma_w2": sw2, "sigma_b2": sb2, "loss_per_seed": res["loss"],
+        "train_accuracy_per_seed": res["train_accuracy"][:, -1],
+        "diverged_at_per_seed": res["diverged_at"],
+        "steps_to_target_per_seed": steps_to_target(res["loss"], config.target_loss)}
   return out
 
 
@@ -214,17 +251,32 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   plotting.save(fig, out_dir / "variance.png")
 
   if "learning" in results:
-    fig, axes = plotting.figure(1, 1, panel=(4.6, 3.0))
-    ax = axes[0, 0]
-    for i, (name, arm) in enumerate(results["learning"].items()):
-      loss = np.asarray(arm["loss_per_seed"], dtype=float)
-      plotting.median_band(ax, np.arange(loss.shape[-1]), loss, color=f"C{i}", label=name)
-    config = results["config"]
-    ax.set_xlabel("SGD step")
-    ax.set_ylabel("training loss (MNIST-1D)")
-    ax.set_title(f"depth {config.train_depth}, width {config.train_width}", fontsize=8)
-    ax.legend()
-    plotting.save(fig, out_dir / "learning.png")
+    plot_learning(results["learning"], results["config"], out_dir)
+
+
+def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None:
+  """``learning.png``: loss curves per train depth, and the steps to the target against depth."""
+  fig, axes = plotting.figure(1, len(learning) + 1, panel=(3.4, 2.8))
+  for ax, (depth_name, arms) in zip(axes[0], learning.items()):
+    for i, (name, arm) in enumerate(arms.items()):
+      smooth = running_mean(arm["loss_per_seed"])
+      steps = np.arange(smooth.shape[-1]) + np.shape(arm["loss_per_seed"])[-1] - smooth.shape[-1] + 1
+      plotting.median_band(ax, steps, smooth, color=f"C{i}", label=name)
+    ax.axhline(config.target_loss, color="k", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="SGD step", ylabel=f"training loss, mean of {SMOOTHING} steps",
+           title=f"{depth_name}, width {config.train_width}")
+  axes[0, 0].legend(fontsize=7)
+  ax = axes[0, -1]
+  for i, name in enumerate(next(iter(learning.values()))):
+    depths = [arms[name]["depth"] for arms in learning.values()]
+    steps = np.stack([np.asarray(arms[name]["steps_to_target_per_seed"], float)
+                      for arms in learning.values()], axis=1)  # (seeds, depths)
+    plotting.median_band(ax, depths, steps, color=f"C{i}", marker="o", label=name)
+  ax.set(xlabel="depth L", ylabel=f"steps to loss {config.target_loss:g}",
+         xticks=list(config.train_depths), xlim=(0, 1.1 * max(config.train_depths)),
+         ylim=(0, config.train_steps), title=f"missing: not reached in {config.train_steps} steps")
+  ax.legend(fontsize=7)
+  plotting.save(fig, out_dir / "learning.png")
 
 
 def summary(results: dict) -> str:
@@ -238,11 +290,21 @@ def summary(results: dict) -> str:
                    measured, predicted, measured / predicted if predicted else float("nan")])
   text = _cli.format_table(header, rows)
   if "learning" in results:
-    rows = [[name, float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
-             float(np.median(arm["train_accuracy_per_seed"]))]
-            for name, arm in results["learning"].items()]
-    text += "\n\n" + _cli.format_table(["arm", "final loss", "train accuracy"], rows)
+    rows = [[name, arm["depth"], float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
+             float(np.median(arm["train_accuracy_per_seed"])),
+             _reached(arm["steps_to_target_per_seed"])]
+            for arms in results["learning"].values() for name, arm in arms.items()]
+    target = results["config"].target_loss
+    text += "\n\n" + _cli.format_table(
+        ["arm", "L", "final loss", "train accuracy", f"steps to {target:g} (median, seeds)"], rows)
   return text
+
+
+def _reached(steps) -> str:
+  steps = np.asarray(steps, dtype=float)
+  done = np.isfinite(steps)
+  median = f"{np.median(steps[done]):.0f}" if done.any() else "-"
+  return f"{median} ({int(done.sum())}/{len(steps)} reached)"
 
 
 def main(argv: list[str] | None = None) -> dict:

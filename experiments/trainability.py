@@ -1,18 +1,23 @@
 r"""Trainability phase diagram (Schoenholz et al. 2017) on MNIST-1D, with the 6 xi_c line.
 
 Deep tanh MLPs (``DeepMLP``: width 128, weights N(0, sigma_w^2/fan_in), biases
-N(0, sigma_b^2 = 0.05)) are trained for a fixed number of optimizer steps on
-MNIST-1D (generated locally by ``mnist1d``), for every sigma_w^2 on a grid in
-[1, 4] and every depth L. Mean-field theory says information about the input
+N(0, sigma_b^2 = 0.05)) are trained on MNIST-1D (generated locally by
+``mnist1d``; ``--dataset digits`` for scikit-learn's digits), for every
+sigma_w^2 on a grid in [1, 4] and every depth L, and their training and test
+accuracy is read after each of several budgets of optimizer steps (one run,
+read at each budget). Mean-field theory says information about the input
 survives about xi_c layers (jaxgrad.theory.depth_scales), and Schoenholz et al.
-found networks trainable iff L < 6 xi_c; xi_c diverges at the critical point
-sigma_w^2 = 1.761 (chi_1 = 1). The heatmap shows the final training accuracy
-with the 6 xi_c curve; the summary reports how well the rule "trainable iff
-L < 6 xi_c" predicts the measured map, thresholded halfway between chance
-(10%) and the best accuracy on the map. All sigma_w^2 and seeds of one depth
-train in one vmapped, jitted program (jaxgrad.training.train).
+found networks trainable iff L < 6 xi_c, the trainable region growing toward
+that line with training time; xi_c diverges at the critical point
+sigma_w^2 = 1.761 (chi_1 = 1). The heatmaps show the accuracies with the
+6 xi_c curve; the summary reports, per budget, how often the rule "trainable
+iff L < 6 xi_c" is right, with both kinds of error, a cell counting as
+trainable above halfway between chance and the best accuracy on the map. All
+sigma_w^2 and seeds of one depth train in one vmapped, jitted program
+(jaxgrad.training.train); ``results.json`` is rewritten after every depth and a
+rerun resumes.
 
-    python -m experiments.trainability            # 7 sigma_w^2 x 6 depths (10..300), ~8 min on 2 cores
+    python -m experiments.trainability            # 7 sigma_w^2 x 6 depths (10..300)
     python -m experiments.trainability --quick    # width 64, 4 sigma_w^2 x 2 depths, under a minute
     python -m experiments.trainability --optimizer adam --learning-rate 1e-3
 
@@ -49,7 +54,10 @@ class Config(_config.Checked):
   sigma_b2: float = _config.setting(0.05, "bias variance", at_least=0)
   activation: str = _config.setting("tanh", choices=activations.names)
   seeds: int = _config.setting(1, "networks per cell", at_least=1)
-  steps: int = _config.setting(300, "optimizer steps", at_least=1)
+  budgets: tuple[int, ...] = _config.setting(
+      (300, 1000, 3000), "optimizer steps at which the accuracies are read (the run is as long "
+      "as the last)", at_least=1, increasing=True)
+  dataset: str = _config.setting("mnist1d", choices=data.DATASETS[:2])
   batch: int = _config.setting(32, "batch size", at_least=1)
   optimizer: str = _config.setting("sgd", "optimizer", choices=training.OPTIMIZERS)
   learning_rate: float = _config.setting(0.01, above=0)
@@ -62,11 +70,11 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(width=64, depths=(10, 40), sigma_w2=(1.0, 1.75, 2.5, 4.0), steps=150)
+    return cls(width=64, depths=(10, 40), sigma_w2=(1.0, 1.75, 2.5, 4.0), budgets=(50, 150))
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), steps=3, batch=4,
+    return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), budgets=(2, 3), batch=4,
                eval_examples=16, theory_points=9)
 
   def optimizer_config(self) -> training.OptimizerConfig:
@@ -75,34 +83,52 @@ class Config(_config.Checked):
 
 
 def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
-               sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *, steps: int,
-               batch: int, eval_examples: int, weights: str = "gaussian") -> dict[str, np.ndarray]:
+               sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *,
+               budgets: tuple[int, ...], batch: int, eval_examples: int,
+               weights: str = "gaussian") -> dict[str, np.ndarray]:
   """Trains one network per (sigma_w2[i], sigma_b2[i], keys[i]) in one vmapped program.
 
-  The model must use :func:`experiments.mean_field.unit_inits`. Returns numpy
-  arrays with a leading run axis: ``loss`` (runs, steps), ``train_accuracy``
-  (runs,) on the first ``eval_examples`` training examples, ``diverged_at``.
+  Each run trains for ``budgets[-1]`` steps, in chunks that end at each budget
+  (the chunks draw the batches of one uninterrupted run), and its accuracy is
+  read at every budget. The model must use
+  :func:`experiments.mean_field.unit_inits`.
+
+  Returns:
+    numpy arrays with a leading run axis: ``loss`` (runs, budgets[-1]);
+    ``train_accuracy`` and ``test_accuracy`` (runs, budgets), on the first
+    ``eval_examples`` training and test examples; ``diverged_at`` (runs,).
   """
   x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-  x_eval, y_eval = x[:eval_examples], y[:eval_examples]
+  evals = {"train": (x[:eval_examples], y[:eval_examples]),
+           "test": (jnp.asarray(dataset.x_test)[:eval_examples],
+                    jnp.asarray(dataset.y_test)[:eval_examples])}
   optimizer = training.make_optimizer(optimizer_config)
 
   def loss_fn(params, state, b):
     logits = model.apply({"params": params}, b[0])
     return optax.softmax_cross_entropy_with_integer_labels(logits, b[1]).mean(), state
 
+  def accuracy(params, split):
+    x_eval, y_eval = evals[split]
+    return jnp.mean(jnp.argmax(model.apply({"params": params}, x_eval), -1) == y_eval)
+
   def one_run(s_w, s_b, key):
     k_init, k_data = jax.random.split(key)
     params = scaled_init(model, k_init, x[:1], s_w, s_b, weights)["params"]
-    result = training.train(loss_fn, params, optimizer,
-                            lambda k: data.sample_batch(k, x, y, batch), steps, key=k_data)
-    logits = model.apply({"params": result.params}, x_eval)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == y_eval)
-    return result.loss, accuracy, result.diverged_at
+    opt_state, losses, scores, diverged_at, done = None, [], [], jnp.asarray(-1), 0
+    for budget in budgets:
+      result = training.train(loss_fn, params, optimizer,
+                              lambda k: data.sample_batch(k, x, y, batch), budget - done,
+                              key=k_data, opt_state=opt_state, first_step=done)
+      diverged_at = jnp.where(diverged_at < 0, result.diverged_at, diverged_at)
+      params, opt_state, done = result.params, result.opt_state, budget
+      losses.append(result.loss)
+      scores.append(jnp.stack([accuracy(params, "train"), accuracy(params, "test")]))
+    return jnp.concatenate(losses), jnp.stack(scores), diverged_at
 
-  loss, accuracy, diverged = sweep(one_run, sigma_w2, sigma_b2, keys)
-  return {"loss": np.asarray(loss), "train_accuracy": np.asarray(accuracy),
-          "diverged_at": np.asarray(diverged)}
+  loss, scores, diverged = (np.asarray(a) for a in sweep(one_run, sigma_w2, sigma_b2, keys))
+  return {"loss": loss, "train_accuracy": scores[..., 0], "test_accuracy": scores[..., 1],
+          "diverged_at": diverged}
 
 
 def six_xi_c(activation: str, sigma_w2: np.ndarray, sigma_b2: float) -> np.ndarray:
@@ -114,53 +140,87 @@ def six_xi_c(activation: str, sigma_w2: np.ndarray, sigma_b2: float) -> np.ndarr
     return 6.0 * np.asarray(xi)
 
 
-def separation(accuracy: np.ndarray, depths, sigma_w2, activation: str, sigma_b2: float) -> dict:
-  """How well "trainable iff L < 6 xi_c" predicts the measured map (depths, grid)."""
+def separation(accuracy: np.ndarray, depths, sigma_w2, activation: str, sigma_b2: float, *,
+               chance: float = CHANCE) -> dict:
+  """How well "trainable iff L < 6 xi_c" predicts one measured map (depths, grid).
+
+  A cell counts as trainable when its accuracy is above halfway between
+  chance and the best accuracy on the map.
+  """
   best = float(np.nanmax(accuracy))
-  threshold = CHANCE + 0.5 * (best - CHANCE)
+  threshold = chance + 0.5 * (best - chance)
   measured = np.nan_to_num(accuracy, nan=0.0) > threshold
   predicted = np.asarray(depths)[:, None] < six_xi_c(activation, np.asarray(sigma_w2),
                                                     sigma_b2)[None, :]
   return {"threshold": threshold, "measured_trainable": measured, "predicted_trainable": predicted,
           "agreement": float(np.mean(measured == predicted)),
+          "fraction_trainable": float(np.mean(measured)),
           "false_trainable": int(np.sum(predicted & ~measured)),
           "false_untrainable": int(np.sum(~predicted & measured))}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  dataset = data.standardize(data.mnist1d())
+def depth_name(depth: int) -> str:
+  return f"L={depth}"
+
+
+def train_depth(config: Config, dataset: data.Dataset, depth: int) -> dict:
+  """Every sigma_w^2 and seed of one depth, in one program: accuracies (budgets, grid, seeds)."""
+  model = DeepMLP(depth=depth, width=config.width, out_features=dataset.num_classes,
+                  activation=config.activation, **unit_inits())
   grid = np.repeat(np.asarray(config.sigma_w2, np.float32), config.seeds)
-  sb2 = np.full_like(grid, config.sigma_b2)
-  accuracy = np.zeros((len(config.depths), len(config.sigma_w2), config.seeds))
-  final_loss = np.zeros_like(accuracy)
-  diverged = np.zeros_like(accuracy, dtype=int)
-  for i, depth in enumerate(_cli.progress(config.depths, desc="trainability")):
-    model = DeepMLP(depth=depth, width=config.width, out_features=dataset.num_classes,
-                    activation=config.activation, **unit_inits())
-    keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), len(grid))
-    out = train_many(model, dataset, config.optimizer_config(), grid, sb2, keys,
-                     steps=config.steps, batch=config.batch, eval_examples=config.eval_examples)
-    shape = (len(config.sigma_w2), config.seeds)
-    accuracy[i] = out["train_accuracy"].reshape(shape)
-    final_loss[i] = out["loss"][:, -1].reshape(shape)
-    diverged[i] = out["diverged_at"].reshape(shape)
-  median = np.median(accuracy, axis=-1)
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), len(grid))
+  out = train_many(model, dataset, config.optimizer_config(), grid,
+                   np.full_like(grid, config.sigma_b2), keys, budgets=config.budgets,
+                   batch=config.batch, eval_examples=config.eval_examples)
+  cells = (len(config.sigma_w2), config.seeds)
+  by_budget = lambda a: np.moveaxis(a.reshape(*cells, -1), -1, 0)  # noqa: E731
+  return {"train_accuracy": by_budget(out["train_accuracy"]),
+          "test_accuracy": by_budget(out["test_accuracy"]),
+          "final_loss": out["loss"][:, -1].reshape(cells),
+          "diverged_at": out["diverged_at"].reshape(cells)}
+
+
+def run(config: Config, out_dir: pathlib.Path) -> dict:
+  """Trains every depth; ``results.json`` is rewritten after each (``results["settings"]``).
+
+  A stopped run keeps the depths it finished, and a rerun of the same config
+  into the same folder (through :func:`main`) trains only the others.
+  """
+  dataset = data.standardize(data.load(config.dataset))
+  done = _cli.finished_settings(out_dir, config)
+  settings = {}
   fine = np.linspace(min(config.sigma_w2), max(config.sigma_w2), config.theory_points)
   results = {
       "config": config, "depths": config.depths, "sigma_w2": config.sigma_w2,
-      "train_accuracy_per_seed": accuracy, "train_accuracy_median": median,
-      "final_loss_per_seed": final_loss, "diverged_at_per_seed": diverged,
+      "budgets": config.budgets, "chance": 1.0 / dataset.num_classes,
       "theory": {"sigma_w2": fine, "six_xi_c": six_xi_c(config.activation, fine, config.sigma_b2),
                  "six_xi_c_on_grid": six_xi_c(config.activation, np.asarray(config.sigma_w2),
                                               config.sigma_b2),
                  "critical_sigma_w2": float(theory.critical_sigma_w2(config.activation,
                                                                      config.sigma_b2))},
-      "separation": separation(median, config.depths, config.sigma_w2, config.activation,
-                               config.sigma_b2),
-  }
+      "settings": settings}
+  for depth in _cli.progress(config.depths, desc="trainability"):
+    name = depth_name(depth)
+    settings[name] = done[name] if name in done else train_depth(config, dataset, depth)
+    _cli.write_json(out_dir / "results.json", results)
+  results.update(maps(results))
   _cli.write_json(out_dir / "results.json", results)
   plot(results, out_dir)
   return results
+
+
+def maps(results: dict) -> dict:
+  """The per-depth settings as maps (budgets, depths, grid): medians over seeds, and each budget's separation."""
+  per_depth = [results["settings"][depth_name(d)] for d in results["depths"]]
+  stack = {k: np.stack([np.asarray(s[k], dtype=float) for s in per_depth], axis=1)
+           for k in ("train_accuracy", "test_accuracy")}
+  train, test = (np.median(stack[k], axis=-1) for k in ("train_accuracy", "test_accuracy"))
+  config = results["config"]
+  activation = config["activation"] if isinstance(config, dict) else config.activation
+  sigma_b2 = config["sigma_b2"] if isinstance(config, dict) else config.sigma_b2
+  return {"train_accuracy_median": train, "test_accuracy_median": test,
+          "separation": [separation(m, results["depths"], results["sigma_w2"], activation,
+                                    sigma_b2, chance=results["chance"]) for m in train]}
 
 
 def _edges(values) -> np.ndarray:
@@ -170,52 +230,63 @@ def _edges(values) -> np.ndarray:
                          [v[-1] + (v[-1] - mid[-1]) if len(v) > 1 else v[-1] + 0.5]])
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  fig, axes = plotting.figure(1, 1, panel=(5.2, 3.6))
-  ax = axes[0, 0]
-  acc = np.asarray(results["train_accuracy_median"], dtype=float)
+def _heatmap(ax, fig, acc: np.ndarray, results: dict, chance: float, measured=None) -> None:
   depths, grid = results["depths"], results["sigma_w2"]
-  # Cells spaced by index in depth (log-like), drawn on a log depth axis.
-  y_edges = np.exp(_edges(np.log(depths)))
-  mesh = ax.pcolormesh(_edges(grid), y_edges, acc, cmap="viridis", vmin=CHANCE,
-                       vmax=max(float(np.nanmax(acc)), CHANCE + 1e-3))
-  fig.colorbar(mesh, ax=ax, label="training accuracy")
+  y_edges = np.exp(_edges(np.log(depths)))  # cells spaced by index in depth, on a log axis
+  mesh = ax.pcolormesh(_edges(grid), y_edges, acc, cmap="viridis", vmin=chance, vmax=1.0)
+  fig.colorbar(mesh, ax=ax)
   th = results["theory"]
   plotting.theory_line(ax, th["sigma_w2"], th["six_xi_c"], color="C3", label="6 ξ_c (theory)")
   ax.axvline(th["critical_sigma_w2"], color="C3", linestyle=":", linewidth=1,
              label=f"χ₁=1 at σw²={th['critical_sigma_w2']:.3f}")
-  sep = results["separation"]
-  measured = np.asarray(sep["measured_trainable"], dtype=bool)
   for i, d in enumerate(depths):
     for j, s in enumerate(grid):
-      ax.text(s, d, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=6,
-              color="k" if measured[i, j] else "w")
-  ax.set_yscale("log")
-  ax.set_ylim(y_edges[0], y_edges[-1])
-  ax.set_xlabel("σw²")
-  ax.set_ylabel("depth L")
+      light = measured[i, j] if measured is not None else acc[i, j] > 0.5 * (1 + chance)
+      ax.text(s, d, f"{acc[i, j]:.2f}", ha="center", va="center", fontsize=5,
+              color="k" if light else "w")
+  ax.set(yscale="log", ylim=(y_edges[0], y_edges[-1]), xlabel="σw²", ylabel="depth L")
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  """``phase_diagram.png``: training (top) and test (bottom) accuracy at every budget."""
+  budgets = results["budgets"]
+  fig, axes = plotting.figure(2, len(budgets), panel=(4.2, 3.2))
   config = results["config"]
-  ax.set_title(f"{config.activation}, N={config.width}, σb²={config.sigma_b2:g}, "
-               f"{config.optimizer} {config.steps} steps: rule L<6ξ_c agrees on "
-               f"{sep['agreement']:.0%} of cells", fontsize=8)
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, frameon=False)
+  for b, budget in enumerate(budgets):
+    sep = results["separation"][b]
+    _heatmap(axes[0, b], fig, np.asarray(results["train_accuracy_median"][b], float), results,
+             results["chance"], np.asarray(sep["measured_trainable"], bool))
+    axes[0, b].set_title(f"training accuracy, {budget} steps: L < 6ξ_c right on "
+                         f"{sep['agreement']:.0%}", fontsize=8)
+    _heatmap(axes[1, b], fig, np.asarray(results["test_accuracy_median"][b], float), results,
+             results["chance"])
+    axes[1, b].set_title(f"test accuracy, {budget} steps", fontsize=8)
+  axes[1, 0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+  fig.suptitle(f"{config.activation}, N={config.width}, σb²={config.sigma_b2:g}, "
+               f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch}, "
+               f"{config.dataset}, median of {config.seeds} seed(s)")
   plotting.save(fig, out_dir / "phase_diagram.png")
 
 
 def summary(results: dict) -> str:
   header = ["depth"] + [f"σw²={s:g}" for s in results["sigma_w2"]]
-  rows = [[d] + [float(a) for a in row]
-          for d, row in zip(results["depths"], results["train_accuracy_median"])]
+  rows = [[d] + [f"{a:.2f}/{t:.2f}" for a, t in zip(row, test)]
+          for d, row, test in zip(results["depths"], results["train_accuracy_median"][-1],
+                                  results["test_accuracy_median"][-1])]
   rows.append(["6ξ_c"] + [float(v) for v in results["theory"]["six_xi_c_on_grid"]])
-  sep = results["separation"]
-  return (_cli.format_table(header, rows) +
-          f"\n\ntrainable := accuracy > {sep['threshold']:.3f}; rule 'trainable iff L < 6ξ_c' "
-          f"agrees on {sep['agreement']:.1%} of cells (predicted trainable but not: "
-          f"{sep['false_trainable']}, the reverse: {sep['false_untrainable']})")
+  lines = [f"training/test accuracy after {results['budgets'][-1]} steps:",
+           _cli.format_table(header, rows), ""]
+  for budget, sep in zip(results["budgets"], results["separation"]):
+    lines.append(f"{budget} steps: trainable := accuracy > {sep['threshold']:.3f} "
+                 f"({sep['fraction_trainable']:.0%} of cells); 'trainable iff L < 6ξ_c' right on "
+                 f"{sep['agreement']:.1%} (predicted trainable but not: {sep['false_trainable']}, "
+                 f"the reverse: {sep['false_untrainable']})")
+  return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+  return _cli.main(__name__, Config, run, summary, argv, __doc__,
+                   settings=lambda config: [depth_name(d) for d in config.depths])
 
 
 if __name__ == "__main__":

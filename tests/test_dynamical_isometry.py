@@ -28,8 +28,12 @@ def test_smoke_writes_results_and_figures(smoke):
       for row in log_s:  # descending; dead ReLU units give -inf, sorted last
         finite = row[np.isfinite(row)]
         assert np.all(np.diff(finite) <= 1e-6) and np.all(np.isfinite(row[:len(finite)]))
-  for arm in results["learning"].values():
-    assert np.shape(arm["loss_per_seed"]) == (config.train_seeds, config.train_steps)
+  assert list(results["learning"]) == [f"L={d}" for d in config.train_depths]
+  for arms in results["learning"].values():
+    assert len(arms) == 3
+    for arm in arms.values():
+      assert np.shape(arm["loss_per_seed"]) == (config.train_seeds, config.train_steps)
+      assert np.shape(arm["steps_to_target_per_seed"]) == (config.train_seeds,)
   for name in ("spectra.png", "variance.png", "learning.png"):
     assert (out / name).stat().st_size > 10_000
 
@@ -70,3 +74,10 @@ def test_figures_survive_a_case_whose_jacobian_is_exactly_zero(smoke, tmp_path):
   results["config"] = di.Config.smoke()
   di.plot(results, tmp_path)
   assert (tmp_path / "spectra.png").stat().st_size > 0
+
+
+def test_steps_to_target_reads_the_running_mean():
+  loss = np.array([[3.0, 3.0, 1.0, 1.0, 1.0, 1.0],    # running mean of 2 <= 1.0 first at steps 3..4
+                   [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],    # never
+                   [0.5, 0.5, np.nan, 0.5, 0.5, 0.5]])  # reached before it diverged
+  np.testing.assert_array_equal(di.steps_to_target(loss, 1.0, window=2), [4.0, np.nan, 2.0])

@@ -1,11 +1,14 @@
 """trainability experiment: smoke run, the 6 xi_c overlay against theory, the separation score."""
 
 
+import jax
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import trainability as tr
+from experiments.mean_field import unit_inits
+from jaxgrad import data, files
+from jaxgrad.models import DeepMLP
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +21,44 @@ def smoke(tmp_path_factory):
 def test_smoke_writes_results_and_figure(smoke):
   out, results = smoke
   config = tr.Config.smoke()
-  shape = (len(config.depths), len(config.sigma_w2), config.seeds)
-  assert np.shape(results["train_accuracy_per_seed"]) == shape
-  acc = np.asarray(results["train_accuracy_per_seed"])
-  assert np.all((acc >= 0) & (acc <= 1))
-  assert np.shape(results["final_loss_per_seed"]) == shape
+  shape = (len(config.budgets), len(config.sigma_w2), config.seeds)
+  for depth in config.depths:
+    setting = results["settings"][tr.depth_name(depth)]
+    for split in ("train_accuracy", "test_accuracy"):
+      acc = np.asarray(setting[split])
+      assert acc.shape == shape and np.all((acc >= 0) & (acc <= 1))
+    assert np.shape(setting["final_loss"]) == shape[1:]
+  maps = (len(config.budgets), len(config.depths), len(config.sigma_w2))
+  assert np.shape(results["train_accuracy_median"]) == np.shape(results["test_accuracy_median"]) == maps
+  assert len(results["separation"]) == len(config.budgets)
+  assert results["chance"] == pytest.approx(0.1)
   assert (out / "phase_diagram.png").stat().st_size > 10_000
+
+
+def test_chunks_at_the_budgets_are_one_uninterrupted_run():
+  """Reading the accuracy at 2 and 5 steps trains the run that 5 steps in one go would."""
+  config = tr.Config.smoke()
+  dataset = data.standardize(data.digits())
+  model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
+  grid = np.asarray([1.0, 3.0], np.float32)
+  keys = jax.random.split(jax.random.key(0), 2)
+  run = lambda budgets: tr.train_many(model, dataset, config.optimizer_config(), grid,  # noqa: E731
+                                      np.full_like(grid, 0.05), keys, budgets=budgets, batch=4,
+                                      eval_examples=32)
+  chunked, whole = run((2, 5)), run((5,))
+  np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-6)
+  np.testing.assert_array_equal(chunked["train_accuracy"][:, -1], whole["train_accuracy"][:, 0])
+  np.testing.assert_array_equal(chunked["test_accuracy"][:, -1], whole["test_accuracy"][:, 0])
+
+
+def test_a_stopped_run_resumes_from_the_depths_it_kept(smoke, tmp_path, monkeypatch):
+  out, full = smoke
+  config = tr.Config.smoke()
+  files.write_json(tmp_path / "config.json", config)
+  files.write_json(tmp_path / "results.json", {"settings": full["settings"]})
+  monkeypatch.setattr(tr, "train_depth", lambda *a: pytest.fail("trained a finished depth"))
+  tr.run(config, tmp_path)
+  assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
 
 
 def test_overlay_is_six_xi_c_from_the_notes_table(smoke):
@@ -49,6 +84,7 @@ def test_separation_counts_agreement():
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["--budgets", "300,100"], "argument --budgets: '300,100' is not allowed: must be strictly increasing"),
     (["--depths", "10,5"], "argument --depths: '10,5' is not allowed: must be strictly increasing"),
     (["--optimizer", "lbfgs"], "argument --optimizer: 'lbfgs' is not allowed: must be one of"),
     (["--sigma-w2", "-1"], "argument --sigma-w2: '-1.0' is not allowed: must be > 0"),
