@@ -114,11 +114,17 @@ def test_gradients_match_float64_finite_differences(x64, activation, norm):
 
 
 def test_remat_changes_memory_not_gradients():
+  """remat=True puts a checkpoint (remat) primitive in the gradient's program; the gradients agree."""
   x = jax.random.normal(jax.random.key(0), (4, 5))
 
-  def grads(remat):
+  def grad_fn(remat):
     model = DeepMLP(depth=6, width=8, out_features=1, activation="tanh", remat=remat)
     v = model.init(jax.random.key(1), x)
-    return jax.jit(jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)))(v["params"])
+    return jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)), v["params"]
 
-  chex.assert_trees_all_close(grads(True), grads(False), rtol=1e-6, atol=1e-7)
+  for remat in (True, False):
+    fn, params = grad_fn(remat)
+    program = str(jax.make_jaxpr(fn)(params))  # nested jaxprs print inline
+    assert any(name in program for name in ("checkpoint[", "remat")) == remat
+  chex.assert_trees_all_close(jax.jit(grad_fn(True)[0])(grad_fn(True)[1]),
+                              jax.jit(grad_fn(False)[0])(grad_fn(False)[1]), rtol=1e-6, atol=1e-7)
