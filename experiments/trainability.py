@@ -17,7 +17,7 @@ sigma_w^2 and seeds of one depth train in one vmapped, jitted program
 (jaxgrad.training.train); ``results.json`` is rewritten after every depth and a
 rerun resumes.
 
-    python -m experiments.trainability            # 7 sigma_w^2 x 6 depths (10..300)
+    python -m experiments.trainability            # 7 sigma_w^2 x 5 depths (10..200), ~17 min
     python -m experiments.trainability --quick    # width 64, 4 sigma_w^2 x 2 depths, under a minute
     python -m experiments.trainability --optimizer adam --learning-rate 1e-3
 
@@ -47,7 +47,7 @@ THEORY_POINTS = 61  # sigma_w^2 values on the 6 xi_c curve
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
   width: int = _config.setting(128, "hidden width", at_least=1)
-  depths: tuple[int, ...] = _config.setting((10, 25, 50, 100, 200, 300), "depths L (Dense layers)",
+  depths: tuple[int, ...] = _config.setting((10, 25, 50, 100, 200), "depths L (Dense layers)",
                                             at_least=2, increasing=True)
   sigma_w2: tuple[float, ...] = _config.setting((1.0, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0),
                                                 "grid of sigma_w^2", above=0, increasing=True)
@@ -60,7 +60,10 @@ class Config(_config.Checked):
   dataset: str = _config.setting("mnist1d", choices=data.DATASETS[:2])
   batch: int = _config.setting(32, "batch size", at_least=1)
   optimizer: str = _config.setting("sgd", "optimizer", choices=training.OPTIMIZERS)
-  learning_rate: float = _config.setting(0.01, above=0)
+  learning_rate: float = _config.setting(
+      0.03, "step size; divided by the depth L with --scale-by-depth", above=0)
+  scale_by_depth: bool = _config.setting(
+      True, "use learning_rate / L at depth L (the squared gradient norm sums over L layers)")
   momentum: float = _config.setting(0.9, "SGD momentum", at_least=0, below=1)
   eval_examples: int = _config.setting(1000, "training examples the accuracy is measured on",
                                        at_least=1)
@@ -77,9 +80,11 @@ class Config(_config.Checked):
     return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), budgets=(2, 3), batch=4,
                eval_examples=16, theory_points=9)
 
-  def optimizer_config(self) -> training.OptimizerConfig:
+  def optimizer_config(self, depth: int = 1) -> training.OptimizerConfig:
+    """The optimizer at depth ``depth``: ``learning_rate / depth`` with ``scale_by_depth``."""
     momentum = self.momentum if self.optimizer == "sgd" else None
-    return training.OptimizerConfig(self.optimizer, self.learning_rate, momentum=momentum)
+    rate = self.learning_rate / depth if self.scale_by_depth else self.learning_rate
+    return training.OptimizerConfig(self.optimizer, rate, momentum=momentum)
 
 
 def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
@@ -169,7 +174,7 @@ def train_depth(config: Config, dataset: data.Dataset, depth: int) -> dict:
                   activation=config.activation, **unit_inits())
   grid = np.repeat(np.asarray(config.sigma_w2, np.float32), config.seeds)
   keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), len(grid))
-  out = train_many(model, dataset, config.optimizer_config(), grid,
+  out = train_many(model, dataset, config.optimizer_config(depth), grid,
                    np.full_like(grid, config.sigma_b2), keys, budgets=config.budgets,
                    batch=config.batch, eval_examples=config.eval_examples)
   cells = (len(config.sigma_w2), config.seeds)
@@ -262,8 +267,9 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
              results["chance"])
     axes[1, b].set_title(f"test accuracy, {budget} steps", fontsize=8)
   axes[1, 0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+  rate = f"{config.learning_rate:g}/L" if config.scale_by_depth else f"{config.learning_rate:g}"
   fig.suptitle(f"{config.activation}, N={config.width}, σb²={config.sigma_b2:g}, "
-               f"{config.optimizer} lr {config.learning_rate:g}, batch {config.batch}, "
+               f"{config.optimizer} lr {rate}, batch {config.batch}, "
                f"{config.dataset}, median of {config.seeds} seed(s)")
   plotting.save(fig, out_dir / "phase_diagram.png")
 

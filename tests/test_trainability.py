@@ -51,6 +51,14 @@ def test_chunks_at_the_budgets_are_one_uninterrupted_run():
   np.testing.assert_array_equal(chunked["test_accuracy"][:, -1], whole["test_accuracy"][:, 0])
 
 
+def test_the_learning_rate_is_divided_by_the_depth():
+  config = tr.Config()
+  assert config.optimizer_config(100).learning_rate == pytest.approx(3e-4)
+  assert config.optimizer_config(10).momentum == 0.9
+  fixed = tr.Config(scale_by_depth=False, learning_rate=0.01)
+  assert fixed.optimizer_config(100).learning_rate == 0.01
+
+
 def test_a_stopped_run_resumes_from_the_depths_it_kept(smoke, tmp_path, monkeypatch):
   out, full = smoke
   config = tr.Config.smoke()
