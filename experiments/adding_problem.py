@@ -80,8 +80,8 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
-    return cls(lengths=(10, 30), forget_biases=(0.0, 3.0), seeds=2, hidden=32, steps=300,
-               batch_size=32, test_size=500, unroll=1)
+    return cls(lengths=(10, 30), cells=("lstm", "gru"), forget_biases=(0.0, 3.0), seeds=2,
+               hidden=32, steps=300, batch_size=32, test_size=500, unroll=1)
 
   @classmethod
   def smoke(cls) -> "Config":
