@@ -143,9 +143,9 @@ def _check_out(parser: argparse.ArgumentParser, out: pathlib.Path, config: Any,
                  "pass --overwrite to start afresh there, or choose another --out")
   try:  # really try: permissions, read-only file systems, a file where a parent folder should be
     out.mkdir(parents=True, exist_ok=True)
-    with files.atomic_path(out / ".jaxgrad_write_test") as probe:
-      probe.write_bytes(b"")
-    (out / ".jaxgrad_write_test").unlink()
+    probe = out / ".jaxgrad_write_test"
+    probe.write_bytes(b"")
+    probe.unlink()
   except OSError as e:
     parser.error(f"--out {out}: cannot write there ({e.strerror or e})")
 

@@ -221,11 +221,9 @@ def maps(results: dict) -> dict:
            for k in ("train_accuracy", "test_accuracy")}
   train, test = (np.median(stack[k], axis=-1) for k in ("train_accuracy", "test_accuracy"))
   config = results["config"]
-  activation = config["activation"] if isinstance(config, dict) else config.activation
-  sigma_b2 = config["sigma_b2"] if isinstance(config, dict) else config.sigma_b2
   return {"train_accuracy_median": train, "test_accuracy_median": test,
-          "separation": [separation(m, results["depths"], results["sigma_w2"], activation,
-                                    sigma_b2, chance=results["chance"]) for m in train]}
+          "separation": [separation(m, results["depths"], results["sigma_w2"], config.activation,
+                                    config.sigma_b2, chance=results["chance"]) for m in train]}
 
 
 def _edges(values) -> np.ndarray:
