@@ -132,11 +132,13 @@ def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -
     params, state, perturbations, batch = jax.tree.map(
         lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
         (params, state, perturbations, batch))
-    grads = jax.grad(lambda p: loss_fn(p, state, batch)[0])(params)
+    # One backward pass for the weight gradients and the backprop signal.
+    grads, signal_grads = jax.grad(
+        lambda p, h: cross_entropy(
+            logits({"params": to_plain(p), **state, "perturbations": h}, batch[0])[0], batch[1]),
+        argnums=(0, 1))(params, perturbations)
     norms = diagnostics.layer_grad_norms(grads, weight_names=("kernel", "v"), layout=layout)
-    signal = diagnostics.backprop_signal(
-        lambda v: cross_entropy(logits(v, batch[0])[0], batch[1]),
-        {"params": to_plain(params), **state, "perturbations": perturbations}, layout=layout)
+    signal = diagnostics.signal_norms(signal_grads, layout=layout)
     return norms.stack(), signal.stack(), zero_fraction
 
   def one(key):

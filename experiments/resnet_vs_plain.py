@@ -89,15 +89,17 @@ def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dic
     y = jax.random.randint(k_y, (config.batch,), 0, NUM_CLASSES)
     variables = model.init(k_init, x)
 
-    def loss(v):
-      logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
+    def loss(params, perturbations):
+      logits, _ = model.apply({**variables, "params": params, "perturbations": perturbations},
+                              x, train=True, mutable=["batch_stats"])
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    signal = diagnostics.backprop_signal(loss, variables, layout=layout)
-    grads = jax.grad(lambda p: loss({**variables, "params": p}))(variables["params"])
+    # One backward pass for the weight gradients and the backprop signal.
+    value, (grads, signal_grads) = jax.value_and_grad(loss, argnums=(0, 1))(
+        variables["params"], variables["perturbations"])
+    signal = diagnostics.signal_norms(signal_grads, layout=layout)
     layer_norms = diagnostics.layer_grad_norms(grads, layout=layout)
-    return {"signal": signal.stack(), "layers": layer_norms,
-            "loss": loss(variables)}
+    return {"signal": signal.stack(), "layers": layer_norms, "loss": value}
 
   keys = jax.random.split(_key(config.seed), config.seeds)
   out = jax.tree.map(np.asarray, sweep(one, keys))
