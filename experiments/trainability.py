@@ -90,13 +90,17 @@ class Config(_config.Checked):
 def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
                sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *,
                budgets: tuple[int, ...], batch: int, eval_examples: int,
-               weights: str = "gaussian") -> dict[str, np.ndarray]:
+               weights: str = "gaussian", step_scale: jax.Array | None = None
+               ) -> dict[str, np.ndarray]:
   """Trains one network per (sigma_w2[i], sigma_b2[i], keys[i]) in one vmapped program.
 
   Each run trains for ``budgets[-1]`` steps, in chunks that end at each budget
   (the chunks draw the batches of one uninterrupted run), and its accuracy is
   read at every budget. The model must use
-  :func:`experiments.mean_field.unit_inits`.
+  :func:`experiments.mean_field.unit_inits`. ``step_scale[i]``, if given,
+  multiplies run i's every update (``optax.scale`` after the optimizer): for SGD
+  with momentum, exactly a learning rate ``step_scale[i]`` times the config's,
+  so runs at several learning rates share the program.
 
   Returns:
     numpy arrays with a leading run axis: ``loss`` (runs, budgets[-1]);
@@ -108,6 +112,8 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
            "test": (jnp.asarray(dataset.x_test)[:eval_examples],
                     jnp.asarray(dataset.y_test)[:eval_examples])}
   optimizer = training.make_optimizer(optimizer_config)
+  if step_scale is None:
+    step_scale = np.ones(np.shape(sigma_w2), np.float32)
 
   def loss_fn(params, state, b):
     logits = model.apply({"params": params}, b[0])
@@ -117,12 +123,13 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
     x_eval, y_eval = evals[split]
     return jnp.mean(jnp.argmax(model.apply({"params": params}, x_eval), -1) == y_eval)
 
-  def one_run(s_w, s_b, key):
+  def one_run(s_w, s_b, key, scale):
     k_init, k_data = jax.random.split(key)
+    scaled = optax.chain(optimizer, optax.scale(scale))
     params = scaled_init(model, k_init, x[:1], s_w, s_b, weights)["params"]
     opt_state, losses, scores, diverged_at, done = None, [], [], jnp.asarray(-1), 0
     for budget in budgets:
-      result = training.train(loss_fn, params, optimizer,
+      result = training.train(loss_fn, params, scaled,
                               lambda k: data.sample_batch(k, x, y, batch), budget - done,
                               key=k_data, opt_state=opt_state, first_step=done)
       diverged_at = jnp.where(diverged_at < 0, result.diverged_at, diverged_at)
@@ -131,7 +138,8 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
       scores.append(jnp.stack([accuracy(params, "train"), accuracy(params, "test")]))
     return jnp.concatenate(losses), jnp.stack(scores), diverged_at
 
-  loss, scores, diverged = (np.asarray(a) for a in sweep(one_run, sigma_w2, sigma_b2, keys))
+  loss, scores, diverged = (np.asarray(a) for a in sweep(one_run, sigma_w2, sigma_b2, keys,
+                                                          step_scale))
   return {"loss": loss, "train_accuracy": scores[..., 0], "test_accuracy": scores[..., 1],
           "diverged_at": diverged}
 

@@ -2,12 +2,13 @@
 
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import trainability as tr
 from experiments.mean_field import unit_inits
-from jaxgrad import data, files
+from jaxgrad import data, files, training
 from jaxgrad.models import DeepMLP
 
 
@@ -49,6 +50,21 @@ def test_chunks_at_the_budgets_are_one_uninterrupted_run():
   np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-6)
   np.testing.assert_array_equal(chunked["train_accuracy"][:, -1], whole["train_accuracy"][:, 0])
   np.testing.assert_array_equal(chunked["test_accuracy"][:, -1], whole["test_accuracy"][:, 0])
+
+
+def test_a_step_scale_is_that_multiple_of_the_learning_rate():
+  """Runs at scales 1 and 2 in one program equal runs at lr and 2 lr, each in its own."""
+  dataset = data.standardize(data.digits())
+  model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
+  grid = np.asarray([1.5, 1.5], np.float32)
+  keys = jnp.concatenate([jax.random.split(jax.random.key(1), 1)] * 2)
+  run = lambda lr, **kw: tr.train_many(  # noqa: E731
+      model, dataset, training.OptimizerConfig("sgd", lr, momentum=0.9), grid,
+      np.full_like(grid, 0.05), keys, budgets=(6,), batch=4, eval_examples=32, **kw)
+  scaled = run(0.01, step_scale=np.asarray([1.0, 2.0], np.float32))["loss"]
+  np.testing.assert_allclose(scaled[0], run(0.01)["loss"][0], rtol=1e-6)
+  np.testing.assert_allclose(scaled[1], run(0.02)["loss"][1], rtol=1e-5)
+  assert not np.allclose(scaled[0], scaled[1], rtol=1e-3)
 
 
 def test_the_learning_rate_is_divided_by_the_depth():
