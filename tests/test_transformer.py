@@ -99,3 +99,26 @@ def test_stack_remat_changes_memory_not_gradients():
   (jaxpr_remat, g_remat), (jaxpr_plain, g_plain) = jaxpr_and_grads(True), jaxpr_and_grads(False)
   assert "remat" in jaxpr_remat and "remat" not in jaxpr_plain
   chex.assert_trees_all_close(g_remat, g_plain, **_tol.F32)
+
+
+def test_stream_is_sown_and_attention_and_activation_are_options():
+  """'stream_in' is x_0, 'residual' the stack of block outputs; attention=False drops the sublayer."""
+  model = transformer.Transformer(vocab_size=6, max_len=5, out_features=3, d_model=8, depth=3,
+                                  num_heads=2, d_ff=16, norm_position="post")
+  tokens = jnp.arange(10).reshape(2, 5) % 6
+  variables = model.init(jax.random.key(0), tokens)
+  _, state = model.apply({"params": variables["params"]}, tokens, mutable=[transformer.STREAM])
+  hidden = state[transformer.STREAM]["hidden"]
+  (x0,) = hidden[transformer.STREAM_IN]
+  (xs,) = hidden["layers"][transformer.RESIDUAL]
+  chex.assert_shape(x0, (2, 5, 8))
+  chex.assert_shape(xs, (3, 2, 5, 8))
+  chex.assert_trees_all_close(jnp.std(xs, axis=-1), jnp.ones((3, 2, 5)), atol=1e-3)  # post-LN
+
+  block = transformer.TransformerBlock(num_heads=2, d_ff=16, attention=False, activation=nn.relu)
+  params = block.init(jax.random.key(1), X)["params"]
+  assert sorted(params) == ["mlp_in", "mlp_ln", "mlp_out"]
+  u = nn.LayerNorm().apply({"params": params["mlp_ln"]}, X)
+  h = jnp.maximum(u @ params["mlp_in"]["kernel"] + params["mlp_in"]["bias"][None, None], 0.0)
+  expected = X + h @ params["mlp_out"]["kernel"] + params["mlp_out"]["bias"][None, None]
+  chex.assert_trees_all_close(block.apply({"params": params}, X), expected, **_tol.F32)

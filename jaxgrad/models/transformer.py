@@ -22,13 +22,18 @@ The two block orders (Xiong et al. 2020, theory.md §1.6):
    \text{pre-LN:}\ x \leftarrow x + \mathrm{Attn}(\mathrm{LN}(x)),\
    x \leftarrow x + \mathrm{MLP}(\mathrm{LN}(x)),
 
-with :math:`\mathrm{MLP}(x) = W_2\,\mathrm{GELU}(W_1 x)`. A pre-LN stack ends
-with a final LayerNorm. Every block's output (the residual stream) is exposed
-as ``Module.perturb('residual', x)`` and every attention matrix and its (scaled) logits are sown
-into ``'intermediates'`` as ``'attention'`` and ``'logits'`` (shape
+with :math:`\mathrm{MLP}(x) = W_2\,\phi(W_1 x)`, :math:`\phi` = GELU by default. A
+pre-LN stack ends with a final LayerNorm. ``attention=False`` drops the attention
+sublayer (a block is then its MLP sublayer alone, the simplified model of
+Xiong et al.'s analysis). Every block's output (the residual stream
+:math:`x_l`) is exposed as ``Module.perturb('residual', x)`` and sown into the collection
+``'stream'`` as ``'residual'`` (stacked ``(depth, batch, T, d_model)``), the
+stack's input :math:`x_0` as ``'stream_in'``; every attention matrix and its
+(scaled) logits are sown into ``'intermediates'`` as ``'attention'`` and ``'logits'`` (shape
 ``(batch, heads, T, T)``).
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -39,8 +44,11 @@ from jaxgrad import initializers
 from jaxgrad.models.mlp import STACK_NAME
 
 InitializerLike = initializers.Initializer | str | tuple[str, dict[str, Any]]
+Activation = Callable[[jax.Array], jax.Array]
 NORM_POSITIONS = ("pre", "post")
 RESIDUAL = "residual"
+STREAM = "stream"
+STREAM_IN = "stream_in"
 ATTENTION = "attention"
 LOGITS = "logits"
 
@@ -93,7 +101,7 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-  """One block: attention and GELU MLP sublayers, each with a residual and a LayerNorm.
+  r"""One block: attention and MLP sublayers, each with a residual and a LayerNorm.
 
   Attributes:
     num_heads: attention heads.
@@ -102,6 +110,9 @@ class TransformerBlock(nn.Module):
       after the addition, the original Transformer).
     scale_attention, causal, kernel_init, param_dtype: as in
       :class:`MultiHeadSelfAttention`.
+    activation: the MLP's nonlinearity :math:`\phi` (default ``nn.gelu``, its
+      tanh approximation).
+    attention: with ``False`` the block has no attention sublayer.
   """
 
   num_heads: int
@@ -111,6 +122,8 @@ class TransformerBlock(nn.Module):
   causal: bool = False
   kernel_init: InitializerLike = "xavier_uniform"
   param_dtype: Any = jnp.float32
+  activation: Activation = nn.gelu
+  attention: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -122,17 +135,19 @@ class TransformerBlock(nn.Module):
 
     def mlp(h):
       h = nn.Dense(self.d_ff, kernel_init=init, param_dtype=self.param_dtype, name="mlp_in")(h)
-      h = nn.gelu(h)
+      h = self.activation(h)
       return nn.Dense(x.shape[-1], kernel_init=init, param_dtype=self.param_dtype,
                       name="mlp_out")(h)
 
     if self.norm_position == "pre":
-      x = x + attn(ln("attn_ln")(x))
+      x = x + attn(ln("attn_ln")(x)) if self.attention else x
       x = x + mlp(ln("mlp_ln")(x))
     else:
-      x = ln("attn_ln")(x + attn(x))
+      x = ln("attn_ln")(x + attn(x)) if self.attention else x
       x = ln("mlp_ln")(x + mlp(x))
-    return self.perturb(RESIDUAL, x)
+    x = self.perturb(RESIDUAL, x)
+    self.sow(STREAM, RESIDUAL, x)
+    return x
 
 
 class _ScannedBlock(TransformerBlock):
@@ -149,7 +164,7 @@ class TransformerStack(nn.Module):
   Attributes:
     depth: number of blocks, >= 1.
     num_heads, d_ff, norm_position, scale_attention, causal, kernel_init,
-      param_dtype: as in :class:`TransformerBlock`.
+      param_dtype, activation, attention: as in :class:`TransformerBlock`.
     remat: rematerialise each block in the backward pass (``nn.remat``):
       reverse-mode memory holds one residual stream per block instead of
       every block's intermediates; same gradients, one more forward pass.
@@ -164,6 +179,8 @@ class TransformerStack(nn.Module):
   kernel_init: InitializerLike = "xavier_uniform"
   param_dtype: Any = jnp.float32
   remat: bool = False
+  activation: Activation = nn.gelu
+  attention: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -172,12 +189,14 @@ class TransformerStack(nn.Module):
       raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
     scan = nn.scan(
         nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
-        variable_axes={"params": 0, "perturbations": 0, "intermediates": 0},
+        variable_axes={"params": 0, "perturbations": 0, "intermediates": 0, STREAM: 0},
         split_rngs={"params": True},
         length=self.depth,
     )
+    self.sow(STREAM, STREAM_IN, x)
     x, _ = scan(self.num_heads, self.d_ff, self.norm_position, self.scale_attention,
-                self.causal, self.kernel_init, self.param_dtype, name=STACK_NAME)(x, None)
+                self.causal, self.kernel_init, self.param_dtype, self.activation, self.attention,
+                name=STACK_NAME)(x, None)
     if self.norm_position == "pre":
       x = nn.LayerNorm(param_dtype=self.param_dtype, name="output_ln")(x)
     return x
@@ -195,7 +214,7 @@ class Transformer(nn.Module):
     out_features: logits per position.
     d_model: residual-stream width.
     depth, num_heads, d_ff, norm_position, scale_attention, causal, kernel_init,
-      param_dtype, remat: as in :class:`TransformerStack`.
+      param_dtype, remat, activation, attention: as in :class:`TransformerStack`.
 
   >>> import jax, jax.numpy as jnp
   >>> model = Transformer(vocab_size=8, max_len=6, out_features=8, d_model=16, depth=2,
@@ -218,6 +237,8 @@ class Transformer(nn.Module):
   kernel_init: InitializerLike = "xavier_uniform"
   param_dtype: Any = jnp.float32
   remat: bool = False
+  activation: Activation = nn.gelu
+  attention: bool = True
 
   @nn.compact
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -231,7 +252,8 @@ class Transformer(nn.Module):
     x = (x + pos[None, :t]) / jnp.sqrt(jnp.asarray(2.0, x.dtype))
     x = TransformerStack(self.depth, self.num_heads, self.d_ff, self.norm_position,
                          self.scale_attention, self.causal, self.kernel_init,
-                         self.param_dtype, self.remat, name="hidden")(x)
+                         self.param_dtype, self.remat, self.activation, self.attention,
+                         name="hidden")(x)
     return nn.Dense(self.out_features, kernel_init=initializers.resolve(self.kernel_init),
                     param_dtype=self.param_dtype, name="output_proj")(x)
 
