@@ -5,24 +5,42 @@ target[t] = token[T-1-t], cross-entropy per position):
 
 1. **Gradient norms at init against depth** (Xiong et al. 2020, theory.md
    §1.6): ||dL/dW2_l||_F of every layer's second FFN weight, for depths
-   6..48, post-LN vs pre-LN. Xiong: post-LN's gradients near the output are
-   large and do not shrink with depth, pre-LN's scale like 1/sqrt(L).
-2. **Attention-logit scale**: one attention layer on unit-variance
+   6..192, post-LN vs pre-LN. Xiong: post-LN's gradients near the output are
+   large and do not shrink with depth, pre-LN's scale like 1/sqrt(L). Measured
+   beside them, from the same forward pass: the residual stream's
+   q_l = mean ||x_l||^2 / d_model (l = 0 the embeddings), the variance
+   v = (q_L - q_0) / L each block adds, and the mean cosine between the
+   tokens of one sequence. Pre-LN's last block reaches the loss through the
+   final LayerNorm, which divides by sqrt(q_L), so
+
+       ||dL/dW2_L|| = c_L / sqrt(q_L),   q_L = q_0 + L v,
+
+   whose local log-log slope is -0.5 L v / (q_0 + L v) (times d log(L v)/d log L
+   where v changes with depth) if c_L is constant; c_L = ||dL/dW2_L|| sqrt(q_L)
+   is reported to show how far it is.
+2. **Per-layer profile ablation** at one depth: the default block, without
+   attention, with a ReLU MLP, both, and the simplified model of Xiong's
+   analysis (ReLU, d_ff = d_model, weights N(0, 1/fan_in), no attention);
+   last layer over first layer, pre-LN and post-LN.
+3. **Attention-logit scale**: one attention layer on unit-variance
    (LayerNormed) inputs, head size d_k, with and without the 1/sqrt(d_k)
    scale. A logit q.k sums d_k products of unit-variance entries, so its
    standard deviation within a row is sqrt(d_k) unscaled and 1 scaled (the
    dashed theory lines); unscaled, the softmax saturates (entropy -> 0,
    max probability -> 1) as d_k grows.
-3. **Warmup**: Adam on the reversal task with a constant learning rate vs
+4. **Warmup**: Adam on the reversal task with a constant learning rate vs
    a linear warmup to the same rate (:func:`warmup_schedule`, ``optax.linear_schedule``'s ramp), pre-LN and
    post-LN, seeds vmapped, trained with ``jaxgrad.training.train``.
 
-    python -m experiments.transformer_ln            # d_model 64, 8 seeds, ~3 min on 2 cores
+    python -m experiments.transformer_ln            # d_model 64, 8 seeds, depths 6..192,
+                                                    # > 7 min on 2 busy cores (400 steps)
     python -m experiments.transformer_ln --quick    # d_model 32, 4 seeds, under a minute
-    python -m experiments.transformer_ln --depths 6,12,24,48,96
+    python -m experiments.transformer_ln --no-attention --ffn-activation relu --d-ff 64 \
+        --kernel-init lecun_normal                  # Xiong's simplified model throughout
 
 Writes ``config.json``, ``results.json`` (every plotted number),
-``grad_norms.png``, ``attention.png`` and ``warmup.png`` under ``--out``.
+``grad_norms.png``, ``last_layer.png``, ``profile_ablation.png``, ``attention.png``
+and ``warmup.png`` under ``--out``.
 """
 
 import dataclasses
@@ -31,16 +49,29 @@ import pathlib
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import flax.linen as nn  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import diagnostics, plotting, probe, training  # noqa: E402
+from jaxgrad import diagnostics, initializers, plotting, probe, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
+from jaxgrad.models.mlp import STACK_NAME  # noqa: E402
 from jaxgrad.sweep import sweep, sweep_grid  # noqa: E402
 
 FFN_OUT = "mlp_out"
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}  # nn.gelu: the tanh form the model always used
+# Per-layer profile ablation: name -> overrides of (activation, d_ff, kernel_init, attention);
+# None keeps the Config's value, "d_model" sets d_ff = d_model.
+ABLATIONS = {
+    "default": {},
+    "no attention": {"attention": False},
+    "ReLU": {"activation": "relu"},
+    "ReLU, no attention": {"activation": "relu", "attention": False},
+    "Xiong's simplified model": {"activation": "relu", "attention": False, "d_ff": "d_model",
+                                 "kernel_init": "lecun_normal"},
+}
 
 
 def _key(seed: int) -> jax.Array:
@@ -53,8 +84,17 @@ class Config(_config.Checked):
   d_model: int = _config.setting(64, "residual width", at_least=1)
   num_heads: int = _config.setting(4, at_least=1)
   d_ff: int = _config.setting(256, at_least=1)
-  depths: tuple[int, ...] = _config.setting((6, 12, 24, 48), "depths for the gradient-norm sweep",
+  depths: tuple[int, ...] = _config.setting((6, 12, 24, 48, 96, 192),
+                                            "depths for the gradient-norm sweep",
                                             at_least=1, increasing=True)
+  ffn_activation: str = _config.setting("gelu", "the MLP's nonlinearity",
+                                        choices=tuple(ACTIVATIONS))
+  attention: bool = _config.setting(True, "attention sublayers (off: MLP-only blocks)")
+  kernel_init: str = _config.setting("xavier_uniform", "initializer of every Dense kernel",
+                                     choices=initializers.names)
+  ablation_depth: int = _config.setting(6, "depth of the per-layer profile ablation", at_least=1)
+  ablations: tuple[str, ...] = _config.setting(tuple(ABLATIONS), "settings of the profile ablation",
+                                               choices=tuple(ABLATIONS))
   seq_len: int = _config.setting(12, at_least=2)
   vocab: int = _config.setting(16, at_least=2)
   batch: int = _config.setting(32, at_least=1)
@@ -79,12 +119,13 @@ class Config(_config.Checked):
   @classmethod
   def quick(cls) -> "Config":
     return cls(d_model=32, d_ff=128, depths=(6, 24), seeds=4, batch=16, steps=200,
-               warmup_steps=50)
+               warmup_steps=50, ablations=("no attention",))
 
   @classmethod
   def smoke(cls) -> "Config":
-    return cls(d_model=8, num_heads=2, d_ff=16, depths=(2,), seq_len=6, vocab=5, batch=4,
-               seeds=2, head_dims=(8,), train_depth=2, steps=4, warmup_steps=2)
+    return cls(d_model=8, num_heads=2, d_ff=16, depths=(2, 3), seq_len=6, vocab=5, batch=4,
+               seeds=2, head_dims=(8,), train_depth=2, steps=4, warmup_steps=2,
+               ablation_depth=2, ablations=("ReLU, no attention",))
 
 
 def reversal_batch(key: jax.Array, config: Config) -> tuple[jax.Array, jax.Array]:
@@ -97,7 +138,33 @@ def make_model(config: Config, depth: int, norm_position: str) -> transformer.Tr
   return transformer.Transformer(
       vocab_size=config.vocab, max_len=config.seq_len, out_features=config.vocab,
       d_model=config.d_model, depth=depth, num_heads=config.num_heads, d_ff=config.d_ff,
-      norm_position=norm_position)
+      norm_position=norm_position, kernel_init=config.kernel_init,
+      activation=ACTIVATIONS[config.ffn_activation], attention=config.attention)
+
+
+def ablated(config: Config, name: str) -> Config:
+  """``config`` with the overrides of ``ABLATIONS[name]``."""
+  overrides = {{"activation": "ffn_activation"}.get(k, k): v
+               for k, v in ABLATIONS[name].items()}
+  if overrides.get("d_ff") == "d_model":
+    overrides["d_ff"] = config.d_model
+  return dataclasses.replace(config, **overrides)
+
+
+def stream_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  r"""Length and token similarity of residual streams ``(..., batch, T, d)``.
+
+  Returns:
+    ``q = mean_{b,t} ||x_{bt}||^2 / d`` and the mean cosine between different
+    tokens of one sequence, :math:`\overline{\cos(x_{bt}, x_{bs})}_{t \ne s}`,
+    both of shape ``x.shape[:-3]``.
+  """
+  t = x.shape[-2]
+  q = jnp.mean(jnp.mean(x * x, axis=-1), axis=(-2, -1))
+  unit = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  gram = jnp.einsum("...td,...sd->...ts", unit, unit)
+  cosine = (jnp.sum(gram, axis=(-2, -1)) - t) / (t * (t - 1))
+  return q, jnp.mean(cosine, axis=-1)
 
 
 def cross_entropy(model, params, batch) -> jax.Array:
@@ -106,21 +173,33 @@ def cross_entropy(model, params, batch) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
-def init_grad_norms(config: Config, depth: int, norm_position: str) -> np.ndarray:
-  """||dL/dW2_l|| per seed and layer at initialization, shape (seeds, depth)."""
+def init_grad_norms(config: Config, depth: int, norm_position: str) -> dict[str, np.ndarray]:
+  """At initialization, per seed: ``grad_norm`` ||dL/dW2_l|| ``(seeds, depth)``, and the
+  residual stream's ``q`` and ``token_cosine`` (:func:`stream_stats`) ``(seeds, depth + 1)``,
+  index 0 the embeddings entering the stack (pre-LN: before the final LayerNorm)."""
   model = make_model(config, depth, norm_position)
   layout = probe.layout(model, reversal_batch(jax.random.key(0), config)[0])
 
   def one(key):
     k_init, k_data = jax.random.split(key)
-    batch = reversal_batch(k_data, config)
-    params = model.init(k_init, batch[0])["params"]
-    grads = jax.grad(lambda p: cross_entropy(model, p, batch))(params)
+    tokens, targets = reversal_batch(k_data, config)
+    params = model.init(k_init, tokens)["params"]
+
+    def loss(p):
+      logits, state = model.apply({"params": p}, tokens, mutable=[transformer.STREAM])
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+      return ce, state[transformer.STREAM]["hidden"]
+
+    grads, stream = jax.grad(loss, has_aux=True)(params)
     norms = diagnostics.layer_grad_norms(grads, layout=layout)
-    return jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)])
+    (x0,) = stream[transformer.STREAM_IN]
+    (xs,) = stream[STACK_NAME][transformer.RESIDUAL]
+    q, cosine = stream_stats(jnp.concatenate([x0[None], xs]))
+    return {"grad_norm": jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)]),
+            "q": q, "token_cosine": cosine}
 
   keys = jax.random.split(_key(config.seed), config.seeds)
-  return np.asarray(sweep(one, keys))
+  return jax.tree.map(np.asarray, sweep(one, keys))
 
 
 def attention_stats(config: Config, head_dim: int) -> dict:
@@ -200,14 +279,83 @@ def _slope(x, y) -> float:
   return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
+def last_layer_theory(depths: tuple[int, ...], grad_last: np.ndarray, q_0: np.ndarray,
+                      q_last: np.ndarray) -> dict:
+  r"""Pre-LN's last-layer gradient against the final LayerNorm's 1/sqrt(q_L).
+
+  The last block's output :math:`x_L` reaches the head through the final
+  LayerNorm, whose Jacobian is :math:`(I - \tfrac{1}{d}\mathbf{1}\mathbf{1}^\top
+  - \tfrac{1}{d}\hat x\hat x^\top)/\sigma(x_L)`, so
+
+  .. math::
+
+     \|\partial L/\partial W_2^L\| = c_L\, q_L^{-1/2}, \qquad q_L = q_0 + L v,
+     \qquad \frac{d \log \|\partial L/\partial W_2^L\|}{d \log L}
+     = -\frac{1}{2}\frac{L v}{q_0 + L v} + \frac{d \log c_L}{d \log L}
+     \quad (v \text{ constant}).
+
+  Args:
+    depths: the depths L, increasing.
+    grad_last: ||dL/dW2_L|| per seed and depth, ``(seeds, depths)``.
+    q_0, q_last: the stream's q at the embeddings and after the last block, same shape.
+
+  Returns:
+    Medians over seeds per depth (``grad``, ``q_0``, ``q_L``, ``v`` = (q_L - q_0)/L,
+    ``c`` = grad sqrt(q_L), ``linear_growth_slope`` = -L v / 2 (q_0 + L v)),
+    ``predicted`` = grad at the first depth times sqrt(q_L(first) / q_L) (c constant),
+    and between consecutive depths the local slopes ``measured``, ``predicted``
+    (-0.5 d log q_L / d log L) and ``residual`` (d log c / d log L), with the
+    ``midpoints`` (geometric) they belong to.
+  """
+  depths_f = np.asarray(depths, float)
+  v = (q_last - q_0) / depths_f
+  med = lambda a: np.median(a, axis=0)  # noqa: E731
+  grad, q_l, c = med(grad_last), med(q_last), med(grad_last * np.sqrt(q_last))
+  local = lambda y: np.diff(np.log(y)) / np.diff(np.log(depths_f))  # noqa: E731
+  return {"depths": list(depths), "grad": grad, "q_0": med(q_0), "q_L": q_l, "v": med(v), "c": c,
+          "linear_growth_slope": med(-0.5 * depths_f * v / (q_0 + depths_f * v)),
+          "predicted": grad[0] * np.sqrt(q_l[0] / q_l),
+          "local_slopes": {"midpoints": np.sqrt(depths_f[1:] * depths_f[:-1]),
+                           "measured": local(grad), "predicted": -0.5 * local(q_l),
+                           "residual": local(c)}}
+
+
+def profile_ablation(config: Config) -> dict:
+  """Per-layer ||dL/dW2_l|| at ``config.ablation_depth`` for each of ``config.ablations``.
+
+  Returns:
+    Per setting and norm position: the per-layer quartiles, ``last_over_first``
+    (median over seeds of ||dL/dW2_L|| / ||dL/dW2_1||) and the stream's q quartiles.
+  """
+  out = {}
+  for name in _cli.progress(config.ablations, desc="profile ablation"):
+    setting = ablated(config, name)
+    out[name] = {"overrides": ABLATIONS[name]}
+    for position in transformer.NORM_POSITIONS:
+      m = init_grad_norms(setting, config.ablation_depth, position)
+      out[name][position] = {
+          "grad_norm": _quartiles(m["grad_norm"]), "q": _quartiles(m["q"]),
+          "last_over_first": float(np.median(m["grad_norm"][:, -1] / m["grad_norm"][:, 0]))}
+  return out
+
+
 def run(config: Config, out_dir: pathlib.Path) -> dict:
   positions = transformer.NORM_POSITIONS
   grad_norms = {p: {} for p in positions}
+  stream = {p: {} for p in positions}
   jobs = [(p, d) for p in positions for d in config.depths]
   for position, depth in _cli.progress(jobs, desc="grad norms at init"):
-    grad_norms[position][str(depth)] = _quartiles(init_grad_norms(config, depth, position))
+    m = init_grad_norms(config, depth, position)
+    grad_norms[position][str(depth)] = _quartiles(m["grad_norm"])
+    stream[position][str(depth)] = {"q": _quartiles(m["q"]),
+                                    "token_cosine": _quartiles(m["token_cosine"])}
   last_layer = {p: [float(grad_norms[p][str(d)]["median"][-1]) for d in config.depths]
                 for p in positions}
+  per_seed = lambda tree, i: np.stack(  # noqa: E731
+      [np.asarray(tree[str(d)]["per_seed"])[:, i] for d in config.depths], axis=1)
+  pre_q = {str(d): stream["pre"][str(d)]["q"] for d in config.depths}
+  pre_theory = last_layer_theory(config.depths, per_seed(grad_norms["pre"], -1),
+                                 per_seed(pre_q, 0), per_seed(pre_q, -1))
   mean_layer = {p: [float(np.median(np.mean(grad_norms[p][str(d)]["per_seed"], axis=1)))
                     for d in config.depths] for p in positions}
   depth_exponent = ({p: _slope(config.depths, last_layer[p]) for p in positions}
@@ -239,8 +387,10 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
           "diverged_at": result.diverged_at,
       }
 
-  results = {"config": config, "grad_norms": grad_norms, "last_layer_median": last_layer,
-             "mean_layer_median": mean_layer, "last_layer_depth_exponent": depth_exponent,
+  results = {"config": config, "grad_norms": grad_norms, "stream": stream,
+             "last_layer_median": last_layer, "mean_layer_median": mean_layer,
+             "last_layer_depth_exponent": depth_exponent, "pre_ln_last_layer": pre_theory,
+             "profile_ablation": profile_ablation(config),
              "attention": attention, "warmup": warmup,
              "chance_loss": math.log(config.vocab)}
   _cli.write_json(out_dir / "results.json", results)
@@ -274,6 +424,8 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
   anchor = results["last_layer_median"]["pre"][0]
   plotting.theory_line(ax, depths, anchor * np.sqrt(depths[0] / depths), color="C0",
                        label="∝ 1/√L (Xiong)")
+  ax.plot(depths, results["pre_ln_last_layer"]["predicted"], color="C2", linestyle="-.",
+          label="∝ q_L^(-1/2) (measured q_L)")
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xticks(depths, [str(d) for d in config.depths])
@@ -282,6 +434,9 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
   ax.set_title("last layer's ||dL/dW2|| vs depth")
   ax.legend()
   plotting.save(fig, out_dir / "grad_norms.png")
+  if len(config.depths) > 1:
+    _plot_last_layer(results, config, out_dir)
+  _plot_profile_ablation(results, config, out_dir)
 
   att = results["attention"]
   dims = np.asarray(att["head_dims"], float)
@@ -322,6 +477,71 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
   plotting.save(fig, out_dir / "warmup.png")
 
 
+def _plot_last_layer(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+  """Pre-LN's last layer: q_L and c_L vs depth, local slopes, token similarity."""
+  theory = results["pre_ln_last_layer"]
+  depths = np.asarray(config.depths, float)
+  fig, axes = plotting.figure(1, 3, panel=(3.2, 2.7))
+  ax = axes[0, 0]
+  q_last = np.stack([np.asarray(results["stream"]["pre"][str(d)]["q"]["per_seed"])[:, -1]
+                     for d in config.depths], axis=1)
+  plotting.median_band(ax, depths, q_last, label="q_L measured", color="C0", marker="o")
+  q_0, v_first = float(theory["q_0"][0]), float(theory["v"][0])
+  plotting.theory_line(ax, depths, q_0 + depths * v_first, color="C0",
+                       label=f"q_0 + L v, v = {v_first:.2f} (L={config.depths[0]})")
+  ax.plot(depths, theory["c"], color="C3", marker="s", label="c_L = ||dL/dW2_L|| √q_L")
+  ax.set_xscale("log")
+  ax.set_yscale("log")
+  ax.set_xlabel("depth L")
+  ax.set_title("pre-LN: stream length q_L")
+  ax.legend(fontsize=6)
+  ax = axes[0, 1]
+  slopes = theory["local_slopes"]
+  for key, color, marker in (("measured", "C0", "o"), ("predicted", "C2", "^"),
+                             ("residual", "C3", "s")):
+    label = {"measured": "measured d log g / d log L",
+             "predicted": "-½ d log q_L / d log L",
+             "residual": "d log c_L / d log L"}[key]
+    ax.plot(slopes["midpoints"], slopes[key], color=color, marker=marker, label=label)
+  ax.plot(depths, theory["linear_growth_slope"], color="C2", linestyle=":", marker="x",
+          label="-½ L v / (q_0 + L v)")
+  ax.axhline(-0.5, color="k", linewidth=0.8, linestyle="--")
+  ax.axhline(0.0, color="k", linewidth=0.5)
+  ax.set_xscale("log")
+  ax.set_xlabel("depth L (geometric midpoints)")
+  ax.set_title("local slopes of the last layer")
+  ax.legend(fontsize=6)
+  ax = axes[0, 2]
+  for position, color in zip(transformer.NORM_POSITIONS, ("C0", "C3")):
+    cos = np.stack([np.asarray(results["stream"][position][str(d)]["token_cosine"]["per_seed"])
+                    [:, -1] for d in config.depths], axis=1)
+    plotting.median_band(ax, depths, cos, label=f"{position}-LN", color=color, marker="o")
+  ax.set_xscale("log")
+  ax.set_xlabel("depth L")
+  ax.set_title("token cosine in a sequence, x_L")
+  ax.legend()
+  plotting.save(fig, out_dir / "last_layer.png")
+
+
+def _plot_profile_ablation(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+  """Per-layer profiles, each divided by its first layer's median, for every ablation."""
+  fig, axes = plotting.figure(1, 2, panel=(3.4, 2.7))
+  layers = np.arange(1, config.ablation_depth + 1)
+  for i, (name, arms) in enumerate(results["profile_ablation"].items()):
+    for col, position in enumerate(transformer.NORM_POSITIONS):
+      samples = np.asarray(arms[position]["grad_norm"]["per_seed"])
+      ratio = arms[position]["last_over_first"]
+      plotting.median_band(axes[0, col], layers,
+                           samples / np.median(samples[:, 0]),
+                           label=f"{name} ({ratio:.2f})", color=f"C{i}", marker="o")
+  for col, position in enumerate(transformer.NORM_POSITIONS):
+    axes[0, col].set_yscale("log")
+    axes[0, col].set_xlabel("layer l")
+    axes[0, col].set_title(f"{position}-LN, L={config.ablation_depth}: ||dL/dW2_l|| ÷ layer 1")
+    axes[0, col].legend(fontsize=6)
+  plotting.save(fig, out_dir / "profile_ablation.png")
+
+
 def summary(results: dict) -> str:
   config = results["config"]
   depths = config.depths if dataclasses.is_dataclass(config) else config["depths"]
@@ -332,6 +552,18 @@ def summary(results: dict) -> str:
           for p in transformer.NORM_POSITIONS]
   lines.append(_cli.format_table(["last-layer ||dL/dW2||", *[f"L={d}" for d in depths],
                                   "slope log-log"], rows))
+  theory = results["pre_ln_last_layer"]
+  rows = [[d, theory["q_0"][i], theory["q_L"][i], theory["v"][i], theory["c"][i],
+           theory["linear_growth_slope"][i]] for i, d in enumerate(depths)]
+  lines.append(_cli.format_table(["pre-LN L", "q_0", "q_L", "v", "c_L", "-Lv/2(q0+Lv)"], rows))
+  slopes = theory["local_slopes"]
+  rows = [[f"{a}-{b}", slopes["measured"][i], slopes["predicted"][i], slopes["residual"][i]]
+          for i, (a, b) in enumerate(zip(depths[:-1], depths[1:]))]
+  if rows:
+    lines.append(_cli.format_table(["depths", "local slope", "-½ dlog q_L", "dlog c_L"], rows))
+  rows = [[name, arms["pre"]["last_over_first"], arms["post"]["last_over_first"]]
+          for name, arms in results["profile_ablation"].items()]
+  lines.append(_cli.format_table(["profile ablation", "pre L/1", "post L/1"], rows))
   att = results["attention"]
   rows = [[d, float(att["scaled"]["logit_std"]["median"][i]),
            float(att["unscaled"]["logit_std"]["median"][i]),
