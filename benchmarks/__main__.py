@@ -25,6 +25,7 @@ BENCHMARKS = {
     "rnn": [],
     "seed_sweeps": [],
     "diagnose": [],
+    "long_runs": [],
 }
 
 
