@@ -66,9 +66,10 @@ class Config(_config.Checked):
   target_loss: float = _config.setting(
       1.8, f"training loss (mean over {SMOOTHING} steps) that counts as learned", above=0)
   batch: int = _config.setting(32, at_least=1)
-  learning_rate: float = _config.setting(
-      0.128, "SGD (momentum 0.9) step times the depth: each net steps learning_rate / L",
-      above=0)
+  learning_rates: tuple[float, ...] = _config.setting(
+      (0.001, 0.002, 0.004, 0.008, 0.016),
+      "SGD (momentum 0.9) learning rates, each tried at every depth and arm; the one that "
+      "reaches the target loss in the fewest steps counts", above=0, increasing=True)
   seed: int = 0
 
   def relations(self) -> dict[str, str]:
@@ -79,12 +80,12 @@ class Config(_config.Checked):
   @classmethod
   def quick(cls) -> "Config":
     return cls(width=32, depths=(10, 100), seeds=2, train_depths=(16, 32), train_steps=150,
-               train_seeds=2)
+               train_seeds=2, learning_rates=(0.004, 0.016))
 
   @classmethod
   def smoke(cls) -> "Config":
     return cls(width=6, depths=(5,), seeds=2, train_depths=(4,), train_width=8, train_steps=3,
-               train_seeds=1, batch=4)
+               train_seeds=1, batch=4, learning_rates=(0.01, 0.02))
 
   def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
     """name -> (activation, weights, sigma_w2, sigma_b2, q1), q1 the first pre-activation variance.
@@ -178,8 +179,36 @@ def running_mean(loss: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
   return np.stack([np.convolve(row, kernel, mode="valid") for row in loss])
 
 
+def best_learning_rate(steps: np.ndarray, final_loss: np.ndarray) -> int:
+  """Index of the learning rate with the fewest median steps to the target.
+
+  Args:
+    steps: ``(rates, seeds)`` steps to the target, NaN where a seed never got there.
+    final_loss: ``(rates, seeds)`` last training losses, NaN or inf where a run diverged.
+
+  Returns:
+    The rate whose median steps (an unreached seed counting as never) is
+    smallest; where no rate brings half its seeds to the target, the one with the
+    lowest median final loss.
+  """
+  median_steps = np.median(np.nan_to_num(steps, nan=np.inf), axis=1)
+  if np.isfinite(median_steps).any():
+    return int(np.argmin(median_steps))
+  return int(np.argmin(np.median(np.nan_to_num(final_loss, nan=np.inf), axis=1)))
+
+
 def learning_speed(config: Config) -> dict:
-  """Per train depth and arm: the training loss per step (seeds, steps) and the steps to the target."""
+  """Per train depth and arm: every learning rate's steps to the target, and the best rate's losses.
+
+  The seeds of one rate train in one vmapped program, the rate a traced
+  ``step_scale``, so every rate of a depth and arm runs the same compiled program
+  (from the compilation cache after the first); seed s draws the same
+  initialisation and batches at every rate. One program per rate, not one for
+  all rates: on jaxlib 0.10.2 the 20-run program (5 rates x 4 seeds, tanh
+  orthogonal, depth 32, 1000 steps) never returns (every XLA thread waits,
+  0 % CPU), while 4- and 8-run programs of the same net finish; jaxlib 0.12
+  runs the 20-run one.
+  """
   dataset = data.standardize(data.mnist1d())
   sw2_small, sb2_small = (float(v) for v in theory.critical_line("tanh", config.q_small))
   arms = {"tanh critical orthogonal": ("tanh", "orthogonal", sw2_small, max(sb2_small, 0.0)),
@@ -187,21 +216,33 @@ def learning_speed(config: Config) -> dict:
           "ReLU He (Gaussian)": ("relu", "gaussian", 2.0, 0.0)}
   jobs = [(depth, name) for depth in config.train_depths for name in arms]
   out = {f"L={depth}": {} for depth in config.train_depths}
+  rates, seeds = len(config.learning_rates), config.train_seeds
+  keys = jax.random.split(jax.random.key(config.seed), seeds)
+  sgd = training.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
   for depth, name in _cli.progress(jobs, desc="learning speed"):
     act, weights, sw2, sb2 = arms[name]
     model = DeepMLP(depth=depth, width=config.train_width,
                     out_features=dataset.num_classes, activation=act, **unit_inits(weights))
-    keys = jax.random.split(jax.random.key(config.seed), config.train_seeds)
-    grid = np.full((config.train_seeds,), sw2, np.float32)
-    optimizer = training.OptimizerConfig("sgd", config.learning_rate / depth, momentum=0.9)
-    res = train_many(model, dataset, optimizer, grid, np.full_like(grid, sb2), keys,
-                     budgets=(config.train_steps,), batch=config.batch, eval_examples=1000,
-                     weights=weights)
+    grid = np.full((seeds,), sw2, np.float32)
+    per_rate = [train_many(model, dataset, sgd, grid, np.full_like(grid, sb2), keys,
+                           budgets=(config.train_steps,), batch=config.batch,
+                           eval_examples=1000, weights=weights,
+                           step_scale=np.full((seeds,), rate, np.float32))
+                for rate in config.learning_rates]
+    res = {k: np.stack([r[k] for r in per_rate]) for k in per_rate[0]}  # (rates, seeds, ...)
+    loss = res["loss"]
+    steps = np.stack([steps_to_target(per_rate, config.target_loss) for per_rate in loss])
+    best = best_learning_rate(steps, loss[..., -1])
     out[f"L={depth}"][name] = {
-        "depth": depth, "sigma_w2": sw2, "sigma_b2": sb2, "loss_per_seed": res["loss"],
-        "train_accuracy_per_seed": res["train_accuracy"][:, -1],
-        "diverged_at_per_seed": res["diverged_at"],
-        "steps_to_target_per_seed": steps_to_target(res["loss"], config.target_loss)}
+        "depth": depth, "sigma_w2": sw2, "sigma_b2": sb2,
+        "learning_rates": list(config.learning_rates),
+        "steps_to_target_per_rate": steps, "final_loss_per_rate": loss[..., -1],
+        "best_learning_rate": config.learning_rates[best],
+        "best_at_grid_edge": best in (0, rates - 1),
+        "loss_per_seed": loss[best],
+        "train_accuracy_per_seed": res["train_accuracy"][best, :, -1],
+        "diverged_at_per_seed": res["diverged_at"][best],
+        "steps_to_target_per_seed": steps[best]}
   return out
 
 
@@ -258,19 +299,35 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
 
 def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None:
-  """``learning.png``: loss curves per train depth, and the steps to the target against depth."""
-  fig, axes = plotting.figure(1, len(learning) + 1, panel=(3.4, 2.8))
+  """``learning.png``: loss curves at the best rate per depth, steps against the rate and the depth."""
+  fig, axes = plotting.figure(1, len(learning) + 2, panel=(3.4, 2.8))
   for ax, (depth_name, arms) in zip(axes[0], learning.items()):
     for i, (name, arm) in enumerate(arms.items()):
       smooth = running_mean(arm["loss_per_seed"])
       steps = np.arange(smooth.shape[-1]) + np.shape(arm["loss_per_seed"])[-1] - smooth.shape[-1] + 1
-      plotting.median_band(ax, steps, smooth, color=f"C{i}", label=name)
+      plotting.median_band(ax, steps, smooth, color=f"C{i}",
+                           label=f"{name}, lr {arm['best_learning_rate']:.2g}")
     ax.axhline(config.target_loss, color="k", linestyle="--", linewidth=0.8)
     ax.set(xlabel="SGD step", ylabel=f"training loss, mean of {SMOOTHING} steps",
-           title=f"{depth_name}, width {config.train_width}")
-  axes[0, 0].legend(fontsize=7)
+           title=f"{depth_name}, width {config.train_width}, best lr each")
+    ax.legend(fontsize=6)
+  names = list(next(iter(learning.values())))
+  ax = axes[0, -2]
+  styles = ["-", "--", ":", "-."]
+  for j, arms in enumerate(learning.values()):
+    for i, name in enumerate(names):
+      arm = arms[name]
+      steps = np.nan_to_num(np.asarray(arm["steps_to_target_per_rate"], float), nan=np.inf)
+      median = np.median(steps, axis=1)
+      ax.plot(arm["learning_rates"], np.where(np.isfinite(median), median, np.nan), marker="o",
+              markersize=3, color=f"C{i}", linestyle=styles[j % len(styles)],
+              label=f"L={arm['depth']}" if i == 0 else None)
+  ax.set(xscale="log", xlabel="SGD learning rate", ylabel=f"median steps to loss {config.target_loss:g}",
+         ylim=(0, config.train_steps))
+  ax.set_title("every rate tried (gaps: not reached)", fontsize=8)
+  ax.legend(fontsize=7)
   ax = axes[0, -1]
-  for i, name in enumerate(next(iter(learning.values()))):
+  for i, name in enumerate(names):
     depths = [arms[name]["depth"] for arms in learning.values()]
     steps = np.stack([np.asarray(arms[name]["steps_to_target_per_seed"], float)
                       for arms in learning.values()], axis=1)  # (seeds, depths)
@@ -278,7 +335,7 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
   ax.set(xlabel="depth L", ylabel=f"steps to loss {config.target_loss:g}",
          xticks=list(config.train_depths), xlim=(0, 1.1 * max(config.train_depths)),
          ylim=(0, config.train_steps))
-  ax.set_title("median, IQR (unreached seeds left out)", fontsize=8)
+  ax.set_title("at each arm's best rate: median, IQR", fontsize=8)
   ax.legend(fontsize=7)
   plotting.save(fig, out_dir / "learning.png")
 
@@ -294,14 +351,20 @@ def summary(results: dict) -> str:
                    measured, predicted, measured / predicted if predicted else float("nan")])
   text = _cli.format_table(header, rows)
   if "learning" in results:
-    rows = [[name, arm["depth"], float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
+    rows = [[name, arm["depth"], _rate(arm), float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
              float(np.median(arm["train_accuracy_per_seed"])),
              _reached(arm["steps_to_target_per_seed"])]
             for arms in results["learning"].values() for name, arm in arms.items()]
     target = results["config"].target_loss
     text += "\n\n" + _cli.format_table(
-        ["arm", "L", "final loss", "train accuracy", f"steps to {target:g} (median, seeds)"], rows)
+        ["arm", "L", "best lr", "final loss", "train accuracy",
+         f"steps to {target:g} (median, seeds)"], rows)
   return text
+
+
+def _rate(arm: dict) -> str:
+  edge = " (grid edge)" if arm["best_at_grid_edge"] else ""
+  return f"{arm['best_learning_rate']:.3g}{edge}"
 
 
 def _reached(steps) -> str:

@@ -34,6 +34,14 @@ def test_smoke_writes_results_and_figures(smoke):
     for arm in arms.values():
       assert np.shape(arm["loss_per_seed"]) == (config.train_seeds, config.train_steps)
       assert np.shape(arm["steps_to_target_per_seed"]) == (config.train_seeds,)
+      rates = len(config.learning_rates)
+      assert np.shape(arm["steps_to_target_per_rate"]) == (rates, config.train_seeds)
+      np.testing.assert_allclose(arm["learning_rates"], config.learning_rates)
+      best = di.best_learning_rate(np.asarray(arm["steps_to_target_per_rate"], float),
+                                   np.asarray(arm["final_loss_per_rate"], float))
+      assert arm["best_learning_rate"] == pytest.approx(arm["learning_rates"][best])
+      np.testing.assert_array_equal(np.asarray(arm["loss_per_seed"])[:, -1],
+                                    np.asarray(arm["final_loss_per_rate"])[best])
   for name in ("spectra.png", "variance.png", "learning.png"):
     assert (out / name).stat().st_size > 10_000
 
@@ -81,3 +89,15 @@ def test_steps_to_target_reads_the_running_mean():
                    [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],    # never
                    [0.5, 0.5, np.nan, 0.5, 0.5, 0.5]])  # reached before it diverged
   np.testing.assert_array_equal(di.steps_to_target(loss, 1.0, window=2), [4.0, np.nan, 2.0])
+
+
+def test_best_learning_rate_takes_the_fewest_median_steps_else_the_lowest_loss():
+  nan = np.nan
+  steps = np.array([[50.0, nan, nan],     # median: never (2 of 3 seeds unreached)
+                    [80.0, 90.0, 70.0],   # median 80
+                    [40.0, 60.0, nan]])   # median 60: fewest
+  loss = np.ones((3, 3))
+  assert di.best_learning_rate(steps, loss) == 2
+  never = np.full((3, 2), nan)
+  loss = np.array([[2.0, 2.1], [np.inf, 1.5], [1.9, 1.95]])  # a diverged seed counts as inf
+  assert di.best_learning_rate(never, loss) == 2
