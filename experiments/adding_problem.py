@@ -24,7 +24,7 @@ PyTorch's and Flax's :math:`b_f = 0` for T = 50, :math:`4\times10^{-4}` at
 al. 2000, Jozefowicz et al. 2015). ``forget_gate.png`` sets the fraction
 solved against that predicted memory factor.
 
-    python -m experiments.adding_problem            # T = 50, 100, 200; 74 min on 2 cores
+    python -m experiments.adding_problem            # T = 50, 100, 200; ~72 min on 2 idle cores
     python -m experiments.adding_problem --quick    # T = 10, 30; under a minute
     python -m experiments.adding_problem --lengths 50 --cells lstm --seeds 16
 
@@ -161,7 +161,7 @@ def setting_names(config: Config) -> list[str]:
 def run(config: Config, out_dir: pathlib.Path) -> dict:
   """Trains every setting; ``results.json`` is rewritten after each (cell, T).
 
-  A long run that is stopped (the default took 74 min on 2 cores) keeps every
+  A long run that is stopped (the default takes about 72 min on 2 cores) keeps every
   setting it finished, and a rerun of the same config into the same folder
   (through :func:`main`) trains only the others; the figures come at the end.
   """
