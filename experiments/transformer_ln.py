@@ -537,7 +537,7 @@ def _plot_profile_ablation(results: dict, config: Config, out_dir: pathlib.Path)
   for col, position in enumerate(transformer.NORM_POSITIONS):
     axes[0, col].set_yscale("log")
     axes[0, col].set_xlabel("layer l")
-    axes[0, col].set_title(f"{position}-LN, L={config.ablation_depth}: ||dL/dW2_l|| ÷ layer 1")
+    axes[0, col].set_title(f"{position}-LN, L={config.ablation_depth}: ||dL/dW2_l|| ÷ layer 1", fontsize=9)
     axes[0, col].legend(fontsize=6)
   plotting.save(fig, out_dir / "profile_ablation.png")
 
