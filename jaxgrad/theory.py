@@ -76,7 +76,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.special
-import scipy.stats
 
 from jaxgrad import _checks, activations
 
@@ -583,7 +582,10 @@ def relu_log_norm_moments(widths: Sequence[int]) -> dict[str, float]:
   mean = var = 0.0
   for n_in, n_out in zip(widths[:-1], widths[1:]):
     k = np.arange(1, n_out + 1)
-    p = scipy.stats.binom.pmf(k, n_out, 0.5)
+    # Binomial(n_out, 1/2) at k, in logs (the binomial coefficient overflows at n_out ~ 1000).
+    log_comb = (scipy.special.gammaln(n_out + 1) - scipy.special.gammaln(k + 1)
+                - scipy.special.gammaln(n_out - k + 1))
+    p = np.exp(log_comb - n_out * math.log(2.0))
     p /= p.sum()
     digamma, trigamma = scipy.special.digamma(k / 2), scipy.special.polygamma(1, k / 2)
     mean += math.log(4.0 / n_in) + float(p @ digamma)
