@@ -46,8 +46,8 @@ def test_vmapped_arms_equal_a_direct_per_arm_computation():
   """Grouped draws and switched activations = each arm drawn and measured alone."""
   config = ic.Config.smoke()
   make_model = functools.partial(DeepMLP, config.depth, config.width, 1)
-  names = (("tanh", "he_normal"), ("relu", "orthogonal"), ("tanh", "normal_small"),
-           ("relu", "he_normal"))
+  # One initializer under two activations (drawn together, switched apart) and a second one.
+  names = (("tanh", "he_normal"), ("tanh", "normal_small"), ("relu", "he_normal"))
   arms = [(act, ic.kernel_init(init, act)) for act, init in names]
   key = jax.random.key(3, impl=ic.PRNG_IMPL)
   with jax.enable_x64(True):
@@ -64,7 +64,7 @@ def test_vmapped_arms_equal_a_direct_per_arm_computation():
           np.testing.assert_allclose(m[k][a, s], one[k], **_tol.F32_REDUCED,
                                      err_msg=f"{names[a]} seed {s} {k}")
   # The arms really differ: N(0, 0.01^2) weights shrink the input layer's gradient.
-  assert np.all(m["weight"][2, :, 0] < 1e-2 * m["weight"][0, :, 0])
+  assert np.all(m["weight"][1, :, 0] < 1e-2 * m["weight"][0, :, 0])
 
 
 def test_kernel_init_is_one_object_per_initializer():
