@@ -221,17 +221,22 @@ def test_divergence_is_recorded_not_raised():
 
 def _hand_written(loss_fn, params, tx, batches):
   """The loop a user writes: grad, update, apply; with the raw gradient's norm per step."""
+  @jax.jit  # one compiled step, as a user writes it, not hundreds of eager ops
+  def step(params, state, batch):
+    g = jax.grad(lambda p: loss_fn(p, {}, batch)[0])(params)
+    updates, state = tx.update(g, state, params)
+    return optax.apply_updates(params, updates), state, optax.tree.norm(g)
+
   state, norms = tx.init(params), []
   for batch in batches:
-    g = jax.grad(lambda p: loss_fn(p, {}, batch)[0])(params)
-    norms.append(optax.tree.norm(g))
-    updates, state = tx.update(g, state, params)
-    params = optax.apply_updates(params, updates)
+    params, state, norm = step(params, state, batch)
+    norms.append(norm)
   return params, np.asarray(norms)
 
 
 def _batches(sample, key, steps, first=0):
-  return [sample(jax.random.fold_in(key, first + i)) for i in range(steps)]
+  draw = jax.jit(lambda i: sample(jax.random.fold_in(key, i)))
+  return [draw(first + i) for i in range(steps)]
 
 
 def test_plain_adamw_matches_a_hand_written_loop():
