@@ -269,8 +269,3 @@ def time_grads(model: RecurrentNet, params: Any, x: jax.Array,
                              {"params": params, "perturbations": zeros})
   return jnp.stack([grads[f"rnn_{l}"]["cell"][PERTURB_NAME] for l in range(model.layers)])
 
-
-def time_grad_norms(model: RecurrentNet, params: Any, x: jax.Array,
-                    loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  r""":math:`\mathbb{E}_b \|\partial L/\partial h_t[b]\|_2` per layer and time step, ``(layers, T)``."""
-  return jnp.linalg.norm(time_grads(model, params, x, loss_fn), axis=-1).mean(axis=1)
