@@ -14,13 +14,13 @@ q*^2) while Gaussian weights and ReLU never are (var >= L).
 
 Part 2, learning speed. Training loss against steps on MNIST-1D for
 critical-orthogonal tanh (small q*), critical-Gaussian tanh and He-ReLU MLPs
-at two or more depths (default 32 and 128; SGD, momentum 0.9, step 0.128/L: a
-fixed 0.01 leaves every depth-128 net at chance), median and band
-over seeds, and the steps each takes to a target training loss: Pennington et
-al. find it depth-independent for orthogonal tanh at small q* and growing with
-depth for the others.
+at two or more depths (default 32 and 128; SGD, momentum 0.9, every rate of
+``--learning-rates`` tried at every depth and arm, the best counting), median
+and band over seeds, and the steps each takes to a target training loss:
+Pennington et al. find it depth-independent for orthogonal tanh at small q* and
+growing with depth for the others.
 
-    python -m experiments.dynamical_isometry            # width 64, depths 10..1000, ~5 min on 2 cores
+    python -m experiments.dynamical_isometry            # width 64, depths 10..1000, ~24 min on 2 cores
     python -m experiments.dynamical_isometry --quick    # width 32, depths 10,100, under a minute
     python -m experiments.dynamical_isometry --depths 10000 --width 128 --seeds 1 --train-steps 0
 
@@ -67,7 +67,7 @@ class Config(_config.Checked):
       1.8, f"training loss (mean over {SMOOTHING} steps) that counts as learned", above=0)
   batch: int = _config.setting(32, at_least=1)
   learning_rates: tuple[float, ...] = _config.setting(
-      (0.001, 0.002, 0.004, 0.008, 0.016),
+      (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008),
       "SGD (momentum 0.9) learning rates, each tried at every depth and arm; the one that "
       "reaches the target loss in the fewest steps counts", above=0, increasing=True)
   seed: int = 0
@@ -85,7 +85,7 @@ class Config(_config.Checked):
   @classmethod
   def smoke(cls) -> "Config":
     return cls(width=6, depths=(5,), seeds=2, train_depths=(4,), train_width=8, train_steps=3,
-               train_seeds=1, batch=4, learning_rates=(0.01, 0.02))
+               train_seeds=1, batch=4, learning_rates=(0.01,))
 
   def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
     """name -> (activation, weights, sigma_w2, sigma_b2, q1), q1 the first pre-activation variance.
@@ -299,7 +299,7 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
 
 def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None:
-  """``learning.png``: loss curves at the best rate per depth, steps against the rate and the depth."""
+  """``learning.png``: loss at each arm's best rate, steps against the rate and against the depth."""
   fig, axes = plotting.figure(1, len(learning) + 2, panel=(3.4, 2.8))
   for ax, (depth_name, arms) in zip(axes[0], learning.items()):
     for i, (name, arm) in enumerate(arms.items()):
@@ -322,20 +322,35 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
       ax.plot(arm["learning_rates"], np.where(np.isfinite(median), median, np.nan), marker="o",
               markersize=3, color=f"C{i}", linestyle=styles[j % len(styles)],
               label=f"L={arm['depth']}" if i == 0 else None)
-  ax.set(xscale="log", xlabel="SGD learning rate", ylabel=f"median steps to loss {config.target_loss:g}",
-         ylim=(0, config.train_steps))
+  ax.set(xscale="log", xlabel="SGD learning rate",
+         ylabel=f"median steps to loss {config.target_loss:g}", ylim=(0, config.train_steps))
+  ax.set_xticks(config.learning_rates, [f"{r:g}" for r in config.learning_rates], fontsize=6,
+                rotation=30)
+  ax.minorticks_off()
   ax.set_title("every rate tried (gaps: not reached)", fontsize=8)
   ax.legend(fontsize=7)
   ax = axes[0, -1]
   for i, name in enumerate(names):
-    depths = [arms[name]["depth"] for arms in learning.values()]
+    depths = np.asarray([arms[name]["depth"] for arms in learning.values()])
     steps = np.stack([np.asarray(arms[name]["steps_to_target_per_seed"], float)
                       for arms in learning.values()], axis=1)  # (seeds, depths)
-    plotting.median_band(ax, depths, steps, color=f"C{i}", marker="o", label=name)
+    # An unreached seed counts as never (as in best_learning_rate): a median
+    # over the seeds that got there would hide the ones that did not.
+    with np.errstate(invalid="ignore"):  # inf - inf between two unreached seeds
+      lo, med, hi = np.nan_to_num(np.percentile(np.nan_to_num(steps, nan=np.inf), [25, 50, 75],
+                                                axis=0), nan=np.inf)
+    reached = np.isfinite(med)
+    ax.plot(depths[reached], med[reached], color=f"C{i}", marker="o", markersize=3, label=name)
+    ax.fill_between(depths, lo, np.minimum(hi, config.train_steps), where=np.isfinite(lo),
+                    color=f"C{i}", alpha=0.2, linewidth=0)
+    for depth, column in zip(depths[~reached], steps[:, ~reached].T):
+      ax.annotate(f"{int(np.isfinite(column).sum())}/{len(column)} reached", (depth, 0.93),
+                  xycoords=("data", "axes fraction"), color=f"C{i}", fontsize=7, ha="right")
   ax.set(xlabel="depth L", ylabel=f"steps to loss {config.target_loss:g}",
          xticks=list(config.train_depths), xlim=(0, 1.1 * max(config.train_depths)),
          ylim=(0, config.train_steps))
-  ax.set_title("at each arm's best rate: median, IQR", fontsize=8)
+  ax.set_title("at each arm's best rate: median, IQR\n(an unreached seed counts as never)",
+               fontsize=8)
   ax.legend(fontsize=7)
   plotting.save(fig, out_dir / "learning.png")
 
@@ -351,7 +366,8 @@ def summary(results: dict) -> str:
                    measured, predicted, measured / predicted if predicted else float("nan")])
   text = _cli.format_table(header, rows)
   if "learning" in results:
-    rows = [[name, arm["depth"], _rate(arm), float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
+    rows = [[name, arm["depth"], _rate(arm),
+             float(np.median(np.asarray(arm["loss_per_seed"])[:, -1])),
              float(np.median(arm["train_accuracy_per_seed"])),
              _reached(arm["steps_to_target_per_seed"])]
             for arms in results["learning"].values() for name, arm in arms.items()]
@@ -368,10 +384,12 @@ def _rate(arm: dict) -> str:
 
 
 def _reached(steps) -> str:
+  """Median steps, an unreached seed counting as never ("-" if half or more never got there)."""
   steps = np.asarray(steps, dtype=float)
-  done = np.isfinite(steps)
-  median = f"{np.median(steps[done]):.0f}" if done.any() else "-"
-  return f"{median} ({int(done.sum())}/{len(steps)} reached)"
+  with np.errstate(invalid="ignore"):
+    median = np.median(np.nan_to_num(steps, nan=np.inf))
+  shown = f"{median:.0f}" if np.isfinite(median) else "-"
+  return f"{shown} ({int(np.isfinite(steps).sum())}/{len(steps)} reached)"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -34,7 +34,7 @@ target[t] = token[T-1-t], cross-entropy per position):
 
     python -m experiments.transformer_ln            # d_model 64, 8 seeds, depths 6..192,
                                                     # > 7 min on 2 busy cores (400 steps)
-    python -m experiments.transformer_ln --quick    # d_model 32, 4 seeds, under a minute
+    python -m experiments.transformer_ln --quick    # d_model 32, 4 seeds, about a minute
     python -m experiments.transformer_ln --no-attention --ffn-activation relu --d-ff 64 \
         --kernel-init lecun_normal                  # Xiong's simplified model throughout
 
