@@ -179,6 +179,11 @@ def running_mean(loss: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
   return np.stack([np.convolve(row, kernel, mode="valid") for row in loss])
 
 
+def never_as_inf(steps) -> np.ndarray:
+  """Steps to the target with an unreached seed (NaN) as ``inf``: a median then counts it as never."""
+  return np.nan_to_num(np.asarray(steps, dtype=float), nan=np.inf)
+
+
 def best_learning_rate(steps: np.ndarray, final_loss: np.ndarray) -> int:
   """Index of the learning rate with the fewest median steps to the target.
 
@@ -191,7 +196,7 @@ def best_learning_rate(steps: np.ndarray, final_loss: np.ndarray) -> int:
     smallest; where no rate brings half its seeds to the target, the one with the
     lowest median final loss.
   """
-  median_steps = np.median(np.nan_to_num(steps, nan=np.inf), axis=1)
+  median_steps = np.median(never_as_inf(steps), axis=1)
   if np.isfinite(median_steps).any():
     return int(np.argmin(median_steps))
   return int(np.argmin(np.median(np.nan_to_num(final_loss, nan=np.inf), axis=1)))
@@ -317,8 +322,7 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
   for j, arms in enumerate(learning.values()):
     for i, name in enumerate(names):
       arm = arms[name]
-      steps = np.nan_to_num(np.asarray(arm["steps_to_target_per_rate"], float), nan=np.inf)
-      median = np.median(steps, axis=1)
+      median = np.median(never_as_inf(arm["steps_to_target_per_rate"]), axis=1)
       ax.plot(arm["learning_rates"], np.where(np.isfinite(median), median, np.nan), marker="o",
               markersize=3, color=f"C{i}", linestyle=styles[j % len(styles)],
               label=f"L={arm['depth']}" if i == 0 else None)
@@ -337,8 +341,8 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
     # An unreached seed counts as never (as in best_learning_rate): a median
     # over the seeds that got there would hide the ones that did not.
     with np.errstate(invalid="ignore"):  # inf - inf between two unreached seeds
-      lo, med, hi = np.nan_to_num(np.percentile(np.nan_to_num(steps, nan=np.inf), [25, 50, 75],
-                                                axis=0), nan=np.inf)
+      lo, med, hi = np.nan_to_num(np.percentile(never_as_inf(steps), [25, 50, 75], axis=0),
+                                  nan=np.inf)
     reached = np.isfinite(med)
     ax.plot(depths[reached], med[reached], color=f"C{i}", marker="o", markersize=3, label=name)
     ax.fill_between(depths, lo, np.minimum(hi, config.train_steps), where=np.isfinite(lo),
@@ -385,11 +389,9 @@ def _rate(arm: dict) -> str:
 
 def _reached(steps) -> str:
   """Median steps, an unreached seed counting as never ("-" if half or more never got there)."""
-  steps = np.asarray(steps, dtype=float)
-  with np.errstate(invalid="ignore"):
-    median = np.median(np.nan_to_num(steps, nan=np.inf))
+  median = np.median(never_as_inf(steps))
   shown = f"{median:.0f}" if np.isfinite(median) else "-"
-  return f"{shown} ({int(np.isfinite(steps).sum())}/{len(steps)} reached)"
+  return f"{shown} ({int(np.isfinite(np.asarray(steps, float)).sum())}/{len(steps)} reached)"
 
 
 def main(argv: list[str] | None = None) -> dict:
