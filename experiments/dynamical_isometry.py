@@ -181,7 +181,8 @@ def running_mean(loss: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
 
 def never_as_inf(steps) -> np.ndarray:
   """Steps to the target with an unreached seed (NaN) as ``inf``: a median then counts it as never."""
-  return np.nan_to_num(np.asarray(steps, dtype=float), nan=np.inf)
+  steps = np.asarray(steps, dtype=float)
+  return np.where(np.isnan(steps), np.inf, steps)
 
 
 def best_learning_rate(steps: np.ndarray, final_loss: np.ndarray) -> int:
@@ -341,15 +342,15 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
     # An unreached seed counts as never (as in best_learning_rate): a median
     # over the seeds that got there would hide the ones that did not.
     with np.errstate(invalid="ignore"):  # inf - inf between two unreached seeds
-      lo, med, hi = np.nan_to_num(np.percentile(never_as_inf(steps), [25, 50, 75], axis=0),
-                                  nan=np.inf)
+      lo, med, hi = never_as_inf(np.percentile(never_as_inf(steps), [25, 50, 75], axis=0))
     reached = np.isfinite(med)
     ax.plot(depths[reached], med[reached], color=f"C{i}", marker="o", markersize=3, label=name)
-    ax.fill_between(depths, lo, np.minimum(hi, config.train_steps), where=np.isfinite(lo),
-                    color=f"C{i}", alpha=0.2, linewidth=0)
+    ax.fill_between(depths, np.where(np.isfinite(lo), lo, np.nan),
+                    np.minimum(hi, config.train_steps), color=f"C{i}", alpha=0.2, linewidth=0)
     for depth, column in zip(depths[~reached], steps[:, ~reached].T):
-      ax.annotate(f"{int(np.isfinite(column).sum())}/{len(column)} reached", (depth, 0.93),
-                  xycoords=("data", "axes fraction"), color=f"C{i}", fontsize=7, ha="right")
+      ax.annotate(f"{int(np.isfinite(column).sum())}/{len(column)} reached",
+                  (depth, 0.93 - 0.07 * i), xycoords=("data", "axes fraction"), color=f"C{i}",
+                  fontsize=7, ha="right")
   ax.set(xlabel="depth L", ylabel=f"steps to loss {config.target_loss:g}",
          xticks=list(config.train_depths), xlim=(0, 1.1 * max(config.train_depths)),
          ylim=(0, config.train_steps))
