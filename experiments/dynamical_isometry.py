@@ -237,7 +237,7 @@ def learning_speed(config: Config) -> dict:
                 for rate in config.learning_rates]
     res = {k: np.stack([r[k] for r in per_rate]) for k in per_rate[0]}  # (rates, seeds, ...)
     loss = res["loss"]
-    steps = np.stack([steps_to_target(per_rate, config.target_loss) for per_rate in loss])
+    steps = np.stack([steps_to_target(rate_loss, config.target_loss) for rate_loss in loss])
     best = best_learning_rate(steps, loss[..., -1])
     out[f"L={depth}"][name] = {
         "depth": depth, "sigma_w2": sw2, "sigma_b2": sb2,
