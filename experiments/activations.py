@@ -104,7 +104,7 @@ def underflow_depth(max_derivative: float) -> int | None:
   return depth
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Computes the curves and the table, writes results.json and the figures."""
   x = grid(config)
   shown = np.abs(x) <= PLOT_RANGE
@@ -130,8 +130,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     }
   results = {"config": config, "x": x_plot, "depths": depths,
              "float32_tiny": FLOAT32_TINY, "activations": per_activation}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -186,8 +184,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

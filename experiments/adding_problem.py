@@ -158,7 +158,7 @@ def setting_names(config: Config) -> list[str]:
           for k in config.clipping]
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:
   """Trains every setting; ``results.json`` is rewritten after each (cell, T).
 
   A long run that is stopped (the default takes about 72 min on 2 cores) keeps every
@@ -166,7 +166,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
   (through :func:`main`) trains only the others; the figures come at the end.
   """
   jobs = [(cell, b, t) for t in config.lengths for cell, b in arms(config)]
-  done = _cli.finished_settings(out_dir, config)
+  done = checkpoint.done
   settings = {}
   results = {"config": config, "solved_mse": SOLVED_MSE, "constant_mse": CONSTANT_MSE,
              "logged_steps": np.arange(1, config.steps // config.log_every + 1) * config.log_every,
@@ -181,8 +181,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       settings[setting_name(arm, clipping, length)] = {
           "cell": cell, "arm": arm, "forget_bias": forget_bias, "clipping": clipping,
           "length": length, "memory_factor": memory_factor(forget_bias, length), **out}
-    _cli.write_json(out_dir / "results.json", results)
-  plot(results, config, out_dir)
+    checkpoint.save(results)
   return results
 
 
@@ -194,7 +193,8 @@ def _colors(config: Config) -> dict[str, Any]:
   return {arm_name(*a): greens.get(arm_name(*a), COLORS[a[0]]) for a in arms(config)}
 
 
-def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  config = results["config"]
   settings = results["settings"]
   style = {"none": "-", "clip_norm": "--"}
   colors = _colors(config)
@@ -270,9 +270,9 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__, quick_compiles_fast=True,
-                   settings=setting_names)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
+                             settings=setting_names, quick_compiles_fast=True)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def _nan_quantiles(values: np.ndarray) -> dict:
   return {"median": q50, "q25": q25, "q75": q75, "per_seed": values}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """One program per depth (every activation an arm); writes results.json and the figures."""
   cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
   arms = [(act, ic.kernel_init(INIT_FOR[act], act)) for act in config.activations]
@@ -117,8 +117,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
         })
         cases[act][str(depth)] = case
   results = {"config": config, "depths": config.depths, "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -180,8 +178,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

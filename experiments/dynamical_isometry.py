@@ -252,12 +252,10 @@ def learning_speed(config: Config) -> dict:
   return out
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   results = {"config": config, "spectra": spectra(config)}
   if config.train_steps > 0:
     results["learning"] = learning_speed(config)
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -395,8 +393,8 @@ def _reached(steps) -> str:
   return f"{shown} ({int(np.isfinite(np.asarray(steps, float)).sum())}/{len(steps)} reached)"
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class Config(_config.Checked):
                        "planted_bug"), num_directions=2, max_coordinates=4)
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   cases = {}
   with jax.enable_x64(True):
     available = builders()
@@ -179,8 +179,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
   results = {"config": config, "cases": cases,
              "skipped": [m for m in config.models if m not in cases],
              "all_as_expected": all(c["as_expected"] for c in cases.values())}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -214,8 +212,8 @@ def summary(results: dict) -> str:
   return table
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

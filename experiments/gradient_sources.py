@@ -181,15 +181,13 @@ def clipping_a_vanishing_gradient(config: Config, key: jax.Array) -> dict:
           "expected_clip_norm": np.minimum(norms, config.clip_norm)}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   keys = jax.random.split(jax.random.key(config.seed), 4)
   results = {"config": config,
              "relu_paths": relu_paths(config, keys[0]),
              "softmax": softmax_saturation(config, keys[1]),
              "exploding": exploding_from_weights(config, keys[2]),
              "clipping": clipping_a_vanishing_gradient(config, keys[3])}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -254,8 +252,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(["measurement", "value"], rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

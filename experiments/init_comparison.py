@@ -358,7 +358,7 @@ def summarize_arm(m: dict[str, np.ndarray]) -> dict:
   }
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Every activation x initialization in one program; writes results.json and one figure each."""
   fans = layer_fans(config.depth, config.width, config.in_features)
   make_model = functools.partial(DeepMLP, config.depth, config.width, 1, bias_init="zeros")
@@ -377,8 +377,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       per_activation[act][name] = arm
   results = {"config": config, "layers": np.arange(1, config.depth + 1),
              "float32_tiny": float(np.finfo(np.float32).tiny), "activations": per_activation}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -421,8 +419,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def _density(s2: np.ndarray, depth_index: int, bins: np.ndarray) -> dict:
           "unresolved_fraction": float(1 - keep.mean())}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Measures every case, writes results.json and the figures, returns the results."""
   context = jax.enable_x64(True) if config.float64 else jax.enable_x64(False)
   cases = {}
@@ -147,8 +147,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       }
   results = {"config": config, "width": config.width, "sigma_w2": sigma_w2, "cases": cases,
              "agreement": agreement(config, cases)}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -254,8 +252,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def predict(config: Config, activation: str) -> dict[str, np.ndarray]:
     return {"chi1": np.asarray(chi), "q": np.asarray(qs)}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Measures and predicts every activation, writes results.json and the figures."""
   cases = {}
   for activation in _cli.progress(config.activations, desc="mean field"):
@@ -178,8 +178,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
   worst = {a: float(np.nanmax(c["chi1_rel_error"])) for a, c in cases.items()}
   results = {"config": config, "sigma_b2": config.sigma_b2, "width": config.width,
              "cases": cases, "worst_chi1_rel_error": worst}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -235,8 +233,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows) + f"\n\nworst relative error of χ₁: {worst}"
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

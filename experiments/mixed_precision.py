@@ -129,7 +129,7 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
   }
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   ds = data.load(config.dataset)
   arms = {arm: train_arm(config, arm, ds) for arm in _cli.progress(ARMS, desc="precisions")}
   layers = list(arms["float32"]["zero_fraction"])
@@ -140,8 +140,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
                       "first_layer_last_quarter": float(np.median(
                           res["underflow_last_quarter"][layers[0]]))}
   results = {"config": config, "layers": layers, "arms": arms, "underflow": underflow}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -202,8 +200,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -171,8 +171,14 @@ def steps_to_target(loss: np.ndarray, target: float) -> np.ndarray:
   return np.asarray(out)
 
 
-def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> dict:
-  """Seed 001's net, seed 0, with the full per-step monitor, in 4 chunks (histograms between)."""
+def monitored_run(config: Config, out_dir: pathlib.Path) -> dict:
+  """Seed 001's net, seed 0, with the full per-step monitor, in 4 chunks (histograms between).
+
+  Trains on the first of ``config.datasets`` and writes ``metrics.jsonl``,
+  ``alarms.jsonl`` and (with ``config.tensorboard``) TensorBoard events into
+  ``out_dir``.
+  """
+  ds = data.load(config.datasets[0])
   model = _model(config, "mlp", ds.num_classes, "he_normal", "relu")
   loss_fn, accuracy, sample = _functions(model, ds, config.batch)
   tx = training.make_optimizer(_optimizer(SEED_SETUPS["mlp"]))
@@ -205,7 +211,8 @@ def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> di
   if logger is not None:
     logger.log_rows(monitoring.rows(whole))
     logger.close()
-  return {**summary, "dataset": ds_name(ds, config), "tensorboard": config.tensorboard}
+  return {"monitored_run": {**summary, "dataset": ds_name(ds, config),
+                            "tensorboard": config.tensorboard}}
 
 
 def _hidden_outputs(model: SeedNet, params, x) -> dict:
@@ -218,7 +225,7 @@ def _hidden_outputs(model: SeedNet, params, x) -> dict:
   return out
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   names = sorted(set(config.datasets) | {config.grid_dataset})
   sets = {n: data.load(n) for n in names}
   jobs = [("seed_nets", d, m, SEED_SETUPS[m], "he_normal", "relu")
@@ -231,11 +238,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     if name not in done:  # a seed net that is also a grid arm is trained once
       done[name] = train_arm(config, sets[d], m, o, i, a)
     arms[group][name] = done[name]
-  monitor = monitored_run(config, sets[config.datasets[0]], out_dir)
-  results = {"config": config, "arms": arms, "monitored_run": monitor}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  return {"config": config, "arms": arms}
 
 
 def plot(results: dict, out_dir: pathlib.Path) -> None:
@@ -289,8 +292,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary, logs=monitored_run)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

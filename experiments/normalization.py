@@ -231,7 +231,7 @@ def _quartiles(per_seed: np.ndarray) -> dict:
   return {"median": q50, "q25": q25, "q75": q75, "per_seed": per_seed}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Trains and measures every case, writes results.json and the figures."""
   dataset = data.standardize(data.mnist1d())
   jobs = [(a, n) for a in config.activations for n in config.norms]
@@ -251,8 +251,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
     }
   results = {"config": config, "dataset": "mnist1d", "bn_relu_growth": BN_RELU_GROWTH,
              "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -334,8 +332,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

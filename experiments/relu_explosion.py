@@ -250,7 +250,7 @@ def _mean_log_normal(mean: float, std: float, points: int = 20_001) -> float:
   return float(np.sum(w * np.log(mean + std * z)) / np.sum(w))
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Measures every (init, depth), writes results.json and the figures."""
   cases: dict[str, dict[str, dict]] = {}
   for init in _cli.progress(config.inits, desc="relu chains"):
@@ -260,8 +260,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
   results = {"config": config, "depths": config.depths, "seeds": config.seeds,
              "cases": cases, "theory": theory(config),
              "float32_bound_per_layer": 2.0**-24}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -354,8 +352,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

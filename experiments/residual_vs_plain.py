@@ -195,7 +195,7 @@ def _growth_per_block(signal_sq_first: np.ndarray, signal_sq_last: np.ndarray,
     return (signal_sq_first / signal_sq_last) ** (1.0 / max(steps, 1))
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   """Measures every case, writes results.json and the figures, returns the results."""
   jobs = [(a, n, arch) for a in config.activations for n in config.norms for arch in ARCHS]
   cases = {}
@@ -231,8 +231,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
                   config.blocks - 1))},
       }
   results = {"config": config, "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -320,8 +318,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def _quartiles(samples: np.ndarray) -> dict:
   return {"median": q50, "q25": q25, "q75": q75, "per_seed": samples}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   flows = {}
   jobs = [(d, r, n) for n in (True, False) for d in config.depths for r in (True, False)]
   for depth, residual, norm in _cli.progress(jobs, desc="gradient flow"):
@@ -177,8 +177,6 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
         "median_s": _quartiles(np.median(sv, axis=1)),
     }
   results = {"config": config, "gradient_flow": flows, "jacobian": jacobians}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -243,8 +241,8 @@ def summary(results: dict) -> str:
   return table + "\n\n" + jac
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

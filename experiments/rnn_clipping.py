@@ -123,14 +123,14 @@ def train_arm(config: Config, arm: str) -> training.TrainResult:
   return jax.block_until_ready(sweep(one, keys))
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:
   """Trains every arm; ``results.json`` is rewritten after each (``results["settings"]``, by arm).
 
   A stopped run keeps every arm it finished, and a rerun of the same config
   into the same folder (through :func:`main`) trains only the others; the
   figures come at the end.
   """
-  done = _cli.finished_settings(out_dir, config)
+  done = checkpoint.done
   settings = {}
   results = {"config": config, "steps_per_epoch": config.steps_per_epoch, "settings": settings}
   for arm in _cli.progress(config.arms, desc="rnn_clipping arms"):
@@ -138,8 +138,7 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       settings[arm] = done[arm]
       continue
     settings[arm] = _measure(config, arm, train_arm(config, arm))
-    _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
+    checkpoint.save(results)
   return results
 
 
@@ -218,9 +217,9 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__,
-                   settings=lambda config: list(config.arms))
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
+                             settings=lambda config: list(config.arms))
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def trained_signal(config: Config, cell: str) -> dict:
   return {"init": init, "trained": trained, "train_loss": loss}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   jobs = [("pascanu", c) for c in PASCANU_CELLS] + [("trained", c) for c in config.cells]
   results = {"config": config, "pascanu": {}, "trained": {}}
   for part, cell in _cli.progress(jobs, desc="rnn_time_gradients"):
@@ -144,12 +144,11 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
         results["pascanu"][cell] = pascanu(config, cell)
     else:
       results["trained"][cell] = trained_signal(config, cell)
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, config, out_dir)
   return results
 
 
-def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  config = results["config"]
   rhos = config.rhos
   steps_back = np.arange(config.length - 1, -1, -1)
   colors = {rho: plotting.plt.cm.coolwarm(i / max(len(rhos) - 1, 1)) for i, rho in enumerate(rhos)}
@@ -214,8 +213,8 @@ def summary(results: dict) -> str:
   return table + "\n\n" + _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -193,14 +193,14 @@ def train_depth(config: Config, dataset: data.Dataset, depth: int) -> dict:
           "diverged_at": out["diverged_at"].reshape(cells)}
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:
   """Trains every depth; ``results.json`` is rewritten after each (``results["settings"]``).
 
   A stopped run keeps the depths it finished, and a rerun of the same config
   into the same folder (through :func:`main`) trains only the others.
   """
   dataset = data.standardize(data.load(config.dataset))
-  done = _cli.finished_settings(out_dir, config)
+  done = checkpoint.done
   settings = {}
   fine = np.linspace(min(config.sigma_w2), max(config.sigma_w2), config.theory_points)
   results = {
@@ -215,10 +215,8 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
   for depth in _cli.progress(config.depths, desc="trainability"):
     name = depth_name(depth)
     settings[name] = done[name] if name in done else train_depth(config, dataset, depth)
-    _cli.write_json(out_dir / "results.json", results)
+    checkpoint.save(results)
   results.update(maps(results))
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
   return results
 
 
@@ -296,9 +294,9 @@ def summary(results: dict) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__,
-                   settings=lambda config: [depth_name(d) for d in config.depths])
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
+                             settings=lambda config: [depth_name(d) for d in config.depths])
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -339,7 +339,7 @@ def profile_ablation(config: Config) -> dict:
   return out
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
   positions = transformer.NORM_POSITIONS
   grad_norms = {p: {} for p in positions}
   stream = {p: {} for p in positions}
@@ -393,12 +393,11 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
              "profile_ablation": profile_ablation(config),
              "attention": attention, "warmup": warmup,
              "chance_loss": math.log(config.vocab)}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, config, out_dir)
   return results
 
 
-def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  config = results["config"]
   positions = transformer.NORM_POSITIONS
   fig, axes = plotting.figure(1, 3, panel=(3.2, 2.7))
   cmap = plotting.plt.cm.viridis
@@ -580,8 +579,8 @@ def summary(results: dict) -> str:
   return "\n\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

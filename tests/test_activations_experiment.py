@@ -8,13 +8,14 @@ import pytest
 from jaxgrad import files
 from experiments import activations as exp
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("activations")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("activations")
-  exp.run(exp.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(exp)
 
 
 def test_smoke_writes_results_and_figures(smoke):

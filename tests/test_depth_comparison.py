@@ -11,13 +11,14 @@ from experiments import depth_comparison as dc
 from experiments import init_comparison as ic
 from jaxgrad.models import DeepMLP
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("depth_comparison")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("depth_comparison")
-  dc.run(dc.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(dc)
 
 
 def test_smoke_writes_results_and_figures(smoke):

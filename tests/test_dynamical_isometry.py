@@ -7,13 +7,14 @@ import pytest
 
 from jaxgrad import files
 from experiments import dynamical_isometry as di
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("dynamical_isometry")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("dynamical_isometry")
-  di.run(di.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(di)
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -6,13 +6,14 @@ import pytest
 
 from experiments import gradient_sources as gs
 from jaxgrad import files
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("gradient_sources")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("gradient_sources")
-  gs.run(gs.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(gs)
 
 
 def test_relu_path_products_are_exactly_zero_or_one(smoke):

@@ -12,13 +12,14 @@ from experiments import init_comparison as ic
 from jaxgrad import diagnostics, files, probe
 from jaxgrad.models import DeepMLP
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("init_comparison")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("init_comparison")
-  ic.run(ic.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(ic)
 
 
 def test_smoke_writes_results_and_figures(smoke):

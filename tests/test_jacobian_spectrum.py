@@ -8,13 +8,14 @@ import pytest
 
 from experiments import jacobian_spectrum as js
 from jaxgrad import files, theory
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("jacobian_spectrum")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("jacobian_spectrum")
-  js.run(js.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(js)
 
 
 def test_smoke_writes_results_and_figures(smoke):

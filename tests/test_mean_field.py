@@ -7,13 +7,14 @@ import pytest
 
 from jaxgrad import files
 from experiments import mean_field as mf
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("mean_field")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("mean_field")
-  mf.run(mf.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(mf)
 
 
 def test_smoke_writes_results_and_figures(smoke):

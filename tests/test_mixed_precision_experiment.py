@@ -6,13 +6,14 @@ import pytest
 
 from jaxgrad import files
 from experiments import mixed_precision as mpx
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("mixed_precision")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("mixed_precision")
-  mpx.run(mpx.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(mpx)
 
 
 def test_smoke_structure_and_figures(smoke):

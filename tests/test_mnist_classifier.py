@@ -6,13 +6,14 @@ import pytest
 
 from experiments import mnist_classifier as mc
 from jaxgrad import files, monitoring
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("mnist_classifier")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("mnist_classifier")
-  mc.run(mc.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(mc)
 
 
 def test_smoke_writes_every_arm_and_figure(smoke):

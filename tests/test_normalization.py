@@ -8,13 +8,14 @@ import pytest
 from jaxgrad import files
 from experiments import normalization as nm
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("normalization")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("normalization")
-  nm.run(nm.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(nm)
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -8,13 +8,14 @@ from scipy import integrate, special
 
 from jaxgrad import files
 from experiments import relu_explosion as exp
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("relu_explosion")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("relu_explosion")
-  exp.run(exp.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(exp)
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -9,13 +9,14 @@ import pytest
 from jaxgrad import files
 from experiments import rnn_clipping as rc
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("rnn_clipping")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("rnn_clipping")
-  rc.run(rc.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(rc)
 
 
 def test_smoke_structure_and_figures(smoke):
@@ -59,7 +60,7 @@ def test_a_stopped_run_resumes_from_the_arms_it_kept(smoke, tmp_path, monkeypatc
                    {**full, "settings": {first: full["settings"][first]}})
   trained, train_arm = [], rc.train_arm
   monkeypatch.setattr(rc, "train_arm", lambda c, arm: trained.append(arm) or train_arm(c, arm))
-  rc.run(config, tmp_path)
+  rc.EXPERIMENT.execute(config, tmp_path)
   assert trained == list(config.arms[1:])
   assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
 

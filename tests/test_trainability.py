@@ -10,13 +10,14 @@ from experiments import trainability as tr
 from experiments.mean_field import unit_inits
 from jaxgrad import data, files, training
 from jaxgrad.models import DeepMLP
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("trainability")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("trainability")
-  tr.run(tr.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(tr)
 
 
 def test_smoke_writes_results_and_figure(smoke):
@@ -81,7 +82,7 @@ def test_a_stopped_run_resumes_from_the_depths_it_kept(smoke, tmp_path, monkeypa
   files.write_json(tmp_path / "config.json", config)
   files.write_json(tmp_path / "results.json", {"settings": full["settings"]})
   monkeypatch.setattr(tr, "train_depth", lambda *a: pytest.fail("trained a finished depth"))
-  tr.run(config, tmp_path)
+  tr.EXPERIMENT.execute(config, tmp_path)
   assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
 
 

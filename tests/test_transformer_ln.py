@@ -9,12 +9,14 @@ import pytest
 from jaxgrad import files
 from experiments import transformer_ln
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("transformer_ln")
 
 
-def test_smoke_run_writes_results_and_figures(tmp_path):
+def test_smoke_run_writes_results_and_figures(smoke_run):
   config = transformer_ln.Config.smoke()
-  transformer_ln.run(config, tmp_path)
-  results = files.read_json(tmp_path / "results.json")
+  tmp_path, results = smoke_run(transformer_ln)
   for name in ("grad_norms.png", "last_layer.png", "profile_ablation.png", "attention.png",
                "warmup.png"):
     assert (tmp_path / name).stat().st_size > 0
