@@ -83,7 +83,10 @@ class Config(_config.Checked):
                train_seeds=1, batch=4, learning_rates=(0.01,))
 
   def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
-    """name -> (activation, weights, sigma_w2, sigma_b2, q1): :func:`jaxgrad.studies.dynamical_isometry.spectrum_cases`."""
+    """name -> (activation, weights, sigma_w2, sigma_b2, q1), from ``q_small`` and ``q_large``.
+
+    See :func:`jaxgrad.studies.dynamical_isometry.spectrum_cases`.
+    """
     return dynamical_isometry.spectrum_cases(self.q_small, self.q_large)
 
 
@@ -101,7 +104,10 @@ def run(config: Config) -> dict:
 
 
 def _learning(config: Config) -> dict:
-  """Per train depth (``"L=32"``) and arm: :func:`jaxgrad.studies.dynamical_isometry.learning_speed` on MNIST-1D."""
+  """Per train depth (``"L=32"``) and arm, its learning speed on MNIST-1D.
+
+  See :func:`jaxgrad.studies.dynamical_isometry.learning_speed`.
+  """
   dataset = data.standardize(data.mnist1d())
   arms = dynamical_isometry.learning_arms(config.q_small)
   out = {f"L={depth}": {} for depth in config.train_depths}

@@ -159,7 +159,7 @@ def learning_speed(activation: str, weights: str, sigma_w2: float, sigma_b2: flo
                    depth: int, width: int, dataset: data.Dataset,
                    learning_rates: Sequence[float], steps: int, batch: int, target_loss: float,
                    seeds: int, key: jax.Array) -> dict:
-  r"""One arm trained with SGD (momentum 0.9) at every learning rate: its steps to the target, and the best rate's run.
+  r"""One arm trained with SGD (momentum 0.9) at every rate: steps to the target, and the best rate's run.
 
   The nets are ``DeepMLP``\ s of ``depth`` layers and ``width`` units,
   initialised by :func:`jaxgrad.studies.mean_field.scaled_init`. The seeds of

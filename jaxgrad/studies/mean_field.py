@@ -30,7 +30,7 @@ WEIGHTS = ("gaussian", "orthogonal")
 
 def scaled_init(model, key: jax.Array, x: jax.Array, sigma_w2: jax.Array, sigma_b2: jax.Array,
                 weights: str = "gaussian") -> dict:
-  r"""Variables of ``model`` with kernels :math:`\sigma_w \cdot` (N(0, 1/fan_in) or orthogonal), biases N(0, sigma_b^2).
+  r"""Variables of ``model``: kernels :math:`\sigma_w \cdot` (N(0, 1/fan_in) or orthogonal), biases N(0, sigma_b^2).
 
   The model must be built with :func:`unit_inits` (``kernel_init`` =
   ``("gaussian", {"sigma_w2": 1})`` or ``"orthogonal"``, ``bias_init`` =
@@ -148,7 +148,7 @@ def fit_slope(log_g2: np.ndarray, burn_in: int) -> np.ndarray:
 
 
 def predict(activation: str, sigma_w2, sigma_b2: float, depth: int) -> dict[str, np.ndarray]:
-  r"""Mean-field :math:`\chi_1` and length-map iterates :math:`q^1..q^L` on a grid of :math:`\sigma_w^2` (float64).
+  r"""Mean-field :math:`\chi_1` and length-map iterates :math:`q^1..q^L` per :math:`\sigma_w^2` (float64).
 
   The inputs of :func:`measure` have :math:`\|x\|^2/N = 1`, so
   :math:`q^1 = \sigma_w^2 + \sigma_b^2`.

@@ -104,10 +104,10 @@ def train_depth(depth: int, sigma_w2: Sequence[float], sigma_b2: float, *, width
                 activation: str, seeds: int, dataset: data.Dataset,
                 optimizer_config: training.OptimizerConfig, budgets: tuple[int, ...],
                 batch: int, eval_examples: int, key: jax.Array) -> dict[str, np.ndarray]:
-  r"""One row of the phase diagram: every :math:`\sigma_w^2` and seed of a depth-``depth`` ``DeepMLP``, in one program.
+  r"""One row of the phase diagram: every :math:`\sigma_w^2` and seed of one depth, in one program.
 
   Args:
-    depth: :math:`L`, the Dense layers of the network.
+    depth: :math:`L`, the Dense layers of the :class:`jaxgrad.models.DeepMLP`.
     sigma_w2: the grid of :math:`\sigma_w^2`.
     sigma_b2: the bias variance :math:`\sigma_b^2`.
     width: the hidden width.
