@@ -89,7 +89,7 @@ class Config(_config.Checked):
 
 def train_settings(config: Config, cell: str, length: int,
                    forget_bias: float = 0.0) -> dict[str, dict]:
-  """Every clipping arm x every seed of one (cell, forget bias, T): :func:`recurrent.train_adding`."""
+  """Every clipping arm x seed of one (cell, forget bias, T): :func:`recurrent.train_adding`."""
   settings = {k: v for k, v in dataclasses.asdict(config).items()
               if k not in ("lengths", "cells", "forget_biases", "seed")}
   return recurrent.train_adding(cell, length, forget_bias=forget_bias,

@@ -38,13 +38,12 @@ from jaxgrad import plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
-ARMS = recurrent.CLIPPING_ARMS
 COLORS = {"none": "C0", "clip_norm": "C3", "clip_value": "C1", "lstm": "C2", "gru": "C4"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
-  arms: tuple[str, ...] = _config.setting(ARMS, choices=ARMS)
+  arms: tuple[str, ...] = _config.setting(recurrent.CLIPPING_ARMS, choices=recurrent.CLIPPING_ARMS)
   seeds: int = _config.setting(8, "replicas per arm", at_least=1)
   num_sequences: int = _config.setting(1000, at_least=1)
   length: int = _config.setting(100, "sequence length T", at_least=2)
@@ -75,10 +74,6 @@ class Config(_config.Checked):
     return tasks.batches_per_epoch(self.num_sequences, self.batch_size)
 
 
-def optimizer_config(config: Config, arm: str) -> training.OptimizerConfig:
-  return recurrent.arm_optimizer(arm, config.learning_rate, config.clip_norm, config.clip_value)
-
-
 def train_arm(config: Config, arm: str) -> training.TrainResult:
   """All seeds of one arm in one jitted, vmapped program: :func:`recurrent.train_arm`."""
   settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("arms", "seed")}
@@ -106,7 +101,9 @@ def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict
 
 def _measure(config: Config, arm: str, result: training.TrainResult) -> dict:
   """What one arm's training gives (:func:`recurrent.arm_measures`), with its cell and chain."""
-  return {"cell": recurrent.ARM_CELL[arm], "optimizer": optimizer_config(config, arm),
+  optimizer = recurrent.arm_optimizer(arm, config.learning_rate, config.clip_norm,
+                                      config.clip_value)
+  return {"cell": recurrent.ARM_CELL[arm], "optimizer": optimizer,
           **recurrent.arm_measures(result, epochs=config.epochs, clip_norm=config.clip_norm)}
 
 

@@ -52,7 +52,7 @@ def arm_name(cell: str, forget_bias: float) -> str:
 
 
 def memory_factor(forget_bias: float, length: int) -> float:
-  r"""What the LSTM's cell state keeps of the second marked value at init, :math:`\sigma(b_f)^{T/2}`.
+  r"""What the LSTM's cell state keeps of the second mark at init, :math:`\sigma(b_f)^{T/2}`.
 
   At initialisation the forget gate is about :math:`\sigma(b_f)`, and the read-out
   comes at least :math:`T/2` steps after the second mark: :math:`0.5^{25}
@@ -251,7 +251,7 @@ def arm_measures(result: training.TrainResult, *, epochs: int, clip_norm: float)
 
 def pascanu_signal(cell: str, rhos: Sequence[float], *, length: int, hidden: int, batch: int,
                    seeds: int, key: jax.Array) -> dict:
-  r""":math:`\|\partial L / \partial h_t\|` of a one-layer RNN with :math:`W_{rec} = \rho Q`, in float64.
+  r""":math:`\|\partial L / \partial h_t\|` of an RNN, :math:`W_{rec} = \rho Q`, in float64.
 
   The cell ``h_t = phi(W_rec h_{t-1} + W_in x_t + b)`` (``"linear"`` or tanh
   ``"simple"``) reads ``x_t ~ N(0, 1)``; the loss is ``||y||^2 / 2`` on the
@@ -310,7 +310,7 @@ def pascanu_signal(cell: str, rhos: Sequence[float], *, length: int, hidden: int
 
 
 def fitted_rate(log10_signal: np.ndarray) -> np.ndarray:
-  r"""The per-step backward growth :math:`10^{s}`, :math:`s` the least-squares slope over :math:`T - t`.
+  r"""The per-step backward growth :math:`10^s`, :math:`s` the least-squares slope in :math:`T - t`.
 
   Args:
     log10_signal: ``(..., T)``, :math:`\log_{10}\|\partial L/\partial h_t\|`
@@ -328,7 +328,7 @@ def fitted_rate(log10_signal: np.ndarray) -> np.ndarray:
 
 def trained_signal(net: RecurrentNet, *, length: int, num_sequences: int, steps: int,
                    learning_rate: float, batch: int, seeds: int, key: jax.Array) -> dict:
-  r""":math:`\|\partial L/\partial h_t\|` of ``net`` on the sine task at init and after Adam training.
+  r""":math:`\|\partial L/\partial h_t\|` of ``net`` on the sine task, at init and after training.
 
   Each seed draws ``num_sequences`` sine sequences of ``length`` steps, trains
   for ``steps`` steps of ``batch`` sequences sampled with replacement (MSE on
