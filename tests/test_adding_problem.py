@@ -6,6 +6,7 @@ import pytest
 
 from jaxgrad import files
 from experiments import adding_problem as ap
+from jaxgrad.studies import recurrent
 from tests import _tol
 from tests.conftest import experiment_group
 
@@ -50,7 +51,7 @@ def test_clipping_arms_share_the_first_step(smoke):
   config = ap.Config.smoke()
   assert config.log_every == 1
   r = smoke[1]["settings"]
-  arm = ap.arm_name("lstm", config.forget_biases[0])
+  arm = recurrent.arm_name("lstm", config.forget_biases[0])
   a = r[ap.setting_name(arm, "none", config.lengths[0])]
   b = r[ap.setting_name(arm, "clip_norm", config.lengths[0])]
   np.testing.assert_allclose(np.asarray(a["loss"])[:, 0], np.asarray(b["loss"])[:, 0], **_tol.F32)
