@@ -113,7 +113,7 @@ class Config(_config.Checked):
                ablation_depth=2, ablations=("ReLU, no attention",))
 
 
-def setting(config: Config) -> lnp.Setting:
+def _setting(config: Config) -> lnp.Setting:
   """The task and model hyperparameters of ``config`` (all but depth and norm position)."""
   return lnp.Setting(**{f.name: getattr(config, f.name) for f in dataclasses.fields(lnp.Setting)})
 
@@ -129,7 +129,7 @@ def _depth_sweep(config: Config) -> tuple[dict, dict]:
   stream = {p: {} for p in POSITIONS}
   jobs = [(p, d) for p in POSITIONS for d in config.depths]
   for position, depth in _cli.progress(jobs, desc="grad norms at init"):
-    m = lnp.init_grad_norms(setting(config), depth, position, batch=config.batch,
+    m = lnp.init_grad_norms(_setting(config), depth, position, batch=config.batch,
                             seeds=config.seeds, seed=config.seed)
     grad_norms[position][str(depth)] = quartiles(m["grad_norm"])
     stream[position][str(depth)] = {"q": quartiles(m["q"]),
@@ -178,7 +178,7 @@ def _warmup(config: Config) -> dict:
   warmup = {}
   tail = max(1, config.steps // 10)
   for position in _cli.progress(POSITIONS, desc="training"):
-    both = lnp.train_arms(setting(config), config.train_depth, position, batch=config.batch,
+    both = lnp.train_arms(_setting(config), config.train_depth, position, batch=config.batch,
                           steps=config.steps, learning_rate=config.learning_rate,
                           warmup_steps=config.warmup_steps, seeds=config.seeds,
                           seed=config.seed)
@@ -198,7 +198,7 @@ def run(config: Config) -> dict:
   grad_norms, stream = _depth_sweep(config)
   depth_summary = _depth_summary(config, grad_norms, stream)
   ablation = lnp.profile_ablation(
-      setting(config), _cli.progress(config.ablations, desc="profile ablation"),
+      _setting(config), _cli.progress(config.ablations, desc="profile ablation"),
       config.ablation_depth, batch=config.batch, seeds=config.seeds, seed=config.seed)
   return {"config": config, "grad_norms": grad_norms, "stream": stream, **depth_summary,
           "profile_ablation": ablation, "attention": _attention(config),

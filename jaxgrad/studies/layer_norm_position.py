@@ -18,7 +18,7 @@ target[t] = token[T-1-t], cross-entropy per position), a
 * :func:`train_arms`: Adam with a constant rate vs a linear warmup
   (:func:`warmup_schedule`).
 
-Keys use JAX's ``rbg`` PRNG (:func:`key`): XLA's CPU compile of threefry for
+Keys use JAX's ``rbg`` PRNG (:func:`rbg_key`): XLA's CPU compile of threefry for
 many tensors is ~8x slower.
 """
 
@@ -41,7 +41,7 @@ from jaxgrad.sweep import sweep, sweep_grid
 FFN_OUT = "mlp_out"
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}  # nn.gelu: the tanh form the model always used
 # Per-layer profile ablation: name -> overrides of (activation, d_ff, kernel_init, attention);
-# None keeps the Config's value, "d_model" sets d_ff = d_model.
+# absent keys keep the Setting's value, "d_model" sets d_ff = d_model.
 ABLATIONS = {
     "default": {},
     "no attention": {"attention": False},
@@ -52,7 +52,7 @@ ABLATIONS = {
 }
 
 
-def key(seed: int) -> jax.Array:
+def rbg_key(seed: int) -> jax.Array:
   """RngBitGenerator keys: XLA's CPU compile of threefry for many tensors is ~8x slower."""
   return jax.random.key(seed, impl="rbg")
 
@@ -132,7 +132,7 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
   Args:
     setting, depth, norm_position: the network (:func:`make_model`).
     batch: sequences in the loss.
-    seeds: networks, keyed by ``split(key(seed), seeds)``.
+    seeds: networks, keyed by ``split(rbg_key(seed), seeds)``.
 
   Returns:
     ``grad_norm`` ||dL/dW2_l|| ``(seeds, depth)``, and the residual stream's
@@ -160,7 +160,7 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
     return {"grad_norm": jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)]),
             "q": q, "token_cosine": cosine}
 
-  return jax.tree.map(np.asarray, sweep(one, jax.random.split(key(seed), seeds)))
+  return jax.tree.map(np.asarray, sweep(one, jax.random.split(rbg_key(seed), seeds)))
 
 
 def profile_ablation(setting: Setting, names: Iterable[str], depth: int, *, batch: int,
@@ -219,7 +219,7 @@ def attention_stats(head_dim: int, *, batch: int, seq_len: int, seeds: int,
       }
     return out
 
-  keys = jax.random.split(jax.random.fold_in(key(seed), head_dim), seeds)
+  keys = jax.random.split(jax.random.fold_in(rbg_key(seed), head_dim), seeds)
   return jax.tree.map(np.asarray, sweep(one, keys))
 
 
@@ -246,7 +246,7 @@ def train_arms(setting: Setting, depth: int, norm_position: str, *, batch: int, 
     setting, depth, norm_position: the network (:func:`make_model`).
     batch, steps: Adam's batch and steps.
     learning_rate: the peak rate, reached after ``warmup_steps`` in the second arm.
-    seeds: runs, keyed by ``split(fold_in(key(seed), 1), seeds)``.
+    seeds: runs, keyed by ``split(fold_in(rbg_key(seed), 1), seeds)``.
   """
   model = make_model(setting, depth, norm_position)
   loss_fn = lambda params, state, b: (cross_entropy(model, params, b), state)  # noqa: E731
@@ -259,7 +259,7 @@ def train_arms(setting: Setting, depth: int, norm_position: str, *, batch: int, 
         "adam", learning_rate=warmup_schedule(learning_rate, warmup)))
     return training.train(loss_fn, params, optimizer, sample, steps, key=k_train)
 
-  keys = jax.random.split(jax.random.fold_in(key(seed), 1), seeds)
+  keys = jax.random.split(jax.random.fold_in(rbg_key(seed), 1), seeds)
   out = sweep_grid(one, keys, jnp.asarray([0, warmup_steps]))
   return jax.tree.map(np.asarray, out)
 

@@ -12,7 +12,7 @@ with and without BatchNorm, on random inputs and labels:
   Jacobian :math:`dh_\text{out}/dh_\text{in}` (BatchNorm in train mode, so the
   Jacobian includes the example's effect on the batch statistics).
 
-Keys use JAX's ``rbg`` PRNG (:func:`key`): XLA compiles the default threefry
+Keys use JAX's ``rbg`` PRNG (:func:`rbg_key`): XLA compiles the default threefry
 generator for ~60 conv tensors about 8x slower on CPU.
 """
 
@@ -31,7 +31,7 @@ NUM_CLASSES = 10
 ZERO_RTOL = 1e-5
 
 
-def key(seed: int) -> jax.Array:
+def rbg_key(seed: int) -> jax.Array:
   """A typed ``rbg`` key: XLA's CPU compile of threefry for many tensors is ~8x slower."""
   return jax.random.key(seed, impl="rbg")
 
@@ -71,7 +71,7 @@ def gradient_flow(depth: int, residual: bool, norm: bool, *, width: int, image_s
     norm: BatchNorm after every convolution.
     width: base channels (the seed's ResNet-18: 64).
     image_size, batch: the input's spatial size and batch.
-    seeds: random networks; seed ``seed`` roots the keys (:func:`key`).
+    seeds: random networks; seed ``seed`` roots the keys (:func:`rbg_key`).
 
   Returns:
     ``block_signal`` (seeds, blocks), ``stage_names``, ``stage_grad_norm``
@@ -102,7 +102,7 @@ def gradient_flow(depth: int, residual: bool, norm: bool, *, width: int, image_s
     layer_norms = diagnostics.layer_grad_norms(grads, layout=layout)
     return {"signal": signal.stack(), "layers": layer_norms, "loss": value}
 
-  out = jax.tree.map(np.asarray, sweep(one, jax.random.split(key(seed), seeds)))
+  out = jax.tree.map(np.asarray, sweep(one, jax.random.split(rbg_key(seed), seeds)))
   stages, per_stage = stage_norms(out["layers"])
   names = list(out["layers"])
   return {"block_signal": out["signal"], "stage_names": stages, "stage_grad_norm": per_stage,
@@ -124,7 +124,7 @@ def stage_jacobian(depth: int, residual: bool, *, width: int, size: int, batch: 
     depth: a key of :data:`STAGES`; the first stage has ``STAGES[depth][0]`` blocks.
     residual: with shortcuts or without.
     width, size, batch: the stage input's channels, spatial size and batch.
-    seeds: random draws, keyed by ``fold_in(key(seed), depth)``.
+    seeds: random draws, keyed by ``fold_in(rbg_key(seed), depth)``.
   """
   stage = resnet.ResNetStage(width, STAGES[depth][0], residual=residual, norm=True)
   shape = (max(2, batch), size, size, width)
@@ -141,7 +141,7 @@ def stage_jacobian(depth: int, residual: bool, *, width: int, size: int, batch: 
 
     return diagnostics.singular_values(first_example, h[0].ravel())
 
-  keys = jax.random.split(jax.random.fold_in(key(seed), depth), seeds)
+  keys = jax.random.split(jax.random.fold_in(rbg_key(seed), depth), seeds)
   return np.asarray(sweep(one, keys))
 
 
