@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import residual_vs_plain as rvp
 from tests.conftest import experiment_group
 

@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import resnet_vs_plain
 from tests import _tol
 from tests.conftest import experiment_group
