@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from experiments import gradient_sources as gs
-from jaxgrad import files
 from tests.conftest import experiment_group
 
 pytestmark = experiment_group("gradient_sources")

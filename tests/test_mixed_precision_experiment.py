@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import mixed_precision as mpx
 from tests.conftest import experiment_group
 

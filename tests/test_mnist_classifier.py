@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from experiments import mnist_classifier as mc
-from jaxgrad import files, monitoring
+from jaxgrad import monitoring
 from tests.conftest import experiment_group
 
 pytestmark = experiment_group("mnist_classifier")
