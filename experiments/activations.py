@@ -18,7 +18,8 @@ and the bound :math:`(\max|\phi'|)^L` is drawn against depth, with the depth at
 which it falls below the smallest normal float32 (1.2e-38). Beside it, the
 typical factor :math:`\sqrt{\mu_1} = \sqrt{\mathbb E_{z\sim N(0,1)}[\phi'(z)^2]}`
 (mean-field theory's per-layer factor of the backprop signal at unit
-pre-activation variance, :func:`jaxgrad.theory.derivative_moment`).
+pre-activation variance, :func:`jaxgrad.theory.derivative_moment`). The
+measurements are :mod:`jaxgrad.studies.activations`.
 
     python -m experiments.activations            # every activation, a few seconds
     python -m experiments.activations --quick    # the same, coarser grid
