@@ -3,11 +3,12 @@ r"""Mixed precision (seed 000 §4.2): float16 gradient underflow and its cure by
 One MLP trained four ways, float32 master weights throughout, the forward and
 backward passes computed in: float32; bfloat16; float16; float16 with dynamic
 loss scaling (:func:`jaxgrad.mixed_precision.dynamic_loss_scaling`, PyTorch's
-``GradScaler`` in pure JAX); the arms are :mod:`jaxgrad.studies.mixed_precision`. float16's smallest subnormal is 2^-24 ~ 6e-8:
-backpropagated signals below it become exactly 0. The experiment measures, per
-layer and step, the fraction of weight-gradient entries that are exactly zero,
-against the float32 run (whose zeros are structural: dead ReLU units, constant
-input pixels), and the loss curves. Underflow is measured exactly: at every step
+``GradScaler`` in pure JAX; the arms: :mod:`jaxgrad.studies.mixed_precision`).
+float16's smallest subnormal is 2^-24 ~ 6e-8: backpropagated signals below it
+become exactly 0. The experiment measures, per layer and step, the fraction
+of weight-gradient entries that are exactly zero, against the float32 run
+(whose zeros are structural: dead ReLU units, constant input pixels), and the
+loss curves. Underflow is measured exactly: at every step
 the float32 gradient is computed too, on the same parameters and batch, and an
 entry counts as underflowed when it is 0 in the arm's gradient but not in
 float32's. The network is deep and initialised with LeCun-normal weights under
@@ -62,7 +63,11 @@ class Config(_config.Checked):
 
 
 def run(config: Config) -> dict:
-  """Every arm of :func:`jaxgrad.studies.mixed_precision.train_arm` on the same seeds, and the underflow summary."""
+  """Every arm of :func:`jaxgrad.studies.mixed_precision.train_arm` on the same seeds.
+
+  The arms share the network and the key, so they start from the same
+  initialisations and see the same batches; then the underflow summary.
+  """
   ds = data.load(config.dataset)
   model = DeepMLP(depth=config.depth, width=config.width, out_features=ds.num_classes,
                   activation=config.activation, kernel_init=config.init)

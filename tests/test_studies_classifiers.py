@@ -1,4 +1,4 @@
-"""jaxgrad.studies.classifiers: the seed nets' layers, steps to target, the monitored run's chunks."""
+"""jaxgrad.studies.classifiers: the seed nets' layers, steps to target, the monitored chunks."""
 
 import jax
 import numpy as np

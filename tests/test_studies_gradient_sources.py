@@ -7,7 +7,7 @@ from jaxgrad.studies import gradient_sources as study
 
 
 def test_wider_nets_measure_the_signal_factors():
-  """At N = 128 the measured factors sit near chi_1: ReLU 1, linear 1.2, tanh (finite width) below 1.342."""
+  """At N = 128 the factors sit near chi_1: ReLU 1, linear 1.2, tanh (finite width) below 1.342."""
   paths = study.relu_paths(jax.random.key(0), width=128, depths=(16,), paths=10, seeds=8)
   assert paths["signal_factor"] == pytest.approx(1.0, abs=0.05)
   exploding = study.exploding_from_weights(jax.random.key(1), width=128, depth=16, seeds=8)

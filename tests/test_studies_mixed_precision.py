@@ -1,4 +1,4 @@
-"""jaxgrad.studies.mixed_precision: the arms' dtypes and optimizers, underflow counted against float32."""
+"""jaxgrad.studies.mixed_precision: the arms' dtypes and optimizers, underflow against float32."""
 
 import types
 
@@ -25,7 +25,8 @@ def test_float16_logits_of_tiny_weights_underflow_and_float32_is_its_own_referen
   model = DeepMLP(depth=3, width=4, out_features=3)
   x, y = jnp.ones((2, 5)), jnp.array([0, 2])
   params = model.init(jax.random.key(0), x)["params"]
-  params = jax.tree.map(lambda p: p * 1e-4, params)  # products of two weights: gradient entries ~1e-8 < 2^-24
+  # Gradient entries are products of two weights, ~1e-8: below float16's 2^-24.
+  params = jax.tree.map(lambda p: p * 1e-4, params)
   for dtype, underflows in ((jnp.float32, False), (jnp.float16, True)):
     _, loss_fn = study.precision_functions(model, dtype)
     record = study.underflow_recorder(loss_fn, None)

@@ -70,7 +70,7 @@ def derivative_maximum(name: str, x: np.ndarray) -> dict:
 
 
 def underflow_depth(max_derivative: float) -> int | None:
-  r"""Smallest L with :math:`m^L` strictly below the smallest normal float32; None if :math:`m \ge 1`.
+  r"""Smallest L with :math:`m^L` below the smallest normal float32; None if :math:`m \ge 1`.
 
   Args:
     max_derivative: :math:`m = \max|\phi'|`.

@@ -1,4 +1,4 @@
-r"""The tutorials' MNIST classifiers, on data we can ship, and the optimizer x init x activation grid.
+r"""The tutorials' MNIST classifiers on data we can ship; optimizers x inits x activations.
 
 Seed 001 trains ``784-512-256-10`` (ReLU) with SGD, lr 0.01, momentum 0.9;
 seed 004 trains ``784-256-BatchNorm-ReLU-10`` with Adam, lr 1e-3, and claims

@@ -55,7 +55,7 @@ tanh_wrong_sign.defvjp(lambda x: (jnp.tanh(x), x),
 
 
 def model_key(seed: int) -> jax.Array:
-  """The key a model of the zoo is initialised with (``rbg``, as the experiment's numbers were drawn)."""
+  """The key a model of the zoo is initialised with (``rbg``, as the experiment's were drawn)."""
   return jax.random.key(seed, impl="rbg")
 
 

@@ -37,7 +37,7 @@ EXPLODING = (("tanh", 4.0, 0.05), ("linear", 1.2, 0.0))  # (activation, sigma_w2
 
 def backprop_signal(key: jax.Array, activation: str, sigma_w2: float, sigma_b2: float,
                     width: int, depth: int) -> tuple[jax.Array, jax.Array]:
-  r"""Masks :math:`\phi'(z_l)` and squared signals :math:`\|\partial L/\partial h_{l-1}\|^2` of one random net.
+  r"""Masks :math:`\phi'(z_l)` and squared signals :math:`\|\partial L/\partial h_{l-1}\|^2`.
 
   The net :math:`h_l = \phi(W_l h_{l-1} + b_l)`, :math:`W_{ij} \sim N(0, \sigma_w^2/N)`,
   :math:`b_i \sim N(0, \sigma_b^2)`, starts at its fixed point (input
@@ -82,7 +82,7 @@ def backprop_signal(key: jax.Array, activation: str, sigma_w2: float, sigma_b2: 
 
 def relu_paths(key: jax.Array, *, width: int, depths: tuple[int, ...], paths: int,
                seeds: int) -> dict:
-  r"""Products of ReLU' along random paths (one unit per layer) of He-ReLU nets, and the signal's factor.
+  r"""Products of ReLU' along random paths (a unit per layer) of He-ReLU nets; the signal's factor.
 
   Args:
     key: draws the nets and the paths.
@@ -112,7 +112,7 @@ def relu_paths(key: jax.Array, *, width: int, depths: tuple[int, ...], paths: in
 
 
 def _softmax_jacobian_norm(z: jax.Array) -> tuple[jax.Array, ...]:
-  """||J||_2, the gap z_1 - z_2, p_1 and 1 - p_1 (summed without cancellation) of one logit vector."""
+  """||J||_2, the gap z_1 - z_2, p_1 and 1 - p_1 (summed, no cancellation) of one logit vector."""
   (top, second), (first, _) = jax.lax.top_k(z, 2)
   p = jax.nn.softmax(z)
   rest = jnp.sum(jnp.where(jnp.arange(z.shape[0]) == first, 0.0, p))

@@ -102,7 +102,8 @@ def underflow_recorder(loss_fn: Callable, layout: Any) -> Callable[[training.Ste
 
   def record(info):
     reference = float32_grad(info.params, info.batch)
-    lost = jax.tree.map(lambda g, r: jnp.where((g == 0) & (r != 0), 0.0, 1.0), info.grads, reference)
+    lost = jax.tree.map(lambda g, r: jnp.where((g == 0) & (r != 0), 0.0, 1.0), info.grads,
+                        reference)
     return {"zero_fraction": mixed_precision.zero_fraction(info.grads, layout=layout),
             "underflow": mixed_precision.zero_fraction(lost, layout=layout),
             "loss_scale": mixed_precision.loss_scale(info.opt_state)}
@@ -172,7 +173,7 @@ def train_arm(model: nn.Module, arm: str, ds: data.Dataset, *, key: jax.Array, s
 
 
 def underflow_summary(arms: dict[str, dict], layers: list[str]) -> dict[str, dict]:
-  """Per arm, the median over seeds of each layer's mean underflow, its maximum, and the first layer's late underflow.
+  """Per arm, medians over seeds of each layer's mean underflow and of the first layer's late one.
 
   Args:
     arms: arm -> :func:`train_arm`'s result.
