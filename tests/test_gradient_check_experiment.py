@@ -3,7 +3,6 @@
 
 import pytest
 
-from jaxgrad import files
 from experiments import gradient_check
 from tests import _tol
 from tests.conftest import experiment_group

@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import mixed_precision as mpx
+from jaxgrad.studies import mixed_precision as study
 from tests.conftest import experiment_group
 
 pytestmark = experiment_group("mixed_precision")
@@ -19,7 +19,7 @@ def smoke(smoke_run):
 def test_smoke_structure_and_figures(smoke):
   out, results = smoke
   config = mpx.Config.smoke()
-  assert list(results["arms"]) == list(mpx.ARMS)
+  assert list(results["arms"]) == list(study.ARMS)
   assert len(results["layers"]) == config.depth
   for arm in results["arms"].values():
     assert np.shape(arm["loss"]) == (config.seeds, config.steps)
