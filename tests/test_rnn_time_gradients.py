@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import rnn_time_gradients as tg
 from tests import _tol
 from tests.conftest import experiment_group
