@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import plotting, tasks, training  # noqa: E402
+from jaxgrad import optimizers, plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 from jaxgrad.sweep import sweep_grid  # noqa: E402
 
@@ -122,7 +122,7 @@ def train_settings(config: Config, cell: str, length: int,
   def one(key, clip_norm):
     k_init, k_train, k_test = jax.random.split(key, 3)
     params = net.init(k_init, jnp.zeros((1, length, 2)))["params"]
-    tx = training.make_optimizer(training.OptimizerConfig(
+    tx = optimizers.make_optimizer(optimizers.OptimizerConfig(
         "adam", config.learning_rate, clip_norm=clip_norm))
     sample = lambda k: tasks.adding_problem(k, config.batch_size, length)  # noqa: E731
     result = training.train(loss_fn, params, tx, sample, config.steps, key=k_train)

@@ -41,7 +41,7 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, data, diagnostics, plotting, theory, training  # noqa: E402
+from jaxgrad import activations, data, diagnostics, optimizers, plotting, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -224,7 +224,7 @@ def learning_speed(config: Config) -> dict:
   out = {f"L={depth}": {} for depth in config.train_depths}
   rates, seeds = len(config.learning_rates), config.train_seeds
   keys = jax.random.split(jax.random.key(config.seed), seeds)
-  sgd = training.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
+  sgd = optimizers.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
   for depth, name in _cli.progress(jobs, desc="learning speed"):
     act, weights, sw2, sb2 = arms[name]
     model = DeepMLP(depth=depth, width=config.train_width,

@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import activations, data, initializers, mixed_precision, plotting, probe, training  # noqa: E402
+from jaxgrad import activations, data, initializers, mixed_precision, optimizers, plotting, probe, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -86,7 +86,7 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
 
   float32_grad = jax.grad(lambda p, b: loss_fn(p, {}, b, jnp.float32)[0])
 
-  tx = training.make_optimizer(training.OptimizerConfig("adam", config.learning_rate))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", config.learning_rate))
   if arm.endswith("+scaling"):
     tx = mixed_precision.dynamic_loss_scaling(tx, init_scale=config.init_scale,
                                               growth_interval=config.growth_interval)

@@ -9,7 +9,7 @@ datasets; then, on one dataset, the seed MLP is trained for every combination
 of optimizer x initialisation x activation. Reported per arm, median over
 seeds: test accuracy and the steps until the training loss (running mean over
 10 steps) first reaches ``--target-loss``. One run of seed 001's net is
-re-trained with the full monitor (:mod:`jaxgrad.monitoring`): ``metrics.jsonl``
+re-trained with the full monitor (:mod:`jaxgrad.logs`): ``metrics.jsonl``
 (loss, accuracy, per-layer gradient norms, update-to-weight ratios, dead units),
 ``alarms.jsonl``, and with ``--tensorboard`` event files with per-layer weight
 and gradient histograms (needs ``pip install 'jaxgrad[tensorboard]'``).
@@ -34,7 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import activations, data, initializers, monitoring, plotting, training  # noqa: E402
+from jaxgrad import activations, data, initializers, logs, metrics, optimizers, plotting, training  # noqa: E402
 from jaxgrad.models import DenseBlock  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -111,9 +111,9 @@ def _model(config: Config, kind: str, classes: int, init: str, activation: str) 
   return SeedNet(config.mlp_widths, classes, activation, init)
 
 
-def _optimizer(name: str) -> training.OptimizerConfig:
+def _optimizer(name: str) -> optimizers.OptimizerConfig:
   opt, lr, momentum = OPTIMIZERS[name]
-  return training.OptimizerConfig(opt, lr, momentum=momentum)
+  return optimizers.OptimizerConfig(opt, lr, momentum=momentum)
 
 
 def _functions(model: SeedNet, ds: data.Dataset, batch: int):
@@ -134,7 +134,7 @@ def train_arm(config: Config, ds: data.Dataset, kind: str, opt: str, init: str,
   """All seeds of one arm in one vmapped, jitted program."""
   model = _model(config, kind, ds.num_classes, init, activation)
   loss_fn, accuracy, sample = _functions(model, ds, config.batch)
-  tx = training.make_optimizer(_optimizer(opt))
+  tx = optimizers.make_optimizer(_optimizer(opt))
   xt, yt = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
 
   def one_seed(key):
@@ -175,8 +175,8 @@ def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> di
   """Seed 001's net, seed 0, with the full per-step monitor, in 4 chunks (histograms between)."""
   model = _model(config, "mlp", ds.num_classes, "he_normal", "relu")
   loss_fn, accuracy, sample = _functions(model, ds, config.batch)
-  tx = training.make_optimizer(_optimizer(SEED_SETUPS["mlp"]))
-  record = monitoring.recorder(
+  tx = optimizers.make_optimizer(_optimizer(SEED_SETUPS["mlp"]))
+  record = metrics.recorder(
       accuracy_fn=lambda p, s, b: accuracy(p, s, *b),
       outputs_fn=lambda p, s, b: _hidden_outputs(model, p, b[0]), activation="relu")
   k_init, k_train = jax.random.split(jax.random.key(config.seed))
@@ -184,7 +184,7 @@ def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> di
   chunk = config.steps // 4
   run_chunk = jax.jit(lambda p, o, first: training.train(
       loss_fn, p, tx, sample, chunk, key=k_train, record=record, opt_state=o, first_step=first))
-  logger = monitoring.TensorBoardLogger(out_dir / "tb") if config.tensorboard else None
+  logger = logs.TensorBoardLogger(out_dir / "tb") if config.tensorboard else None
   opt_state, results = tx.init(params), []
   for c in range(4):
     res = run_chunk(params, opt_state, c * chunk)
@@ -201,9 +201,9 @@ def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> di
       int(np.argmax(bad)) if bad.any() else -1,
       jax.tree.map(cat, *[r.layer_grad_norms for r in results]),
       jax.tree.map(cat, *[r.metrics for r in results]))
-  summary = monitoring.write_run(out_dir, whole, norm_threshold=10.0)
+  summary = logs.write_run(out_dir, whole, norm_threshold=10.0)
   if logger is not None:
-    logger.log_rows(monitoring.rows(whole))
+    logger.log_rows(logs.rows(whole))
     logger.close()
   return {**summary, "dataset": ds_name(ds, config), "tensorboard": config.tensorboard}
 

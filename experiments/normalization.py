@@ -46,7 +46,8 @@ import optax  # noqa: E402
 from jaxgrad import activations, data, diagnostics, initializers, plotting, probe, theory  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm  # noqa: E402
-from jaxgrad.training import OptimizerConfig, make_optimizer, train  # noqa: E402
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer  # noqa: E402
+from jaxgrad.training import train  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
 NORMS = ("none", "batch", "layer", "weight")

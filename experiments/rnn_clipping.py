@@ -34,7 +34,7 @@ from experiments import _cli, _config
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import plotting, tasks, training  # noqa: E402
+from jaxgrad import optimizers, plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -82,8 +82,8 @@ def model(config: Config, cell: str) -> RecurrentNet:
                       recurrent_init=config.init, rho=config.rho, unroll=config.unroll)
 
 
-def optimizer_config(config: Config, arm: str) -> training.OptimizerConfig:
-  return training.OptimizerConfig(
+def optimizer_config(config: Config, arm: str) -> optimizers.OptimizerConfig:
+  return optimizers.OptimizerConfig(
       "adam", config.learning_rate,
       clip_norm=config.clip_norm if arm == "clip_norm" else None,
       clip_value=config.clip_value if arm == "clip_value" else None)
@@ -106,7 +106,7 @@ def replica(config: Config, cell: str, key: jax.Array):
 
 def arm_program(config: Config, arm: str):
   """``(one, keys)``: ``one(key)`` trains one seed of ``arm``; ``sweep(one, keys)`` all of them."""
-  tx = training.make_optimizer(optimizer_config(config, arm))
+  tx = optimizers.make_optimizer(optimizer_config(config, arm))
   steps = config.epochs * config.steps_per_epoch
 
   def one(key):

@@ -37,7 +37,7 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import data, plotting, tasks, training  # noqa: E402
+from jaxgrad import data, optimizers, plotting, tasks, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -107,7 +107,7 @@ def pascanu(config: Config, cell: str) -> dict:
 def trained_signal(config: Config, cell: str) -> dict:
   """||dL/dh_t|| (mean over an evaluation batch), ``(seeds, T)``, at init and after training."""
   net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init=config.init)
-  tx = training.make_optimizer(training.OptimizerConfig("adam", config.learning_rate))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", config.learning_rate))
 
   def mse(pred, y):
     return jnp.mean((pred - y) ** 2)

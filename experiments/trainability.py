@@ -36,7 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import activations, data, plotting, theory, training  # noqa: E402
+from jaxgrad import activations, data, optimizers, plotting, theory, training  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -59,7 +59,7 @@ class Config(_config.Checked):
       "as the last)", at_least=1, increasing=True)
   dataset: str = _config.setting("mnist1d", choices=data.DATASETS[:2])
   batch: int = _config.setting(32, "batch size", at_least=1)
-  optimizer: str = _config.setting("sgd", "optimizer", choices=training.OPTIMIZERS)
+  optimizer: str = _config.setting("sgd", "optimizer", choices=optimizers.OPTIMIZERS)
   learning_rate: float = _config.setting(
       0.03, "step size; divided by the depth L with --scale-by-depth", above=0)
   scale_by_depth: bool = _config.setting(
@@ -80,14 +80,14 @@ class Config(_config.Checked):
     return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), budgets=(2, 3), batch=4,
                eval_examples=16, theory_points=9)
 
-  def optimizer_config(self, depth: int = 1) -> training.OptimizerConfig:
+  def optimizer_config(self, depth: int = 1) -> optimizers.OptimizerConfig:
     """The optimizer at depth ``depth``: ``learning_rate / depth`` with ``scale_by_depth``."""
     momentum = self.momentum if self.optimizer == "sgd" else None
     rate = self.learning_rate / depth if self.scale_by_depth else self.learning_rate
-    return training.OptimizerConfig(self.optimizer, rate, momentum=momentum)
+    return optimizers.OptimizerConfig(self.optimizer, rate, momentum=momentum)
 
 
-def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
+def train_many(model, dataset: data.Dataset, optimizer_config: optimizers.OptimizerConfig,
                sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *,
                budgets: tuple[int, ...], batch: int, eval_examples: int,
                weights: str = "gaussian", step_scale: jax.Array | None = None
@@ -111,7 +111,7 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
   evals = {"train": (x[:eval_examples], y[:eval_examples]),
            "test": (jnp.asarray(dataset.x_test)[:eval_examples],
                     jnp.asarray(dataset.y_test)[:eval_examples])}
-  optimizer = training.make_optimizer(optimizer_config)
+  optimizer = optimizers.make_optimizer(optimizer_config)
   if step_scale is None:
     step_scale = np.ones(np.shape(sigma_w2), np.float32)
 

@@ -55,7 +55,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import diagnostics, initializers, plotting, probe, training  # noqa: E402
+from jaxgrad import diagnostics, initializers, optimizers, plotting, probe, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
 from jaxgrad.models.mlp import STACK_NAME  # noqa: E402
 from jaxgrad.sweep import sweep, sweep_grid  # noqa: E402
@@ -257,7 +257,7 @@ def train_arms(config: Config, norm_position: str) -> training.TrainResult:
   def one(key, warmup_steps):
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, reversal_batch(k_init, config)[0])["params"]
-    optimizer = training.make_optimizer(training.OptimizerConfig(
+    optimizer = optimizers.make_optimizer(optimizers.OptimizerConfig(
         "adam", learning_rate=warmup_schedule(config.learning_rate, warmup_steps)))
     return training.train(loss_fn, params, optimizer, lambda k: reversal_batch(k, config),
                           config.steps, key=k_train)

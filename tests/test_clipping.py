@@ -1,4 +1,4 @@
-"""Clipping through jaxgrad.training.make_optimizer, in float64, and NaN-guarded chains.
+"""Clipping through jaxgrad.optimizers.make_optimizer, in float64, and NaN-guarded chains.
 
 The pre-clip norm is train()'s: loss = <g, p> makes the raw gradient exactly g.
 """
@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad.training import OptimizerConfig, make_optimizer, train
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer
+from jaxgrad.training import train
 from tests import _tol
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from experiments import mnist_classifier as mc
-from jaxgrad import files, monitoring
+from jaxgrad import files, logs
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +38,11 @@ def test_untrained_loss_is_log_of_the_class_count(smoke):
 
 def test_monitored_run_metrics_read_back(smoke):
   out, results = smoke
-  rows = monitoring.read_jsonl(out / "metrics.jsonl")
+  rows = logs.read_jsonl(out / "metrics.jsonl")
   assert [r["step"] for r in rows] == list(range(mc.Config.smoke().steps))
   assert {"loss", "accuracy", "grad_norm/layer_0/dense", "update_ratio/layer_1/dense",
           "dead/layer_0/dense"} <= set(rows[0])
-  assert results["monitored_run"]["alarms"] == len(monitoring.read_jsonl(out / "alarms.jsonl"))
+  assert results["monitored_run"]["alarms"] == len(logs.read_jsonl(out / "alarms.jsonl"))
 
 
 def test_steps_to_target():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from jaxgrad import tasks
-from jaxgrad.training import OptimizerConfig, make_optimizer, train
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer
+from jaxgrad.training import train
 from tests import _tol
 
 
