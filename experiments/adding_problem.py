@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import optimizers, plotting, tasks, training  # noqa: E402
+from jaxgrad import data, optimizers, plotting, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 from jaxgrad.sweep import sweep_grid  # noqa: E402
 
@@ -116,7 +116,7 @@ def train_settings(config: Config, cell: str, length: int,
                      unroll=config.unroll, forget_bias=forget_bias)
 
   def loss_fn(params, state, batch):
-    x, y = batch
+    x, y = batch.x, batch.y
     return jnp.mean((net.apply({"params": params}, x) - y) ** 2), state
 
   def one(key, clip_norm):
@@ -124,9 +124,9 @@ def train_settings(config: Config, cell: str, length: int,
     params = net.init(k_init, jnp.zeros((1, length, 2)))["params"]
     tx = optimizers.make_optimizer(optimizers.OptimizerConfig(
         "adam", config.learning_rate, clip_norm=clip_norm))
-    sample = lambda k: tasks.adding_problem(k, config.batch_size, length)  # noqa: E731
+    sample = lambda k: data.as_batch(*data.adding_problem(k, config.batch_size, length))  # noqa: E731
     result = training.train(loss_fn, params, tx, sample, config.steps, key=k_train)
-    x_test, y_test = tasks.adding_problem(k_test, config.test_size, length)
+    x_test, y_test = data.adding_problem(k_test, config.test_size, length)
     sq_err = (net.apply({"params": result.params}, x_test) - y_test)[:, 0] ** 2
     return {"loss": result.loss.reshape(-1, config.log_every).mean(-1),
             "grad_norm": result.grad_norm.reshape(-1, config.log_every).mean(-1),

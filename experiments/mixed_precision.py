@@ -80,7 +80,7 @@ def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
     return model.apply({"params": p16}, x.astype(dtype)).astype(jnp.float32)
 
   def loss_fn(params, state, batch, dtype=dtype):
-    x, y = batch
+    x, y = batch.x, batch.y
     logits = logits_fn(params, x, dtype)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
 

@@ -177,7 +177,7 @@ def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> di
   loss_fn, accuracy, sample = _functions(model, ds, config.batch)
   tx = optimizers.make_optimizer(_optimizer(SEED_SETUPS["mlp"]))
   record = metrics.recorder(
-      accuracy_fn=lambda p, s, b: accuracy(p, s, *b),
+      accuracy_fn=lambda p, s, b: accuracy(p, s, b.x, b.y),
       outputs_fn=lambda p, s, b: _hidden_outputs(model, p, b[0]), activation="relu")
   k_init, k_train = jax.random.split(jax.random.key(config.seed))
   params = model.init(k_init, jnp.asarray(ds.x_test[:2]))["params"]

@@ -34,7 +34,7 @@ from experiments import _cli, _config
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import optimizers, plotting, tasks, training  # noqa: E402
+from jaxgrad import data, optimizers, plotting, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -74,7 +74,7 @@ class Config(_config.Checked):
 
   @property
   def steps_per_epoch(self) -> int:
-    return tasks.batches_per_epoch(self.num_sequences, self.batch_size)
+    return data.batches_per_epoch(self.num_sequences, self.batch_size)
 
 
 def model(config: Config, cell: str) -> RecurrentNet:
@@ -92,14 +92,14 @@ def optimizer_config(config: Config, arm: str) -> optimizers.OptimizerConfig:
 def replica(config: Config, cell: str, key: jax.Array):
   """One seed's data, initial parameters, loss and batch sampler (shared by the arms of a cell)."""
   k_data, k_init, k_shuffle, k_train = jax.random.split(key, 4)
-  x, y = tasks.sine_sequences(k_data, config.num_sequences, config.length)
+  x, y = data.sine_sequences(k_data, config.num_sequences, config.length)
   net = model(config, cell)
   params = net.init(k_init, x[:1])["params"]
-  sample = tasks.epoch_sampler(x, y, config.batch_size, config.epochs, shuffle_key=k_shuffle,
+  sample = data.epoch_sampler(x, y, config.batch_size, config.epochs, shuffle_key=k_shuffle,
                                train_key=k_train)
 
   def loss_fn(p, state, batch):
-    return tasks.weighted_mse(net.apply({"params": p}, batch.x), batch), state
+    return data.weighted_mse(net.apply({"params": p}, batch.x), batch), state
 
   return params, loss_fn, sample, k_train
 

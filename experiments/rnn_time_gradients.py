@@ -37,7 +37,7 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import data, optimizers, plotting, tasks, training  # noqa: E402
+from jaxgrad import data, optimizers, plotting, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
@@ -114,7 +114,7 @@ def trained_signal(config: Config, cell: str) -> dict:
 
   def one(key):
     k_data, k_init, k_train = jax.random.split(key, 3)
-    x, y = tasks.sine_sequences(k_data, config.num_sequences, config.train_length)
+    x, y = data.sine_sequences(k_data, config.num_sequences, config.train_length)
     params = net.init(k_init, x[:1])["params"]
     x_eval, y_eval = x[:config.train_batch], y[:config.train_batch]
 

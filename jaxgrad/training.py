@@ -29,9 +29,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from jaxgrad import _checks
 from jaxgrad import metrics
 from jaxgrad import mixed_precision
 from jaxgrad.probe import Trace
@@ -69,12 +69,6 @@ class TrainResult(NamedTuple):
 # holds e.g. BatchNorm's batch_stats ({} for a stateless model).
 LossFn = Callable[[Any, Any, Any], tuple[jax.Array, Any]]
 Sampler = Callable[[jax.Array], Any]
-
-
-def _check_steps(steps: Any) -> int:
-  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-    raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-  return int(steps)
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -181,7 +175,8 @@ def train(
       iterable that runs out before ``steps`` batches.
     TypeError: ``optimizer`` not an init/update pair; ``data`` neither callable nor iterable.
   """
-  steps = _check_steps(steps)
+  _checks.require_positive_int(steps=steps)
+  steps = int(steps)
   _check_optimizer(optimizer)
   model_state = {} if model_state is None else model_state
   opt_state = optimizer.init(params) if opt_state is None else opt_state
