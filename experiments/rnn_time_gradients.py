@@ -38,7 +38,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import data, optimizers, plotting, training  # noqa: E402
-from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
+from jaxgrad.diagnostics import time_grads  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
 PASCANU_CELLS = ("linear", "simple")

@@ -18,6 +18,7 @@ from jaxgrad.diagnostics.jacobian import jacobian as jacobian
 from jaxgrad.diagnostics.jacobian import resolvable as resolvable
 from jaxgrad.diagnostics.jacobian import singular_values as singular_values
 from jaxgrad.diagnostics.jacobian import spectrum_stats as spectrum_stats
+from jaxgrad.diagnostics.recurrent import time_grads as time_grads
 from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values
 from jaxgrad.diagnostics.units import relative_derivative as relative_derivative
 from jaxgrad.diagnostics.units import unit_fractions as unit_fractions
@@ -43,5 +44,6 @@ __all__ = [
     "signal_norms",
     "singular_values",
     "spectrum_stats",
+    "time_grads",
     "unit_fractions",
 ]
