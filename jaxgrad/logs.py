@@ -239,7 +239,8 @@ class TensorBoardLogger:
                  layout: Trace | None = None) -> None:
     """``weights/<layer>`` and ``gradients/<layer>``, as seed 000 §3.2 logs them.
 
-    ``layout`` (see :func:`jaxgrad.metrics.grad_norms`) names the layers of a scanned stack one by one.
+    ``layout`` (see :func:`jaxgrad.metrics.grad_norms`) names the layers of a scanned stack
+    one by one.
     """
     by_layout = {} if layout is None else {"layout": layout}
     for prefix, tree in (("weights", params), ("gradients", grads)):

@@ -88,7 +88,7 @@ def update_ratios(updates: Any, params: Any, weight_names: str | tuple[str, ...]
   """
   du = _layer_norms(_at_least_float32(updates), weight_names, layout)
   w = _layer_norms(_at_least_float32(params), weight_names, layout)
-  return jax.tree.map(jnp.divide, du, w)  # a LayerValues: one op per stack, any depth
+  return optax.tree.div(du, w)  # a LayerValues: one op per stack, any depth
 
 
 def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,

@@ -205,7 +205,7 @@ def _leading_axes(module: nn.Module, outer_params: Mapping[str, Any]) -> int:
 
 
 def is_float_tree(tree: Any) -> bool:
-  """Whether ``tree`` has leaves and every one is a float (or complex) array: a probe-able output."""
+  """Whether ``tree`` has leaves and every one is a float (or complex) array: probe-able."""
   leaves = jax.tree.leaves(tree)
   return bool(leaves) and all(
       hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) for a in leaves)

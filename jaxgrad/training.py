@@ -148,8 +148,8 @@ def train(
     loss_fn: ``(params, model_state, batch) -> (loss, model_state)``.
     params: initial parameters.
     optimizer: any Optax ``GradientTransformation`` (e.g. ``optax.adamw(1e-3)``,
-      your own chain, or :func:`jaxgrad.optimizers.make_optimizer`'s); a chain gets the loss as
-      ``value`` (for e.g. ``optax.contrib.reduce_on_plateau``).
+      your own chain, or :func:`jaxgrad.optimizers.make_optimizer`'s); a chain
+      gets the loss as ``value`` (for e.g. ``optax.contrib.reduce_on_plateau``).
     data: a sampler ``key -> batch``, pure, called with ``fold_in(key, step)``
       inside one ``lax.scan`` (then ``train`` is jit- and vmap-able); or any
       other iterable of batches (a list, a generator, an array whose leading
