@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgrad.diagnostics._tree import per_layer
+from jaxgrad.diagnostics import per_layer
 from jaxgrad.probe import Trace
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
