@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from jaxgrad import training  # noqa: E402
+from jaxgrad import optimizers  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def _step(depth: int, width: int, batch: int, remat: bool):
   x = jax.random.normal(jax.random.key(0), (batch, width))
   y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
   params = jax.jit(model.init)(jax.random.key(2), x)["params"]
-  tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3, clip_norm=1.0))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-3, clip_norm=1.0))
   opt_state = tx.init(params)
 
   def step(params, opt_state):

@@ -22,7 +22,7 @@ CHILD = """
 import json, sys, time
 from benchmarks import _timing
 import jax, jax.numpy as jnp, optax
-from jaxgrad import training
+from jaxgrad import optimizers, training
 from jaxgrad.models import DeepMLP
 from jaxgrad.sweep import sweep
 
@@ -30,7 +30,7 @@ runs, steps = int(sys.argv[1]), int(sys.argv[2])
 model = DeepMLP(depth=8, width=128, out_features=10, activation="relu")
 x = jax.random.normal(jax.random.key(0), (4096, 32))
 y = jnp.argmax(x[:, :10], axis=-1)
-tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3))
+tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-3))
 
 def loss(p, s, batch):
   xb, yb = batch

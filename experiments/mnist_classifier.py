@@ -10,7 +10,7 @@ of optimizer x initialisation x activation (the studies:
 :mod:`jaxgrad.studies.classifiers`). Reported per arm, median over
 seeds: test accuracy and the steps until the training loss (running mean over
 10 steps) first reaches ``--target-loss``. One run of seed 001's net is
-re-trained with the full monitor (:mod:`jaxgrad.monitoring`): ``metrics.jsonl``
+re-trained with the full monitor (:mod:`jaxgrad.logs`): ``metrics.jsonl``
 (loss, accuracy, per-layer gradient norms, update-to-weight ratios, dead units),
 ``alarms.jsonl``, and with ``--tensorboard`` event files with per-layer weight
 and gradient histograms (needs ``pip install 'jaxgrad[tensorboard]'``).
@@ -32,7 +32,7 @@ from experiments import _cli, _config
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, data, initializers, monitoring, plotting, stats  # noqa: E402
+from jaxgrad import activations, data, initializers, logs, plotting, stats  # noqa: E402
 from jaxgrad.studies import classifiers as study  # noqa: E402
 
 
@@ -95,15 +95,15 @@ def monitored_run(config: Config, out_dir: pathlib.Path) -> dict:
   """
   dataset = config.datasets[0]
   ds = data.load(dataset)
-  logger = monitoring.TensorBoardLogger(out_dir / "tb") if config.tensorboard else None
+  logger = logs.TensorBoardLogger(out_dir / "tb") if config.tensorboard else None
   whole = study.monitored_training(
       _model(config, "mlp", ds.num_classes, "he_normal", "relu"), ds,
       study.optimizer(study.SEED_SETUPS["mlp"]), key=jax.random.key(config.seed),
       steps=config.steps, batch=config.batch,
       on_chunk=None if logger is None else logger.histograms)
-  summary = monitoring.write_run(out_dir, whole, norm_threshold=10.0)
+  summary = logs.write_run(out_dir, whole, norm_threshold=10.0)
   if logger is not None:
-    logger.log_rows(monitoring.rows(whole))
+    logger.log_rows(logs.rows(whole))
     logger.close()
   return {"monitored_run": {**summary, "dataset": dataset, "tensorboard": config.tensorboard}}
 

@@ -34,7 +34,7 @@ from experiments import _cli, _config
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import plotting, tasks, training  # noqa: E402
+from jaxgrad import data, plotting, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
@@ -71,7 +71,7 @@ class Config(_config.Checked):
 
   @property
   def steps_per_epoch(self) -> int:
-    return tasks.batches_per_epoch(self.num_sequences, self.batch_size)
+    return data.batches_per_epoch(self.num_sequences, self.batch_size)
 
 
 def train_arm(config: Config, arm: str) -> training.TrainResult:

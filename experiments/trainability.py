@@ -33,7 +33,7 @@ from experiments import _cli, _config
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, data, plotting, training  # noqa: E402
+from jaxgrad import activations, data, optimizers, plotting  # noqa: E402
 from jaxgrad.studies import trainability  # noqa: E402
 
 THEORY_POINTS = 61  # sigma_w^2 values on the 6 xi_c curve
@@ -54,7 +54,7 @@ class Config(_config.Checked):
       "as the last)", at_least=1, increasing=True)
   dataset: str = _config.setting("mnist1d", choices=data.DATASETS[:2])
   batch: int = _config.setting(32, "batch size", at_least=1)
-  optimizer: str = _config.setting("sgd", "optimizer", choices=training.OPTIMIZERS)
+  optimizer: str = _config.setting("sgd", "optimizer", choices=optimizers.OPTIMIZERS)
   learning_rate: float = _config.setting(
       0.03, "step size; divided by the depth L with --scale-by-depth", above=0)
   scale_by_depth: bool = _config.setting(
@@ -75,11 +75,11 @@ class Config(_config.Checked):
     return cls(width=8, depths=(4,), sigma_w2=(1.0, 1.75, 4.0), budgets=(2, 3), batch=4,
                eval_examples=16, theory_points=9)
 
-  def optimizer_config(self, depth: int = 1) -> training.OptimizerConfig:
+  def optimizer_config(self, depth: int = 1) -> optimizers.OptimizerConfig:
     """The optimizer at depth ``depth``: ``learning_rate / depth`` with ``scale_by_depth``."""
     momentum = self.momentum if self.optimizer == "sgd" else None
     rate = self.learning_rate / depth if self.scale_by_depth else self.learning_rate
-    return training.OptimizerConfig(self.optimizer, rate, momentum=momentum)
+    return optimizers.OptimizerConfig(self.optimizer, rate, momentum=momentum)
 
 
 def depth_name(depth: int) -> str:

@@ -1,4 +1,4 @@
-"""The one argument check the library's boundaries share: a number where a number is due."""
+"""The argument checks the library's boundaries share: a number where a number is due."""
 
 import numbers
 from typing import Any
@@ -27,3 +27,16 @@ def require_real(name: str, value: Any) -> None:
         dtype, np.complexfloating)
   if not ok:
     raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+
+
+def require_positive_int(**values: Any) -> None:
+  """Raises ``ValueError`` naming the first argument that is not an integer >= 1.
+
+  Python and numpy integers pass; booleans, floats and strings are refused.
+
+  Args:
+    **values: argument name -> the value given.
+  """
+  for name, value in values.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

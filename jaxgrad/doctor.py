@@ -98,8 +98,8 @@ def _batch(name: str, size: int, key: jax.Array) -> tuple[jax.Array, jax.Array, 
     kx, ky = jax.random.split(key)
     return jax.random.normal(kx, (size, 16)), jax.random.randint(ky, (size,), 0, 10), 10
   ds = data.load(name)
-  x, y = data.sample_batch(key, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), size)
-  return x, y, ds.num_classes
+  batch = data.sample_batch(key, jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), size)
+  return batch.x, batch.y, ds.num_classes
 
 
 def chi1_of(activation: str, init: tuple[str, dict[str, float]]) -> float | None:

@@ -13,7 +13,7 @@ steps in a row, :math:`s \leftarrow s \cdot \text{growth}`.
 
 :func:`dynamic_loss_scaling` is that scaler as an Optax transformation wrapping
 the optimizer (NamedTuple state, init/update pair), so it composes with
-:func:`jaxgrad.training.make_optimizer`; :func:`jaxgrad.training.train` finds
+:func:`jaxgrad.optimizers.make_optimizer`; :func:`jaxgrad.training.train` finds
 it in the optimizer state and differentiates the scaled loss.
 """
 
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxgrad.diagnostics._tree import per_layer
+from jaxgrad.diagnostics import per_layer
 from jaxgrad.probe import Trace
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -56,7 +56,7 @@ def dynamic_loss_scaling(
   :math:`s \cdot 2` stays below float16's maximum 65504.
 
   Args:
-    inner: the optimizer chain (e.g. :func:`jaxgrad.training.make_optimizer`).
+    inner: the optimizer chain (e.g. :func:`jaxgrad.optimizers.make_optimizer`).
     init_scale: :math:`s_0 > 0`.
     growth_interval: finite steps in a row before :math:`s` grows.
     growth_factor: :math:`> 1`.

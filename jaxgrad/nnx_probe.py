@@ -165,7 +165,7 @@ class _Recorder:
     if path is None:  # a copy made by an nnx transform inside the model
       self.unprobed.add(cls.__name__)
       return out
-    if not probe_lib._is_float_tree(out):  # pylint: disable=protected-access
+    if not probe_lib.is_float_tree(out):
       return out
     name = _name(path)
     x = args[0] if args else next(iter(kwargs.values()), None)

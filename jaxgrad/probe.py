@@ -204,7 +204,8 @@ def _leading_axes(module: nn.Module, outer_params: Mapping[str, Any]) -> int:
   return jnp.ndim(outer[0]) - jnp.ndim(inner[0])
 
 
-def _is_float_tree(tree: Any) -> bool:
+def is_float_tree(tree: Any) -> bool:
+  """Whether ``tree`` has leaves and every one is a float (or complex) array: probe-able."""
   leaves = jax.tree.leaves(tree)
   return bool(leaves) and all(
       hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) for a in leaves)
@@ -275,7 +276,7 @@ class _Recorder:
     out = next_fun(*args, **kwargs)
     self.returned.setdefault(module.path)
     direct = _direct_params(module)
-    if not direct or not _is_float_tree(out):
+    if not direct or not is_float_tree(out):
       return out
     key = (module.path, method)
     x = args[0] if args else None

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxgrad import data, initializers, theory, training
+from jaxgrad import data, initializers, optimizers, theory
 from jaxgrad.diagnostics import log_singular_values, spectrum_stats
 from jaxgrad.models import DenseBlock, DenseStack
 
@@ -28,18 +28,18 @@ def _unstacked():
      "initializer 'gaussian': sigma_w2 must be finite, got inf"),
     (lambda: initializers.get("orthogonal", gain=float("nan")),
      "initializer 'orthogonal': gain must be finite, got nan"),
-    (lambda: training.OptimizerConfig("sgd", float("inf")),
+    (lambda: optimizers.OptimizerConfig("sgd", float("inf")),
      "learning_rate must be finite and > 0, got inf"),
-    (lambda: training.OptimizerConfig("adamw", 1e-3, weight_decay=-1.0),
+    (lambda: optimizers.OptimizerConfig("adamw", 1e-3, weight_decay=-1.0),
      "weight_decay must be finite and >= 0, got -1.0"),
-    (lambda: training.OptimizerConfig("adam", 1e-3, end_lr_fraction=-1.0),
+    (lambda: optimizers.OptimizerConfig("adam", 1e-3, end_lr_fraction=-1.0),
      "end_lr_fraction must be in [0, 1], got -1.0"),
     (lambda: data.digits(test_fraction=1.5), "test_fraction must be in (0, 1), got 1.5"),
     (lambda: data.sample_batch(jax.random.key(0), jnp.ones((4, 2)), jnp.ones(4), -1),
      "batch_size must be an integer >= 1, got -1"),
     (lambda: spectrum_stats(jnp.zeros((3, 0))), "at least one singular value"),
     (lambda: theory.q_star("tanh", "1.0", 0.05), "sigma_w2 must be a real number, got '1.0'"),
-    (lambda: training.OptimizerConfig("sgd", "0.1"), "learning_rate must be a real number, got '0.1'"),
+    (lambda: optimizers.OptimizerConfig("sgd", "0.1"), "learning_rate must be a real number, got '0.1'"),
     (lambda: data.digits(test_fraction="0.2"), "test_fraction must be a real number, got '0.2'"),
     (lambda: initializers.get("gaussian", sigma_w2="2"),
      "initializer 'gaussian': sigma_w2 must be a real number, got '2'"),

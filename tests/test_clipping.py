@@ -1,4 +1,4 @@
-"""Clipping through jaxgrad.training.make_optimizer, in float64, and NaN-guarded chains.
+"""Clipping through jaxgrad.optimizers.make_optimizer, in float64, and NaN-guarded chains.
 
 The pre-clip norm is train()'s: loss = <g, p> makes the raw gradient exactly g.
 """
@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad.training import OptimizerConfig, make_optimizer, train
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer
+from jaxgrad.training import train
 from tests import _tol
 
 
@@ -71,10 +72,36 @@ def test_nan_gradient_is_recorded_not_applied(x64):
   assert np.isnan(result.loss[np.isnan(targets)]).all()
 
 
-def test_unguarded_nan_gradient_poisons_the_params(x64):
-  """Without the guard the same run ends with NaN parameters (what the guard prevents)."""
-  tx = make_optimizer(OptimizerConfig("sgd", 0.25))
+def _nth_target(targets, key, first):
+  """A sampler that gives step ``first + i`` (its key ``fold_in(key, first + i)``) ``targets[i]``."""
+  step_keys = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(key, i)))(
+      first + jnp.arange(len(targets)))
+  return lambda k: targets[jnp.argmax(jnp.all(step_keys == jax.random.key_data(k)[None], -1))]
+
+
+@pytest.mark.parametrize("as_iterable", [False, True], ids=["sampler", "iterable"])
+def test_a_run_whose_loss_goes_nan_records_diverged_at_and_carries_on(x64, as_iterable):
+  """train's divergence guard: the first NaN step is recorded, later steps still run, nothing raises.
+
+  Without ``skip_nonfinite`` the NaN target at step 2 poisons the parameters, so every later
+  loss is NaN too; ``diverged_at`` names the first (counted from ``first_step``), and the
+  per-step records cover all ``steps``, a sampler's run and an iterable's alike.
+  """
+  steps, first, bad, key = 5, 10, 2, jax.random.key(0)
+  targets = jnp.where(jnp.arange(steps) == bad, jnp.nan, 1.0)
+  data = list(targets) if as_iterable else _nth_target(targets, key, first)
   loss_fn = lambda p, s, b: (0.5 * (p - b) ** 2, s)  # noqa: E731
-  result = train(loss_fn, jnp.asarray(3.0, jnp.float64), tx, lambda k: jnp.asarray(jnp.nan), 2,
-                 key=jax.random.key(0))
-  assert np.isnan(result.params) and int(result.diverged_at) == 0
+  tx = make_optimizer(OptimizerConfig("sgd", 0.25))
+  result = train(loss_fn, jnp.asarray(3.0, jnp.float64), tx, data, steps, key=key, first_step=first)
+  assert int(result.diverged_at) == first + bad
+  assert result.loss.shape == result.grad_norm.shape == result.update_norm.shape == (steps,)
+  np.testing.assert_allclose(result.loss[:bad], [2.0, 1.125], **_tol.F64)  # p = 3, then 2.5
+  assert np.isnan(result.loss[bad:]).all() and np.isnan(result.grad_norm[bad:]).all()
+  assert np.isnan(result.params)
+
+
+def test_a_finite_run_has_not_diverged(x64):
+  loss_fn = lambda p, s, b: (0.5 * (p - b) ** 2, s)  # noqa: E731
+  tx = make_optimizer(OptimizerConfig("sgd", 0.25))
+  result = train(loss_fn, jnp.asarray(3.0, jnp.float64), tx, [jnp.asarray(1.0)] * 3, 3)
+  assert int(result.diverged_at) == -1 and np.isfinite(result.loss).all()

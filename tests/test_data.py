@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from jaxgrad import data
+from jaxgrad.data import datasets
 
 
 def _write_idx(path, array, type_code=0x08, compress=False):
   header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-  payload = header + array.astype(np.dtype(data._IDX_TYPES[type_code])).tobytes()
+  payload = header + array.astype(np.dtype(datasets._IDX_TYPES[type_code])).tobytes()
   opener = gzip.open if compress else open
   with opener(path, "wb") as f:
     f.write(payload)
@@ -93,7 +94,7 @@ def test_mnist1d_is_generated_once_and_cached():
   ds = data.mnist1d()  # the session's cache (conftest): generated at most once per session
   assert ds.x_train.shape == (4000, 40) and ds.x_test.shape == (1000, 40)
   assert set(np.unique(ds.y_train)) == set(range(10))
-  assert (data._cache_dir() / "mnist1d.npz").exists()
+  assert (datasets._cache_dir() / "mnist1d.npz").exists()
   np.testing.assert_array_equal(ds.x_test, data.mnist1d().x_test)
 
 
@@ -107,7 +108,8 @@ def test_standardize_uses_training_statistics():
 def test_sample_batch_is_a_deterministic_function_of_the_key():
   x, y = np.arange(20.0).reshape(10, 2), np.arange(10)
   draw = jax.jit(lambda k: data.sample_batch(k, x, y, 4))
-  (xa, ya), (xb, yb) = draw(jax.random.key(0)), draw(jax.random.key(0))
+  (xa, ya, wa), (xb, yb, _) = draw(jax.random.key(0)), draw(jax.random.key(0))
+  np.testing.assert_array_equal(wa, np.ones(4))  # a Batch; every drawn example counts
   np.testing.assert_array_equal(xa, xb)
   np.testing.assert_array_equal(ya, yb)
   np.testing.assert_array_equal(xa[:, 0], 2.0 * np.asarray(ya))  # rows stay paired

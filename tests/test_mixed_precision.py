@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxgrad import mixed_precision as mp
-from jaxgrad import training
+from jaxgrad import optimizers, training
 from tests import _tol
 
 
@@ -57,7 +57,7 @@ def _underflow_problem():
 
 def _one_step_grads(scaled: bool):
   w, loss = _underflow_problem()
-  tx = training.make_optimizer(training.OptimizerConfig("sgd", 1.0))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0))
   if scaled:
     tx = mp.dynamic_loss_scaling(tx, init_scale=2.0**15)
   loss_fn = lambda p, s, b: (loss(p, jnp.float16)[0], s)  # noqa: E731

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from experiments import mnist_classifier as mc
-from jaxgrad import monitoring
+from jaxgrad import logs
 from jaxgrad.studies import classifiers as study
 from tests.conftest import experiment_group
 
@@ -40,11 +40,11 @@ def test_untrained_loss_is_log_of_the_class_count(smoke):
 
 def test_monitored_run_metrics_read_back(smoke):
   out, results = smoke
-  rows = monitoring.read_jsonl(out / "metrics.jsonl")
+  rows = logs.read_jsonl(out / "metrics.jsonl")
   assert [r["step"] for r in rows] == list(range(mc.Config.smoke().steps))
   assert {"loss", "accuracy", "grad_norm/layer_0/dense", "update_ratio/layer_1/dense",
           "dead/layer_0/dense"} <= set(rows[0])
-  assert results["monitored_run"]["alarms"] == len(monitoring.read_jsonl(out / "alarms.jsonl"))
+  assert results["monitored_run"]["alarms"] == len(logs.read_jsonl(out / "alarms.jsonl"))
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,4 +1,4 @@
-"""Monitoring: norms and update ratios against direct computation, files read back, Monitor.
+"""Metrics and logs: norms and update ratios against direct computation, files read back, Monitor.
 
 The Monitor runs in a hand-written loop on a plain Flax model with the user's own Optax chain.
 """
@@ -15,13 +15,34 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad import files, monitoring, probe, training
-from jaxgrad.diagnostics import layer_grad_norms
+from jaxgrad import files, logs, metrics, optimizers, probe, training
+from jaxgrad.diagnostics import layer_grad_norms, unit_fractions
 from jaxgrad.models import DeepMLP
 from tests import _tol
 
 MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
 LAYOUT = probe.layout(MODEL, jnp.ones((4, 5)))  # execution order, the scanned stack expanded
+
+
+def hidden_outputs(variables, x):
+  """MODEL's hidden activations keyed like ``layer_grad_norms``, caught by ``nn.intercept_methods``.
+
+  The first block's output, and the scanned stack's per-layer outputs (its second output),
+  both seen at the top level of the forward pass (not inside the scan).
+  """
+  out = {}
+
+  def catch(next_fun, args, kwargs, context):
+    y = next_fun(*args, **kwargs)
+    if context.method_name == "__call__" and context.module.path == ("first",):
+      out["first/dense"] = y
+    elif context.method_name == "__call__" and context.module.path == ("hidden",):
+      out.update({f"hidden/layers_{i:03d}/dense": h for i, h in enumerate(y[1])})
+    return y
+
+  with nn.intercept_methods(catch):
+    MODEL.apply(variables, x)
+  return out
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +60,11 @@ def monitored():
     i = jax.random.randint(key, (8,), 0, 32)
     return x[i], y[i]
 
-  record = monitoring.recorder(
+  record = metrics.recorder(
       accuracy_fn=lambda p, s, b: jnp.mean(jnp.argmax(MODEL.apply({"params": p}, b[0]), -1) == b[1]),
-      outputs_fn=lambda p, s, b: monitoring.mlp_outputs(MODEL, {"params": p}, b[0]),
+      outputs_fn=lambda p, s, b: hidden_outputs({"params": p}, b[0]),
       activation="tanh", layout=LAYOUT)
-  tx = training.make_optimizer(training.OptimizerConfig("sgd", 0.5, clip_norm=0.05))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 0.5, clip_norm=0.05))
   key = jax.random.key(2)
   result = jax.jit(lambda: training.train(loss_fn, params, tx, sample, 5, key=key, record=record,
                                           layout=LAYOUT))()
@@ -72,10 +93,10 @@ def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitor
                                **_tol.F32_REDUCED)
 
 
-def test_mlp_outputs_reproduce_the_model():
+def test_intercepted_hidden_outputs_reproduce_the_model():
   x = jax.random.normal(jax.random.key(3), (4, 5))
   v = jax.jit(MODEL.init)(jax.random.key(1), x)
-  outs = monitoring.mlp_outputs(MODEL, v, x)
+  outs = jax.jit(hidden_outputs)(v, x)
   assert list(outs) == ["first/dense", "hidden/layers_000/dense", "hidden/layers_001/dense"]
   last = v["params"]["last"]["dense"]
   np.testing.assert_allclose(outs["hidden/layers_001/dense"] @ last["kernel"] + last["bias"][None],
@@ -84,26 +105,26 @@ def test_mlp_outputs_reproduce_the_model():
 
 def test_unit_fractions_on_hand_built_activations():
   relu = {"a": jnp.array([[0.0, 1.0, 0.0, 2.0], [0.0, 3.0, 0.0, 0.0]])}
-  f = monitoring.unit_fractions(relu, "relu")
+  f = unit_fractions(relu, "relu")
   assert float(f["dead"]["a"]) == 0.5 and float(f["saturated"]["a"]) == 0.0
   tanh = {"a": jnp.array([[0.9999, 0.1, -0.9999], [-0.99999, 0.0, -0.9999]])}
-  f = monitoring.unit_fractions(tanh, "tanh")  # 1 - h^2 < 0.05 for units 0 and 2
+  f = unit_fractions(tanh, "tanh")  # 1 - h^2 < 0.05 for units 0 and 2
   assert float(f["dead"]["a"]) == 0.0
   np.testing.assert_allclose(f["saturated"]["a"], 2 / 3, **_tol.F32)
   with pytest.raises(ValueError, match="got 'gelu', valid choices"):
-    monitoring.unit_fractions(relu, "gelu")
+    unit_fractions(relu, "gelu")
 
 
 def test_metrics_jsonl_and_alarms_read_back(monitored, tmp_path):
   res = monitored["result"]
-  summary = monitoring.write_run(tmp_path, res, norm_threshold=0.05)
-  rows = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  summary = logs.write_run(tmp_path, res, norm_threshold=0.05)
+  rows = logs.read_jsonl(tmp_path / "metrics.jsonl")
   assert [r["step"] for r in rows] == list(range(5))
   np.testing.assert_allclose([r["loss"] for r in rows], res.loss, **_tol.F32)
   np.testing.assert_allclose([r["grad_norm/last/dense"] for r in rows],
                              res.layer_grad_norms["last/dense"], **_tol.F32)
   assert {"accuracy", "update_ratio/first/dense", "saturated/first/dense", "dead/first/dense"} <= set(rows[0])
-  alarms = monitoring.read_jsonl(tmp_path / "alarms.jsonl")
+  alarms = logs.read_jsonl(tmp_path / "alarms.jsonl")
   over = [a for a in alarms if a["metric"] == "grad_norm"]
   assert [a["step"] for a in over] == [i for i in range(5) if res.grad_norm[i] > 0.05]
   assert summary["alarms"] == len(alarms)
@@ -112,7 +133,7 @@ def test_metrics_jsonl_and_alarms_read_back(monitored, tmp_path):
 def test_nonfinite_values_raise_alarms():
   rows = [{"step": 0, "loss": 1.0, "grad_norm": 2.0},
           {"step": 1, "loss": math.nan, "grad_norm": math.inf, "accuracy": math.nan}]
-  events = monitoring.alarms(rows, norm_threshold=10.0)
+  events = logs.alarms(rows, norm_threshold=10.0)
   assert [(e["step"], e["event"], e["metric"]) for e in events] == [
       (1, "nonfinite", "loss"), (1, "nonfinite", "grad_norm")]
 
@@ -120,11 +141,11 @@ def test_nonfinite_values_raise_alarms():
 def test_tensorboard_scalars_and_histograms_read_back(monitored, tmp_path):
   pytest.importorskip("tensorboardX")
   params = monitored["params"]
-  logger = monitoring.TensorBoardLogger(tmp_path / "tb", bins=16)
-  logger.log_rows(monitoring.rows(monitored["result"]))
+  logger = logs.TensorBoardLogger(tmp_path / "tb", bins=16)
+  logger.log_rows(logs.rows(monitored["result"]))
   logger.histograms(3, params, jax.tree.map(lambda a: 2 * a, params), layout=LAYOUT)
   logger.close()
-  events = monitoring.read_events(tmp_path / "tb")
+  events = logs.read_events(tmp_path / "tb")
   steps, losses = zip(*events["scalars"]["loss"])
   assert steps == tuple(range(5))
   np.testing.assert_allclose(losses, monitored["result"].loss, **_tol.F32)
@@ -140,8 +161,8 @@ def test_tensorboard_scalars_and_histograms_read_back(monitored, tmp_path):
 def test_alarms_for_update_ratios_outside_the_range():
   rows = [{"step": 0, "loss": 1.0, "update_ratio/a": 1e-9, "update_ratio/b": 5.0,
            "update_ratio/c": 1e-3, "update_ratio/zero_weight": math.inf}]
-  assert monitoring.alarms(rows) == []  # no range: not checked
-  events = monitoring.alarms(rows, update_ratio_range=(1e-6, 1.0))
+  assert logs.alarms(rows) == []  # no range: not checked
+  events = logs.alarms(rows, update_ratio_range=(1e-6, 1.0))
   assert [(e["event"], e["metric"], e["threshold"]) for e in events] == [
       ("vanishing_update_ratio", "update_ratio/a", 1e-6),
       ("exploding_update_ratio", "update_ratio/b", 1.0)]
@@ -153,11 +174,11 @@ def _raise(constant):
 
 def test_jsonl_is_strict_json_and_reads_back(tmp_path):
   rows = [{"step": 0, "loss": math.nan, "grad_norm": math.inf, "x": -math.inf, "y": 1.5}]
-  monitoring.write_jsonl(tmp_path / "m.jsonl", rows)
+  logs.write_jsonl(tmp_path / "m.jsonl", rows)
   (line,) = (tmp_path / "m.jsonl").read_text().splitlines()
   assert json.loads(line, parse_constant=_raise) == {
       "step": 0, "loss": "nan", "grad_norm": "inf", "x": "-inf", "y": 1.5}
-  (back,) = monitoring.read_jsonl(tmp_path / "m.jsonl")
+  (back,) = logs.read_jsonl(tmp_path / "m.jsonl")
   assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["x"] == -math.inf
   assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temporary file left
 
@@ -208,12 +229,12 @@ def _user_loop(monitor, loss_fn, params, tx, batch, steps):
 def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path):
   _, params, loss_fn, sample = _user_setup()
   tx = optax.chain(optax.clip_by_global_norm(0.1), optax.adamw(1e-2))
-  monitor = monitoring.Monitor(tmp_path / "own", update_ratio_range=None)
+  monitor = logs.Monitor(tmp_path / "own", update_ratio_range=None)
   assert _user_loop(monitor, loss_fn, params, tx, sample(None), 4) == []
-  own = monitoring.read_jsonl(tmp_path / "own" / "metrics.jsonl")
+  own = logs.read_jsonl(tmp_path / "own" / "metrics.jsonl")
   result = training.train(loss_fn, params, tx, sample, 4, key=jax.random.key(0),
-                          record=monitoring.recorder())
-  by_train = monitoring.rows(result)
+                          record=metrics.recorder())
+  by_train = logs.rows(result)
   assert list(own[0]) == list(by_train[0]) == [
       "step", "loss", "grad_norm", "grad_norm/Dense_0", "grad_norm/Dense_1", "grad_norm/Dense_2",
       "update_norm", "update_ratio/Dense_0", "update_ratio/Dense_1", "update_ratio/Dense_2"]
@@ -224,17 +245,17 @@ def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path):
 
 def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path):
   _, params, loss_fn, sample = _user_setup()
-  monitor = monitoring.Monitor(tmp_path, every=2)
+  monitor = logs.Monitor(tmp_path, every=2)
   events = _user_loop(monitor, loss_fn, params, optax.sgd(1e3), sample(None), 12)
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   raw = [json.loads(line, parse_constant=_raise) for line in lines]
   assert [r["step"] for r in raw] == list(range(0, 12, 2))
   assert raw[-1]["loss"] == "nan" and raw[-1]["grad_norm"] == "nan"  # diverged, NaN encoded
-  rows = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  rows = logs.read_jsonl(tmp_path / "metrics.jsonl")
   assert math.isnan(rows[-1]["loss"]) and math.isfinite(rows[0]["loss"])
   for line in (tmp_path / "alarms.jsonl").read_text().splitlines():
     json.loads(line, parse_constant=_raise)
-  written = monitoring.read_jsonl(tmp_path / "alarms.jsonl")
+  written = logs.read_jsonl(tmp_path / "alarms.jsonl")
   key = lambda e: (e["step"], e["event"], e["metric"])  # noqa: E731
   assert [key(e) for e in written] == [key(e) for e in events]
   kinds = {e["event"] for e in events}
@@ -244,12 +265,12 @@ def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path):
 
 
 def test_module_docstring_example_runs_as_pasted(tmp_path, monkeypatch):
-  doc = monitoring.__doc__
+  doc = logs.__doc__
   block = doc[doc.index("your own loop)::\n") + len("your own loop)::\n"):]
   code = textwrap.dedent(block.rstrip())
   monkeypatch.chdir(tmp_path)
-  exec(compile(code, "monitoring_example", "exec"), {})  # noqa: S102
-  rows = monitoring.read_jsonl(tmp_path / "runs/my_mlp/metrics.jsonl")
+  exec(compile(code, "logs_example", "exec"), {})  # noqa: S102
+  rows = logs.read_jsonl(tmp_path / "runs/my_mlp/metrics.jsonl")
   assert [r["step"] for r in rows] == list(range(0, 100, 10))
   assert rows[-1]["loss"] < rows[0]["loss"]
   assert {"grad_norm/Dense_0", "update_ratio/Dense_2", "update_norm"} <= set(rows[0])
@@ -262,30 +283,30 @@ def test_monitor_dead_units_tensorboard_and_errors(tmp_path):
   grads = jax.grad(lambda p: loss_fn(p, {}, sample(None))[0])(params)
   updates = jax.tree.map(lambda g: -0.1 * g, grads)
   h = jnp.concatenate([jnp.zeros((32, 2)), jnp.ones((32, 6))], -1)  # 2 of 8 units dead
-  with monitoring.Monitor(tmp_path, tensorboard=True, activation="relu") as monitor:
+  with logs.Monitor(tmp_path, tensorboard=True, activation="relu") as monitor:
     metrics = jax.jit(lambda g, p, u: monitor.measure(g, p, u, outputs={"Dense_0": h}))(
         grads, params, updates)
     monitor.log(0, metrics, loss=1.0, params=params, grads=grads, accuracy=0.5)
-  (row,) = monitoring.read_jsonl(tmp_path / "metrics.jsonl")
+  (row,) = logs.read_jsonl(tmp_path / "metrics.jsonl")
   assert row["dead/Dense_0"] == 0.25 and row["accuracy"] == 0.5
   np.testing.assert_allclose(row["grad_norm/Dense_1"],
                              np.linalg.norm(grads["Dense_1"]["kernel"]), **_tol.F32)
   np.testing.assert_allclose(row["update_ratio/Dense_0"],
                              np.linalg.norm(updates["Dense_0"]["kernel"])
                              / np.linalg.norm(params["Dense_0"]["kernel"]), **_tol.F32)
-  events = monitoring.read_events(tmp_path)
+  events = logs.read_events(tmp_path)
   assert events["scalars"]["grad_norm/Dense_0"][0][0] == 0
   assert {"weights/Dense_0", "gradients/Dense_2"} <= set(events["histograms"])
   with pytest.raises(ValueError, match="every must be an integer >= 1, got 0"):
-    monitoring.Monitor(tmp_path, every=0)
+    logs.Monitor(tmp_path, every=0)
   with pytest.raises(ValueError, match="got 'gelu', valid choices"):
-    monitoring.Monitor(tmp_path, activation="gelu")
+    logs.Monitor(tmp_path, activation="gelu")
   with pytest.raises(ValueError, match="needs Monitor\\(activation=...\\)"):
-    monitoring.Monitor(tmp_path).measure(grads, params, updates, outputs={"Dense_0": h})
+    logs.Monitor(tmp_path).measure(grads, params, updates, outputs={"Dense_0": h})
   stacked = jax.vmap(lambda g: monitor.measure(g, params, updates))(
       jax.tree.map(lambda g: jnp.stack([g, g]), grads))
   with pytest.raises(ValueError, match="expected \\(\\): log one step of one run"):
-    monitoring.Monitor(tmp_path).log(0, stacked)
+    logs.Monitor(tmp_path).log(0, stacked)
 
 
 def test_monitor_reads_dead_units_from_the_probe_on_an_unedited_model(tmp_path):
@@ -303,7 +324,7 @@ def test_monitor_reads_dead_units_from_the_probe_on_an_unedited_model(tmp_path):
   pr = probe.trace(model, variables, x)
   tx = optax.adamw(1e-3)
   opt_state = tx.init(variables["params"])
-  monitor = monitoring.Monitor(tmp_path, layout=pr.trace)
+  monitor = logs.Monitor(tmp_path, layout=pr.trace)
 
   @jax.jit
   def step(variables, opt_state):
@@ -319,4 +340,4 @@ def test_monitor_reads_dead_units_from_the_probe_on_an_unedited_model(tmp_path):
   assert list(metrics["layer_grad_norms"]) == ["a", "b", "c"]
   params = variables["params"]
   with pytest.raises(ValueError, match="needs Monitor\\(layout="):
-    monitoring.Monitor(tmp_path / "x").measure(params, params, params, stats={})
+    logs.Monitor(tmp_path / "x").measure(params, params, params, stats={})

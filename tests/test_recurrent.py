@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgrad.diagnostics import time_grads
 from jaxgrad.models import recurrent
 from jaxgrad.models.recurrent import RecurrentNet
 from tests import _tol
@@ -22,7 +23,7 @@ def test_shapes_and_perturbations(cell):
   chex.assert_shape(model.apply(variables, x), (B, 2))
   for layer in ("rnn_0", "rnn_1"):
     chex.assert_shape(variables["perturbations"][layer]["cell"]["h"], (B, T, H))
-  grads = recurrent.time_grads(model, variables["params"], x, lambda y: jnp.sum(y**2))
+  grads = time_grads(model, variables["params"], x, lambda y: jnp.sum(y**2))
   chex.assert_shape(grads, (2, B, T, H))
   chex.assert_tree_all_finite(grads)
 
@@ -46,7 +47,7 @@ def test_last_step_signal_is_the_head_kernel():
   model = RecurrentNet(cell="gru", hidden=H, layers=2)
   x = jax.random.normal(jax.random.key(2), (B, T, 1))
   params = model.init(jax.random.key(3), x)["params"]
-  grads = recurrent.time_grads(model, params, x, jnp.sum)
+  grads = time_grads(model, params, x, jnp.sum)
   head = params["head"]["kernel"][:, 0]
   np.testing.assert_allclose(grads[1, :, -1], jnp.broadcast_to(head, (B, H)), **_tol.F32)
 
@@ -60,7 +61,7 @@ def test_linear_rnn_signal_decays_exactly_as_rho_power(x64, rho):
   params = model.init(jax.random.key(5), x)["params"]
   w_rec = params["rnn_0"]["cell"]["cell"]["h"]["kernel"]
   np.testing.assert_allclose(np.linalg.svd(w_rec, compute_uv=False), rho, **_tol.F64)
-  grads = recurrent.time_grads(model, params, x, lambda y: jnp.sum(y**2))[0]
+  grads = time_grads(model, params, x, lambda y: jnp.sum(y**2))[0]
   norms = jnp.linalg.norm(grads, axis=-1)  # (B, T)
   expected = norms[:, -1:] * rho ** jnp.arange(T - 1, -1, -1)[None, :]
   np.testing.assert_allclose(norms, expected, **_tol.F64)
@@ -72,7 +73,7 @@ def test_tanh_signal_is_bounded_by_rho_power(x64, rho):
   model = RecurrentNet(cell="simple", hidden=H, rho=rho, param_dtype=jnp.float64)
   x = jax.random.normal(jax.random.key(6), (B, T, 1), jnp.float64)
   params = model.init(jax.random.key(7), x)["params"]
-  norms = jnp.linalg.norm(recurrent.time_grads(model, params, x, jnp.sum)[0], axis=-1)
+  norms = jnp.linalg.norm(time_grads(model, params, x, jnp.sum)[0], axis=-1)
   bound = norms[:, -1:] * rho ** jnp.arange(T - 1, -1, -1)[None, :]
   assert np.all(norms <= bound * (1 + _tol.F64["rtol"]))
   assert np.all(norms[:, :-1] < bound[:, :-1])

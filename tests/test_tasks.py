@@ -5,14 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import tasks
-from jaxgrad.training import OptimizerConfig, make_optimizer, train
+from jaxgrad import data
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer
+from jaxgrad.training import train
 from tests import _tol
 
 
 def test_sine_target_is_the_next_value(x64):
   """A sampled sinusoid obeys s_{t+1} + s_{t-1} = 2 cos(f dt) s_t; the target continues it."""
-  x, y = tasks.sine_sequences(jax.random.key(0), 16, 12, dtype=jnp.float64)
+  x, y = data.sine_sequences(jax.random.key(0), 16, 12, dtype=jnp.float64)
   assert x.shape == (16, 12, 1) and y.shape == (16, 1)
   s = np.concatenate([x[..., 0], y], axis=1)  # (16, 13)
   two_cos = (s[:, 2:] + s[:, :-2]) / s[:, 1:-1]
@@ -27,7 +28,7 @@ def test_sine_target_is_the_next_value(x64):
 
 def test_adding_problem_marks_and_sum():
   length = 20
-  x, y = tasks.adding_problem(jax.random.key(1), 2000, length)
+  x, y = data.adding_problem(jax.random.key(1), 2000, length)
   marks = np.asarray(x[..., 1])
   np.testing.assert_array_equal(marks.sum(1), 2)
   pos = np.sort(np.argwhere(marks)[:, 1].reshape(-1, 2), axis=1)
@@ -38,8 +39,8 @@ def test_adding_problem_marks_and_sum():
 
 
 def test_epoch_batches_walk_each_epoch_once():
-  index, weight = tasks.epoch_batches(jax.random.key(2), 1000, 64, 3)
-  assert index.shape == (48, 64) and tasks.batches_per_epoch(1000, 64) == 16
+  index, weight = data.epoch_batches(jax.random.key(2), 1000, 64, 3)
+  assert index.shape == (48, 64) and data.batches_per_epoch(1000, 64) == 16
   for e in range(3):
     idx, w = np.asarray(index[16 * e:16 * (e + 1)]), np.asarray(weight[16 * e:16 * (e + 1)])
     np.testing.assert_array_equal(np.sort(idx[w > 0]), np.arange(1000))
@@ -52,8 +53,8 @@ def test_sampler_gives_train_the_step_batch():
   x = jnp.arange(10.0)[:, None, None]
   y = jnp.arange(10.0)[:, None]
   shuffle, key = jax.random.key(3), jax.random.key(4)
-  sample = tasks.epoch_sampler(x, y, 4, 2, shuffle_key=shuffle, train_key=key)
-  index, weight = tasks.epoch_batches(shuffle, 10, 4, 2)
+  sample = data.epoch_sampler(x, y, 4, 2, shuffle_key=shuffle, train_key=key)
+  index, weight = data.epoch_batches(shuffle, 10, 4, 2)
   for step in range(6):
     batch = sample(jax.random.fold_in(key, step))
     np.testing.assert_array_equal(batch.x[:, 0, 0], index[step])
@@ -66,14 +67,14 @@ def test_sampler_gives_train_the_step_batch():
 
 
 def test_weighted_mse_ignores_padding():
-  batch = tasks.Batch(x=None, y=jnp.array([[1.0], [2.0], [9.0]]), weight=jnp.array([1.0, 1.0, 0.0]))
-  assert float(tasks.weighted_mse(jnp.zeros((3, 1)), batch)) == pytest.approx(2.5)
+  batch = data.Batch(x=None, y=jnp.array([[1.0], [2.0], [9.0]]), weight=jnp.array([1.0, 1.0, 0.0]))
+  assert float(data.weighted_mse(jnp.zeros((3, 1)), batch)) == pytest.approx(2.5)
 
 
 @pytest.mark.parametrize("fn, kwargs, message", [
-    (tasks.sine_sequences, dict(num=0), "num must be an integer >= 1"),
-    (tasks.adding_problem, dict(num=4, length=3), "length must be >= 4"),
-    (tasks.epoch_batches, dict(num=10, batch_size=0, epochs=1), "batch_size must be"),
+    (data.sine_sequences, dict(num=0), "num must be an integer >= 1"),
+    (data.adding_problem, dict(num=4, length=3), "length must be >= 4"),
+    (data.epoch_batches, dict(num=10, batch_size=0, epochs=1), "batch_size must be"),
 ])
 def test_bad_sizes_are_clear_errors(fn, kwargs, message):
   with pytest.raises(ValueError, match=message):

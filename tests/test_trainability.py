@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import trainability as tr
-from jaxgrad import data, files, training
+from jaxgrad import data, files, optimizers
 from jaxgrad.models import DeepMLP
 from jaxgrad.studies import trainability
 from jaxgrad.studies.mean_field import unit_inits
@@ -60,7 +60,7 @@ def test_a_step_scale_is_that_multiple_of_the_learning_rate():
   grid = np.asarray([1.5, 1.5], np.float32)
   keys = jnp.concatenate([jax.random.split(jax.random.key(1), 1)] * 2)
   run = lambda lr, **kw: trainability.train_many(  # noqa: E731
-      model, dataset, training.OptimizerConfig("sgd", lr, momentum=0.9), grid,
+      model, dataset, optimizers.OptimizerConfig("sgd", lr, momentum=0.9), grid,
       np.full_like(grid, 0.05), keys, budgets=(6,), batch=4, eval_examples=32, **kw)
   scaled = run(0.01, step_scale=np.asarray([1.0, 2.0], np.float32))["loss"]
   np.testing.assert_allclose(scaled[0], run(0.01)["loss"][0], rtol=1e-6)

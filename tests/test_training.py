@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgrad import monitoring, probe, training
+from jaxgrad import metrics, optimizers, probe, training
 from jaxgrad.diagnostics import layer_grad_norms
 from jaxgrad.models import DeepMLP
 from tests import _tol
@@ -46,24 +46,24 @@ def _run(tx, params, grads):
 
 SCHEDULE = optax.warmup_cosine_decay_schedule(0.0, 0.1, 2, 10, 0.0)
 CASES = {
-    "sgd": (training.OptimizerConfig("sgd", 0.1), optax.sgd(0.1)),
-    "momentum": (training.OptimizerConfig("sgd", 0.1, momentum=0.9), optax.sgd(0.1, 0.9)),
-    "nesterov": (training.OptimizerConfig("sgd", 0.1, momentum=0.9, nesterov=True),
+    "sgd": (optimizers.OptimizerConfig("sgd", 0.1), optax.sgd(0.1)),
+    "momentum": (optimizers.OptimizerConfig("sgd", 0.1, momentum=0.9), optax.sgd(0.1, 0.9)),
+    "nesterov": (optimizers.OptimizerConfig("sgd", 0.1, momentum=0.9, nesterov=True),
                  optax.sgd(0.1, 0.9, nesterov=True)),
-    "adam": (training.OptimizerConfig("adam", 1e-2), optax.adam(1e-2)),
-    "adamw": (training.OptimizerConfig("adamw", 1e-2, weight_decay=0.1),
+    "adam": (optimizers.OptimizerConfig("adam", 1e-2), optax.adam(1e-2)),
+    "adamw": (optimizers.OptimizerConfig("adamw", 1e-2, weight_decay=0.1),
               optax.adamw(1e-2, weight_decay=0.1)),
-    "rmsprop": (training.OptimizerConfig("rmsprop", 1e-2), optax.rmsprop(1e-2)),
-    "adagrad": (training.OptimizerConfig("adagrad", 1e-2), optax.adagrad(1e-2)),
-    "clip_value": (training.OptimizerConfig("adam", 1e-2, clip_value=0.5),
+    "rmsprop": (optimizers.OptimizerConfig("rmsprop", 1e-2), optax.rmsprop(1e-2)),
+    "adagrad": (optimizers.OptimizerConfig("adagrad", 1e-2), optax.adagrad(1e-2)),
+    "clip_value": (optimizers.OptimizerConfig("adam", 1e-2, clip_value=0.5),
                    optax.chain(optax.clip(0.5), optax.adam(1e-2))),
-    "clip_norm": (training.OptimizerConfig("sgd", 0.1, clip_norm=1.0),
+    "clip_norm": (optimizers.OptimizerConfig("sgd", 0.1, clip_norm=1.0),
                   optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1))),
     "both_clips_warmup_cosine": (
-        training.OptimizerConfig("sgd", 0.1, momentum=0.9, clip_value=2.0, clip_norm=1.0,
+        optimizers.OptimizerConfig("sgd", 0.1, momentum=0.9, clip_value=2.0, clip_norm=1.0,
                                  schedule="warmup_cosine", warmup_steps=2, decay_steps=10),
         optax.chain(optax.clip(2.0), optax.clip_by_global_norm(1.0), optax.sgd(SCHEDULE, 0.9))),
-    "skip_nonfinite": (training.OptimizerConfig("adam", 1e-2, skip_nonfinite=True),
+    "skip_nonfinite": (optimizers.OptimizerConfig("adam", 1e-2, skip_nonfinite=True),
                        optax.apply_if_finite(optax.adam(1e-2), 2**31 - 1)),
 }
 
@@ -72,14 +72,14 @@ CASES = {
 def test_factory_matches_the_raw_optax_chain(name):
   ours, raw = CASES[name]
   params, grads = _params_and_grads()
-  got, _ = _run(training.make_optimizer(ours), params, grads)
+  got, _ = _run(optimizers.make_optimizer(ours), params, grads)
   want, _ = _run(raw, params, grads)
   chex.assert_trees_all_close(got, want, **_tol.F32)
 
 
 def test_clip_by_value_clamps_every_entry():
   params, grads = _params_and_grads(1)
-  tx = optax.chain(training.make_optimizer(training.OptimizerConfig("sgd", 1.0, clip_value=0.25)))
+  tx = optax.chain(optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_value=0.25)))
   (updates,), _ = _run(tx, params, grads)
   for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads[0])):
     np.testing.assert_allclose(u, -jnp.clip(g, -0.25, 0.25), **_tol.F32)
@@ -89,7 +89,7 @@ def test_clip_by_value_clamps_every_entry():
 def test_clip_by_global_norm_gives_the_threshold(x64):
   params, grads = _params_and_grads(1)
   params, grads = jax.tree.map(lambda a: a.astype(jnp.float64), (params, grads))
-  tx = training.make_optimizer(training.OptimizerConfig("sgd", 1.0, clip_norm=0.5))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_norm=0.5))
   (updates,), _ = _run(tx, params, grads)
   np.testing.assert_allclose(optax.tree.norm(updates), 0.5, **_tol.F64)
   assert float(optax.tree.norm(grads[0])) > 0.5
@@ -102,7 +102,7 @@ def test_vmapped_clip_thresholds_equal_separate_chains(x64):
   params, grads = jax.tree.map(lambda a: a.astype(jnp.float64), (params, grads))
 
   def updates(clip_norm):
-    tx = training.make_optimizer(training.OptimizerConfig("sgd", 1.0, clip_norm=clip_norm))
+    tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_norm=clip_norm))
     return tx.update(grads[0], tx.init(params), params)[0]
 
   vmapped = jax.vmap(updates)(jnp.asarray([0.5, jnp.inf]))
@@ -114,7 +114,7 @@ def test_grad_norms_equal_a_direct_computation():
   params, (g,) = _params_and_grads(1)
   kernel = lambda name: g[name]["dense"]["kernel"]  # noqa: E731
   stack = g["hidden"]["layers"]["dense"]["kernel"]
-  norm, layers = monitoring.grad_norms(g, layout=PARAMS_LAYOUT)
+  norm, layers = metrics.grad_norms(g, layout=PARAMS_LAYOUT)
   direct = {"first/dense": jnp.linalg.norm(kernel("first")),
             **{f"hidden/layers_{i:03d}/dense": jnp.linalg.norm(stack[i]) for i in range(2)},
             "last/dense": jnp.linalg.norm(kernel("last"))}
@@ -122,7 +122,7 @@ def test_grad_norms_equal_a_direct_computation():
   chex.assert_trees_all_close(dict(layers), direct, **_tol.F32)
   np.testing.assert_allclose(norm, optax.tree.norm(g), **_tol.F32)
   # Without a layout: the tree's order, the stack one entry.
-  _, flat = monitoring.grad_norms(g)
+  _, flat = metrics.grad_norms(g)
   assert list(flat) == ["first/dense", "hidden/layers/dense", "last/dense"]
   np.testing.assert_allclose(flat["hidden/layers/dense"], jnp.linalg.norm(stack), **_tol.F32)
 
@@ -131,7 +131,7 @@ def test_nan_gradient_is_recorded_and_skipped():
   """loss = <g, p>, so the raw gradient is g, NaN in one entry: recorded as NaN, step skipped."""
   params, (g,) = _params_and_grads(1)
   g = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan), g)
-  tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-2, skip_nonfinite=True))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-2, skip_nonfinite=True))
   loss_fn = lambda p, s, b: (optax.tree.vdot(g, p), s)  # noqa: E731
   res = training.train(loss_fn, params, tx, lambda k: None, 1, key=jax.random.key(0))
   assert np.isnan(res.grad_norm[0]) and np.isnan(res.layer_grad_norms["first/dense"][0])
@@ -140,7 +140,7 @@ def test_nan_gradient_is_recorded_and_skipped():
 
 
 def test_warmup_cosine_schedule_values():
-  sched = training.learning_rate_schedule(training.OptimizerConfig(
+  sched = optimizers.learning_rate_schedule(optimizers.OptimizerConfig(
       "sgd", 0.2, schedule="warmup_cosine", warmup_steps=4, decay_steps=12, end_lr_fraction=0.1))
   np.testing.assert_allclose([sched(0), sched(2), sched(4), sched(8), sched(12)],
                              [0.0, 0.1, 0.2, 0.02 + 0.18 * 0.5, 0.02], **_tol.F32)
@@ -156,7 +156,7 @@ def test_warmup_cosine_schedule_values():
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
   with pytest.raises(ValueError, match=message):
-    training.OptimizerConfig(**kwargs)
+    optimizers.OptimizerConfig(**kwargs)
 
 
 REGRESSION_MODEL = DeepMLP(depth=3, width=8, out_features=1, activation="tanh")
@@ -182,7 +182,7 @@ def _regression():
 
 
 @pytest.mark.parametrize("tx", [
-    training.make_optimizer(training.OptimizerConfig("adam", 1e-2, clip_norm=0.5)),
+    optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-2, clip_norm=0.5)),
     optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-2)),
 ], ids=["make_optimizer", "plain_optax"])
 def test_train_records_norms_and_metrics_and_is_vmappable(tx):
@@ -201,7 +201,7 @@ def test_train_records_norms_and_metrics_and_is_vmappable(tx):
 
 def test_train_in_chunks_equals_one_run():
   loss_fn, params, sample = _regression()
-  tx = training.make_optimizer(training.OptimizerConfig("sgd", 0.05, momentum=0.9))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 0.05, momentum=0.9))
   key = jax.random.key(4)
   whole = training.train(loss_fn, params, tx, sample, 10, key=key)
   a = training.train(loss_fn, params, tx, sample, 6, key=key)
@@ -213,7 +213,7 @@ def test_train_in_chunks_equals_one_run():
 
 def test_divergence_is_recorded_not_raised():
   loss_fn, params, sample = _regression()
-  tx = training.make_optimizer(training.OptimizerConfig("sgd", 50.0))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 50.0))
   res = jax.jit(lambda k: training.train(loss_fn, params, tx, sample, 20, key=k))(jax.random.key(0))
   assert 0 < int(res.diverged_at) < 20
   assert not np.isfinite(res.loss[-1])
@@ -266,7 +266,7 @@ def test_pre_clip_norm_is_the_raw_gradients_with_clipping_in_the_users_chain():
 
 
 def _record(info):
-  return {"step": info.step, "update_ratio": monitoring.update_ratios(info.updates, info.params)}
+  return {"step": info.step, "update_ratio": metrics.update_ratios(info.updates, info.params)}
 
 
 def test_iterator_and_sampler_give_identical_runs():
@@ -329,8 +329,8 @@ def _train_program_size(depth: int) -> int:
   params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
   layout = probe.layout(model, x)
   loss_fn = lambda p, s, b: (jnp.mean(model.apply({"params": p}, b) ** 2), s)  # noqa: E731
-  tx = training.make_optimizer(training.OptimizerConfig("adam", 1e-3, clip_norm=1.0))
-  record = monitoring.recorder(layout=layout)
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-3, clip_norm=1.0))
+  record = metrics.recorder(layout=layout)
   run = lambda p: training.train(loss_fn, p, tx, lambda k: x, 2, key=jax.random.key(1),  # noqa: E731
                                  record=record, layout=layout)
   return _count_eqns(jax.make_jaxpr(run)(params).jaxpr)

@@ -1,4 +1,4 @@
-"""Pure, jit-able measurements of gradients and Jacobians."""
+"""Pure, jit-able measurements of gradients, Jacobians and units, and the diagnosis of a model."""
 
 from jaxgrad.diagnostics._tree import LayerValues as LayerValues
 from jaxgrad.diagnostics._tree import per_layer as per_layer
@@ -18,7 +18,10 @@ from jaxgrad.diagnostics.jacobian import jacobian as jacobian
 from jaxgrad.diagnostics.jacobian import resolvable as resolvable
 from jaxgrad.diagnostics.jacobian import singular_values as singular_values
 from jaxgrad.diagnostics.jacobian import spectrum_stats as spectrum_stats
+from jaxgrad.diagnostics.recurrent import time_grads as time_grads
 from jaxgrad.diagnostics.spectra import log_singular_values as log_singular_values
+from jaxgrad.diagnostics.units import relative_derivative as relative_derivative
+from jaxgrad.diagnostics.units import unit_fractions as unit_fractions
 
 __all__ = [
     "LayerReport",
@@ -35,9 +38,12 @@ __all__ = [
     "per_layer",
     "perturbation_grads",
     "precision_advice",
+    "relative_derivative",
     "resolvable",
     "safe_norm",
     "signal_norms",
     "singular_values",
     "spectrum_stats",
+    "time_grads",
+    "unit_fractions",
 ]

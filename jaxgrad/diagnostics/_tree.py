@@ -13,18 +13,12 @@ and nothing is expanded.
 
 from collections.abc import Callable, Iterator, Mapping
 import functools
-import re
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxgrad.probe import Trace, layer_names
-
-
-def _natural_key(path: str) -> list[Any]:
-  """'Dense_10' sorts after 'Dense_9': digit runs compare as integers."""
-  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
 class _Group(NamedTuple):

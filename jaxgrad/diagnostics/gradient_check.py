@@ -84,6 +84,7 @@ program.
 
 from collections.abc import Callable
 import dataclasses
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -91,13 +92,15 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.diagnostics._tree import _natural_key
-
-
 MAX_ENTRIES = 50_000_000  # directions x parameters held at once (400 MB in float64)
 STEP_RATIO = 10.0  # r: the second step is epsilon / r
 ROUNDING_ULPS = 32  # the loss is taken as accurate to this many ulps (the floor eta)
 PRECISION_FIELDS = ("dtype", "param_dtype")  # Flax's computation and parameter dtypes
+
+
+def _natural_key(path: str) -> list[Any]:
+  """'Dense_10' sorts after 'Dense_9': digit runs compare as integers."""
+  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
 
 
 class TensorCheck(NamedTuple):

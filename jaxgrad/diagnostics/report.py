@@ -17,7 +17,6 @@ from typing import Any
 from jaxgrad import files
 
 VERDICTS = ("healthy", "vanishing", "exploding", "saturated", "dead", "blocked")
-SIGNAL_KINDS = ("output", "weight_grad")  # dL/dy at the module's output; or none measured
 COLORS = {"healthy": "tab:green", "vanishing": "tab:blue", "exploding": "tab:red",
           "saturated": "tab:orange", "dead": "tab:gray", "blocked": "tab:purple"}
 

@@ -245,27 +245,3 @@ class RecurrentNet(nn.Module):
                       bias_init=initializers.resolve(self.bias_init),
                       param_dtype=self.param_dtype, name="head")
     return head(h[:, -1])
-
-
-def time_grads(model: RecurrentNet, params: Any, x: jax.Array,
-               loss_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  r"""The BPTT signal :math:`\partial L/\partial h_t` of every layer.
-
-  Args:
-    model: the network.
-    params: its ``'params'``.
-    x: a batch ``(B, T, features)``.
-    loss_fn: maps the model's output ``(B, out_features)`` to a scalar loss.
-
-  Returns:
-    Array ``(layers, B, T, H)``.
-  """
-  # Imported here: jaxgrad.diagnostics imports jaxgrad.models (a cycle at import time).
-  from jaxgrad.diagnostics import perturbation_grads  # pylint: disable=import-outside-toplevel
-
-  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["perturbations"]
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  grads = perturbation_grads(lambda v: loss_fn(model.apply(v, x)),
-                             {"params": params, "perturbations": zeros})
-  return jnp.stack([grads[f"rnn_{l}"]["cell"][PERTURB_NAME] for l in range(model.layers)])
-

@@ -10,7 +10,7 @@ An arm (:func:`train_arm`) trains all its seeds in one vmapped program and
 reports the test accuracy and the steps until the running mean of the training
 loss first reaches a target (:func:`steps_to_target`);
 :func:`monitored_training` re-trains one net with the full per-step monitor
-(:mod:`jaxgrad.monitoring`).
+(:mod:`jaxgrad.logs`).
 
 Example:
   >>> import numpy as np
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import activations, data, monitoring, training
+from jaxgrad import activations, data, metrics, optimizers, training
 from jaxgrad.models import DenseBlock
 from jaxgrad.sweep import sweep
 
@@ -86,7 +86,7 @@ def seed_net(kind: str, classes: int, *, init: str, activation: str,
 def optimizer(name: str) -> optax.GradientTransformation:
   """The optimizer of :data:`OPTIMIZERS` by name, with its learning rate (and momentum)."""
   opt, lr, momentum = OPTIMIZERS[name]
-  return training.make_optimizer(training.OptimizerConfig(opt, lr, momentum=momentum))
+  return optimizers.make_optimizer(optimizers.OptimizerConfig(opt, lr, momentum=momentum))
 
 
 def classification_functions(model: nn.Module, ds: data.Dataset,
@@ -201,7 +201,7 @@ def monitored_training(model: SeedNet, ds: data.Dataset, tx: optax.GradientTrans
   """One net trained with the full per-step monitor, in ``chunks`` jitted chunks.
 
   Every step records the loss, the batch accuracy, per-layer gradient norms,
-  update-to-weight ratios and dead units (:func:`jaxgrad.monitoring.recorder`).
+  update-to-weight ratios and dead units (:func:`jaxgrad.metrics.recorder`).
 
   Args:
     model: a :class:`SeedNet` without norm (its hidden outputs are measured).
@@ -218,8 +218,8 @@ def monitored_training(model: SeedNet, ds: data.Dataset, tx: optax.GradientTrans
     The whole run's :class:`jaxgrad.training.TrainResult` (no model state).
   """
   loss_fn, accuracy, sample = classification_functions(model, ds, batch)
-  record = monitoring.recorder(
-      accuracy_fn=lambda p, s, b: accuracy(p, s, *b),
+  record = metrics.recorder(
+      accuracy_fn=lambda p, s, b: accuracy(p, s, b.x, b.y),
       outputs_fn=lambda p, s, b: hidden_outputs(model, p, b[0]), activation=model.activation)
   k_init, k_train = jax.random.split(key)
   params = model.init(k_init, jnp.asarray(ds.x_test[:2]))["params"]

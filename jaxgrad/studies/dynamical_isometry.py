@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import activations, data, diagnostics, theory, training
+from jaxgrad import activations, data, diagnostics, optimizers, theory
 from jaxgrad.models import DeepMLP
 from jaxgrad.studies.mean_field import unit_inits
 from jaxgrad.studies.trainability import train_many
@@ -197,7 +197,7 @@ def learning_speed(activation: str, weights: str, sigma_w2: float, sigma_b2: flo
                   activation=activation, **unit_inits(weights))
   grid = np.full((seeds,), sigma_w2, np.float32)
   keys = jax.random.split(key, seeds)
-  sgd = training.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
+  sgd = optimizers.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
   per_rate = [train_many(model, dataset, sgd, grid, np.full_like(grid, sigma_b2), keys,
                          budgets=(steps,), batch=batch, eval_examples=EVAL_EXAMPLES,
                          weights=weights, step_scale=np.full((seeds,), rate, np.float32))

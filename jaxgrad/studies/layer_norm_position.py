@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import diagnostics, probe, training
+from jaxgrad import diagnostics, optimizers, probe, training
 from jaxgrad.models import transformer
 from jaxgrad.models.mlp import STACK_NAME
 from jaxgrad.stats import quartiles
@@ -255,7 +255,7 @@ def train_arms(setting: Setting, depth: int, norm_position: str, *, batch: int, 
   def one(k, warmup):
     k_init, k_train = jax.random.split(k)
     params = model.init(k_init, sample(k_init)[0])["params"]
-    optimizer = training.make_optimizer(training.OptimizerConfig(
+    optimizer = optimizers.make_optimizer(optimizers.OptimizerConfig(
         "adam", learning_rate=warmup_schedule(learning_rate, warmup)))
     return training.train(loss_fn, params, optimizer, sample, steps, key=k_train)
 

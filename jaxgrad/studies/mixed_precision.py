@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import data, mixed_precision, probe, training
+from jaxgrad import data, mixed_precision, optimizers, probe, training
 from jaxgrad.sweep import sweep
 
 ARMS = ("float32", "bfloat16", "float16", "float16+scaling")
@@ -60,7 +60,7 @@ def precision_functions(model: nn.Module, dtype: Any) -> tuple[Callable, Callabl
     return model.apply({"params": p16}, x.astype(dtype)).astype(jnp.float32)
 
   def loss_fn(params, state, batch, dtype=dtype):
-    x, y = batch
+    x, y = batch.x, batch.y
     logits = logits_fn(params, x, dtype)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
 
@@ -80,7 +80,7 @@ def optimizer(arm: str, learning_rate: float, *, init_scale: float,
   Returns:
     The optax transformation.
   """
-  tx = training.make_optimizer(training.OptimizerConfig("adam", learning_rate))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", learning_rate))
   if arm.endswith("+scaling"):
     tx = mixed_precision.dynamic_loss_scaling(tx, init_scale=init_scale,
                                               growth_interval=growth_interval)

@@ -33,7 +33,8 @@ import optax
 from jaxgrad import activations, data, diagnostics, probe, theory
 from jaxgrad.models import DeepMLP
 from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm
-from jaxgrad.training import OptimizerConfig, make_optimizer, train
+from jaxgrad.optimizers import OptimizerConfig, make_optimizer
+from jaxgrad.training import train
 from jaxgrad.sweep import sweep
 
 NORMS = ("none", "batch", "layer", "weight")

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import data, stats, tasks, training
-from jaxgrad.models.recurrent import RecurrentNet, time_grads
+from jaxgrad import data, optimizers, stats, training
+from jaxgrad.diagnostics import time_grads
+from jaxgrad.models.recurrent import RecurrentNet
 from jaxgrad.sweep import sweep, sweep_grid
 
 ADDING_SOLVED_MSE = 0.04  # Pascanu et al.'s per-sample threshold, applied to the test MSE
@@ -73,7 +74,7 @@ def train_adding(cell: str, length: int, *, forget_bias: float = 0.0, hidden: in
   r"""Every clipping arm x every seed of one network on the adding problem, in one program.
 
   Each seed trains a one-layer ``RecurrentNet`` with Adam on fresh batches of
-  ``T = length`` (:func:`jaxgrad.tasks.adding_problem`) and is scored on
+  ``T = length`` (:func:`jaxgrad.data.adding_problem`) and is scored on
   ``test_size`` fresh sequences: it *solves* the task when its test MSE is
   below :data:`ADDING_SOLVED_MSE` (the mean predictor scores
   :math:`\mathrm{Var}(u_1 + u_2) = 1/6`); ``error_rate`` is Pascanu et al.'s
@@ -109,11 +110,11 @@ def train_adding(cell: str, length: int, *, forget_bias: float = 0.0, hidden: in
   def one(key, threshold):
     k_init, k_train, k_test = jax.random.split(key, 3)
     params = net.init(k_init, jnp.zeros((1, length, ADDING_FEATURES)))["params"]
-    tx = training.make_optimizer(training.OptimizerConfig(
+    tx = optimizers.make_optimizer(optimizers.OptimizerConfig(
         "adam", learning_rate, clip_norm=threshold))
-    sample = lambda k: tasks.adding_problem(k, batch_size, length)  # noqa: E731
+    sample = lambda k: data.as_batch(*data.adding_problem(k, batch_size, length))  # noqa: E731
     result = training.train(_mse_loss(net), params, tx, sample, steps, key=k_train)
-    x_test, y_test = tasks.adding_problem(k_test, test_size, length)
+    x_test, y_test = data.adding_problem(k_test, test_size, length)
     sq_err = (net.apply({"params": result.params}, x_test) - y_test)[:, 0] ** 2
     return {"loss": result.loss.reshape(-1, log_every).mean(-1),
             "grad_norm": result.grad_norm.reshape(-1, log_every).mean(-1),
@@ -127,9 +128,9 @@ def train_adding(cell: str, length: int, *, forget_bias: float = 0.0, hidden: in
 
 
 def _mse_loss(net: RecurrentNet):
-  """``loss_fn(params, state, (x, y))``: the MSE of ``net``'s output, for :func:`training.train`."""
+  """``loss_fn(params, state, batch)``: the MSE of ``net``'s output on a ``data.Batch``."""
   def loss_fn(params, state, batch):
-    x, y = batch
+    x, y = batch.x, batch.y
     return jnp.mean((net.apply({"params": params}, x) - y) ** 2), state
   return loss_fn
 
@@ -146,9 +147,9 @@ def _solved(arm: dict) -> dict:
 
 
 def arm_optimizer(arm: str, learning_rate: float, clip_norm: float,
-                  clip_value: float) -> training.OptimizerConfig:
+                  clip_value: float) -> optimizers.OptimizerConfig:
   """Adam, clipped by global norm in the ``"clip_norm"`` arm and by value in ``"clip_value"``."""
-  return training.OptimizerConfig(
+  return optimizers.OptimizerConfig(
       "adam", learning_rate,
       clip_norm=clip_norm if arm == "clip_norm" else None,
       clip_value=clip_value if arm == "clip_value" else None)
@@ -159,19 +160,19 @@ def sine_replica(net: RecurrentNet, key: jax.Array, *, num_sequences: int, lengt
   """One seed's data, initial parameters, loss and epoch sampler on the seed's sine task.
 
   The arms of a cell share them: the same ``key`` draws the same sequences
-  (:func:`jaxgrad.tasks.sine_sequences`), initialization and shuffling.
+  (:func:`jaxgrad.data.sine_sequences`), initialization and shuffling.
 
   Returns:
     ``(params, loss_fn, sample, train_key)`` for :func:`jaxgrad.training.train`.
   """
   k_data, k_init, k_shuffle, k_train = jax.random.split(key, 4)
-  x, y = tasks.sine_sequences(k_data, num_sequences, length)
+  x, y = data.sine_sequences(k_data, num_sequences, length)
   params = net.init(k_init, x[:1])["params"]
-  sample = tasks.epoch_sampler(x, y, batch_size, epochs, shuffle_key=k_shuffle,
+  sample = data.epoch_sampler(x, y, batch_size, epochs, shuffle_key=k_shuffle,
                                train_key=k_train)
 
   def loss_fn(p, state, batch):
-    return tasks.weighted_mse(net.apply({"params": p}, batch.x), batch), state
+    return data.weighted_mse(net.apply({"params": p}, batch.x), batch), state
 
   return params, loss_fn, sample, k_train
 
@@ -192,8 +193,8 @@ def arm_program(arm: str, *, hidden: int, layers: int, init: str, rho: float, un
   """
   net = RecurrentNet(cell=ARM_CELL[arm], hidden=hidden, layers=layers, recurrent_init=init,
                      rho=rho, unroll=unroll)
-  tx = training.make_optimizer(arm_optimizer(arm, learning_rate, clip_norm, clip_value))
-  steps = epochs * tasks.batches_per_epoch(num_sequences, batch_size)
+  tx = optimizers.make_optimizer(arm_optimizer(arm, learning_rate, clip_norm, clip_value))
+  steps = epochs * data.batches_per_epoch(num_sequences, batch_size)
 
   def one(key):
     params, loss_fn, sample, k_train = sine_replica(
@@ -339,14 +340,14 @@ def trained_signal(net: RecurrentNet, *, length: int, num_sequences: int, steps:
   Returns:
     ``init`` and ``trained`` ``(seeds, T)``, ``train_loss`` ``(seeds, steps)``.
   """
-  tx = training.make_optimizer(training.OptimizerConfig("adam", learning_rate))
+  tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", learning_rate))
 
   def mse(pred, y):
     return jnp.mean((pred - y) ** 2)
 
   def one(key):
     k_data, k_init, k_train = jax.random.split(key, 3)
-    x, y = tasks.sine_sequences(k_data, num_sequences, length)
+    x, y = data.sine_sequences(k_data, num_sequences, length)
     params = net.init(k_init, x[:1])["params"]
     x_eval, y_eval = x[:batch], y[:batch]
     sample = lambda k: data.sample_batch(k, x, y, batch)  # noqa: E731

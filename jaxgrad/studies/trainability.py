@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import data, theory, training
+from jaxgrad import data, optimizers, theory, training
 from jaxgrad.models import DeepMLP
 from jaxgrad.studies.mean_field import scaled_init, unit_inits
 from jaxgrad.sweep import sweep
@@ -28,7 +28,7 @@ from jaxgrad.sweep import sweep
 CHANCE = 0.1  # ten classes
 
 
-def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
+def train_many(model, dataset: data.Dataset, optimizer_config: optimizers.OptimizerConfig,
                sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *,
                budgets: tuple[int, ...], batch: int, eval_examples: int,
                weights: str = "gaussian", step_scale: jax.Array | None = None
@@ -67,7 +67,7 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
   evals = {"train": (x[:eval_examples], y[:eval_examples]),
            "test": (jnp.asarray(dataset.x_test)[:eval_examples],
                     jnp.asarray(dataset.y_test)[:eval_examples])}
-  optimizer = training.make_optimizer(optimizer_config)
+  optimizer = optimizers.make_optimizer(optimizer_config)
   if step_scale is None:
     step_scale = np.ones(np.shape(sigma_w2), np.float32)
 
@@ -102,7 +102,7 @@ def train_many(model, dataset: data.Dataset, optimizer_config: training.Optimize
 
 def train_depth(depth: int, sigma_w2: Sequence[float], sigma_b2: float, *, width: int,
                 activation: str, seeds: int, dataset: data.Dataset,
-                optimizer_config: training.OptimizerConfig, budgets: tuple[int, ...],
+                optimizer_config: optimizers.OptimizerConfig, budgets: tuple[int, ...],
                 batch: int, eval_examples: int, key: jax.Array) -> dict[str, np.ndarray]:
   r"""One row of the phase diagram: every :math:`\sigma_w^2` and seed of one depth, in one program.
 

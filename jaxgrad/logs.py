@@ -1,38 +1,29 @@
-r"""What to watch while training: per-layer norms, update ratios, dead units, alarms, files.
+r"""Training metrics written out: rows, alarms, JSON lines, TensorBoard, and a loop's Monitor.
 
-What seed 000 §3 asks a practitioner to watch, measured inside jit and written
-out afterwards, for :func:`jaxgrad.training.train` and for the user's own loop
-alike:
+What seed 000 §3 asks a practitioner to watch is measured inside jit
+(:mod:`jaxgrad.metrics`, :mod:`jaxgrad.diagnostics.units`); this module turns
+the measurements into files, for :func:`jaxgrad.training.train` and for the
+user's own loop alike:
 
-* loss and accuracy; the global gradient norm :math:`\|g\|_2` and every
-  layer's :math:`\|\partial L/\partial W_l\|_F`, of the raw gradient, so before
-  any clipping whatever the Optax chain (:func:`grad_norms`; ``train`` records
-  them every step);
-* the global norm of the update the chain made, :math:`\|\Delta\theta\|_2`
-  (after clipping, scaling, momentum), under its own name ``update_norm``;
-* update-to-weight ratios :math:`\|\Delta W_l\|_F / \|W_l\|_F` (about
-  :math:`10^{-3}` is the classic healthy value; :math:`\ll 10^{-3}`: the
-  layer barely learns, seed §3.1 "前几层权重几乎不更新");
-* the fraction of *dead* units (:math:`\phi'(a) = 0` on every example of the
-  batch) and of *saturated* activations (entries with
-  :math:`\phi'(a)/\max\phi'` below :data:`SATURATION_THRESHOLD`, for the
-  activations that saturate: tanh, sigmoid, hard-tanh, elu; seed §3.1's
-  "激活值分布过于集中于饱和区域"), from each layer's activations;
-* alarms (:func:`alarms`): a NaN/Inf loss or norm, a gradient norm over a
-  threshold, an update ratio outside a range (vanishing or exploding updates).
+* :func:`rows`: one flat ``{"step", "loss", "grad_norm", "grad_norm/<layer>",
+  "update_norm", "update_ratio/<layer>", ...}`` dict per step of a
+  :class:`jaxgrad.training.TrainResult`;
+* :func:`alarms`: a NaN/Inf loss or norm, a gradient norm over a threshold, an
+  update ratio outside a range (vanishing or exploding updates);
+* :func:`write_run`: ``metrics.jsonl`` (one row per logged step) and
+  ``alarms.jsonl``, strict JSON with NaN/Inf written as the strings ``"nan"``,
+  ``"inf"``, ``"-inf"`` (:mod:`jaxgrad.files`; :func:`read_jsonl` reads them
+  back as floats);
+* :class:`TensorBoardLogger`: scalars and per-layer histograms of weights and
+  gradients (seed §3.2's ``add_histogram``) through the optional
+  ``tensorboardX`` (``pip install 'jaxgrad[tensorboard]'``); :func:`read_events`
+  reads event files back with nothing but tensorboardX's protobufs.
 
-With ``train``, :func:`recorder` is the ``record`` hook and :func:`write_run`
-writes the files. In your own loop (your jitted step, your Optax chain), a
-:class:`Monitor` does the same: :meth:`Monitor.measure` inside the step (pure,
-a few reductions per layer), :meth:`Monitor.log` outside it. Both paths share
-the measurements, the row layout, the alarms and the writers. Files:
-``metrics.jsonl`` (one ``{"step": ..., **metrics}`` row per logged step) and
-``alarms.jsonl``, strict JSON with NaN/Inf written as the strings ``"nan"``,
-``"inf"``, ``"-inf"`` (:mod:`jaxgrad.files`; :func:`read_jsonl` reads them back as floats);
-:class:`TensorBoardLogger` writes scalars and per-layer histograms of weights
-and gradients (seed §3.2's ``add_histogram``) through the optional
-``tensorboardX`` (``pip install 'jaxgrad[tensorboard]'``); :func:`read_events`
-reads event files back with nothing but tensorboardX's protobufs.
+With ``train``, :func:`jaxgrad.metrics.recorder` is the ``record`` hook and
+:func:`write_run` writes the files. In your own loop (your jitted step, your
+Optax chain), a :class:`Monitor` does the same: :meth:`Monitor.measure` inside
+the step (pure, a few reductions per layer), :meth:`Monitor.log` outside it.
+Both paths share the measurements, the row layout, the alarms and the writers.
 
 Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
 
@@ -40,7 +31,7 @@ Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
     import jax
     import jax.numpy as jnp
     import optax
-    from jaxgrad import monitoring
+    from jaxgrad import logs
 
     class MLP(nn.Module):
       @nn.compact
@@ -54,7 +45,7 @@ Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
     y = jnp.sum(x, axis=-1, keepdims=True)
     params = model.init(jax.random.key(1), x)["params"]
     opt_state = tx.init(params)
-    monitor = monitoring.Monitor("runs/my_mlp", every=10)
+    monitor = logs.Monitor("runs/my_mlp", every=10)
 
     @jax.jit
     def step(params, opt_state):
@@ -73,7 +64,7 @@ Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
     # update_norm, update_ratio/Dense_0, ...; runs/my_mlp/alarms.jsonl
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 import functools
 import math
 import os
@@ -85,198 +76,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxgrad import files
-from jaxgrad.diagnostics._tree import per_layer
-from jaxgrad.diagnostics.gradients import layer_grad_norms
 from jaxgrad import probe
+from jaxgrad.diagnostics import per_layer
+from jaxgrad.diagnostics.units import relative_derivative, unit_fractions
+from jaxgrad.metrics import global_norm, grad_norms, update_ratios
 from jaxgrad.probe import Trace
-
-SATURATION_THRESHOLD = 0.05
-
-# phi'(a) / max phi', written as a function of the output h = phi(a), for the
-# activations where that is possible (so it holds behind a norm layer too).
-_DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": lambda h: (h > 0).astype(h.dtype),
-    "leaky_relu": lambda h: jnp.where(h > 0, 1.0, 0.01).astype(h.dtype),
-    "elu": lambda h: jnp.where(h > 0, 1.0, h + 1.0).astype(h.dtype),
-    "tanh": lambda h: 1.0 - h**2,
-    "sigmoid": lambda h: 4.0 * h * (1.0 - h),
-    "hard_tanh": lambda h: (jnp.abs(h) < 1).astype(h.dtype),
-    "linear": jnp.ones_like,
-}
-UNIT_STAT_ACTIVATIONS = tuple(_DERIVATIVE_FROM_OUTPUT)
-# Activations with a flat, saturating regime; relu's zero side is "dead", not saturated.
-SATURATING = ("tanh", "sigmoid", "hard_tanh", "elu")
-
-
-def relative_derivative(activation: str, h: jax.Array) -> jax.Array:
-  r""":math:`\phi'(a)/\max\phi'` from the activation's output :math:`h = \phi(a)`.
-
-  Raises:
-    ValueError: for an activation not in :data:`UNIT_STAT_ACTIVATIONS`.
-  """
-  if activation not in _DERIVATIVE_FROM_OUTPUT:
-    raise ValueError(f"unit statistics need an activation whose derivative is a function of "
-                     f"its output; got {activation!r}, valid choices: {UNIT_STAT_ACTIVATIONS}")
-  return _DERIVATIVE_FROM_OUTPUT[activation](h)
-
-
-def unit_fractions(outputs: Mapping[str, jax.Array], activation: str,
-                   threshold: float = SATURATION_THRESHOLD) -> dict[str, dict[str, jax.Array]]:
-  r"""Per layer, the fraction of dead units and of saturated activations.
-
-  Args:
-    outputs: layer -> activations ``(batch, units)``.
-    activation: name of :math:`\phi`.
-    threshold: an activation entry is saturated when :math:`\phi'(a)/\max\phi'`
-      is below it (units already dead are not counted again); only for
-      :data:`SATURATING` activations, 0 for the others.
-
-  Returns:
-    ``{"dead": {layer: fraction of units}, "saturated": {layer: fraction of entries}}``.
-  """
-  dead, saturated = {}, {}
-  for name, h in outputs.items():
-    d = relative_derivative(activation, h.reshape(-1, h.shape[-1]).astype(jnp.float32))
-    is_dead = jnp.all(d == 0, axis=0)
-    dead[name] = jnp.mean(is_dead.astype(jnp.float32))
-    flat = (d < threshold) & ~is_dead[None] if activation in SATURATING else jnp.zeros_like(d, bool)
-    saturated[name] = jnp.mean(flat.astype(jnp.float32))
-  return {"dead": dead, "saturated": saturated}
-
-
-def mlp_outputs(model: Any, variables: Mapping[str, Any], x: jax.Array, *,
-                train: bool = False) -> dict[str, jax.Array]:
-  """Every hidden layer's activations of a :class:`jaxgrad.models.DeepMLP`.
-
-  Keys match :func:`jaxgrad.diagnostics.layer_grad_norms` (``first/dense``,
-  ``hidden/layers_000/dense``, ...); the linear output layer is left out.
-  ``train=True`` uses BatchNorm's batch statistics (and discards their update).
-  """
-  from jaxgrad.models import DenseBlock, DenseStack  # pylint: disable=import-outside-toplevel
-
-  block = dict(activation=model.activation, kernel_init=model.kernel_init,
-               bias_init=model.bias_init, norm=model.norm, param_dtype=model.param_dtype)
-  sub = lambda name: {k: v[name] for k, v in variables.items()  # noqa: E731
-                      if k in ("params", "batch_stats") and name in v}
-  apply = lambda m, v, h: m.apply(v, h, train, mutable=["batch_stats"])[0] if train else m.apply(v, h, train)  # noqa: E731
-  h = apply(DenseBlock(model.width, **block), sub("first"), x)
-  out = {"first/dense": h}
-  if model.depth > 2:
-    _, hs = apply(DenseStack(model.depth - 2, model.width, residual=model.residual, **block),
-                  sub("hidden"), h)
-    out.update({f"hidden/layers_{i:03d}/dense": hs[i] for i in range(model.depth - 2)})
-  return out
-
-
-def _at_least_float32(tree: Any) -> Any:
-  """``tree`` in at least float32 (a float16 gradient's norm overflows at 256^2 entries of 1)."""
-  dtype = jnp.result_type(jnp.float32, *[jnp.result_type(a) for a in jax.tree.leaves(tree)])
-  return optax.tree.cast(tree, dtype)
-
-
-def _layer_norms(tree: Any, weight_names: str | tuple[str, ...], layout: Trace | None
-                 ) -> Mapping[str, jax.Array]:
-  """:func:`jaxgrad.diagnostics.layer_grad_norms` of ``tree``; ``{}`` where it has no layers."""
-  if not isinstance(tree, Mapping):
-    return {}
-  if layout is not None:
-    return layer_grad_norms(tree, weight_names=weight_names, layout=layout)
-  try:
-    return layer_grad_norms(tree, weight_names=weight_names)
-  except ValueError:  # no leaf called weight_names (or one that is not an array)
-    return {}
-
-
-def global_norm(tree: Any) -> jax.Array:
-  r""":math:`\|t\|_2` over every leaf of ``tree`` (``optax.tree.norm``), in at least float32."""
-  return optax.tree.norm(_at_least_float32(tree))
-
-
-def grad_norms(grads: Any, *, weight_names: str | tuple[str, ...] = "kernel",
-               layout: Trace | None = None) -> tuple[jax.Array, Mapping[str, jax.Array]]:
-  r"""The global norm :math:`\|g\|_2` and every layer's :math:`\|\partial L/\partial W_l\|_F`.
-
-  Measure the raw gradient, before the Optax chain sees it: then the norms are
-  the pre-clip norms by construction, whatever the chain clips or rescales.
-  Computed in at least float32. Per-layer norms come from
-  :func:`jaxgrad.diagnostics.layer_grad_norms`: a scanned stack's norms stay
-  one ``(L,)`` array (one vmapped reduction), so a step that records them
-  compiles in the same time at any depth.
-
-  Args:
-    grads: the gradient pytree (Flax ``params``-shaped for per-layer norms).
-    weight_names: the leaf name(s) that hold a layer's weight.
-    layout: the model's probed structure (:func:`jaxgrad.probe.layout`), passed
-      on to ``layer_grad_norms``: execution order, scanned stacks one entry per
-      layer; ``None``: the tree's order.
-
-  Returns:
-    ``(global norm, {layer path: norm})``; the mapping is empty for a gradient
-    that is not a nested dict.
-
-  >>> import jax.numpy as jnp
-  >>> g = {"dense": {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.zeros(2)}}
-  >>> norm, layers = grad_norms(g)
-  >>> float(norm), float(layers["dense"])
-  (6.0, 6.0)
-  """
-  grads = _at_least_float32(grads)
-  return optax.tree.norm(grads), _layer_norms(grads, weight_names, layout)
-
-
-def update_ratios(updates: Any, params: Any, weight_names: str | tuple[str, ...] = "kernel",
-                  layout: Trace | None = None) -> Mapping[str, jax.Array]:
-  r"""Per layer :math:`\|\Delta W_l\|_F / \|W_l\|_F` (``params``: before the update).
-
-  A zero weight gives ``inf`` (or ``nan`` with a zero update). Norms in at
-  least float32, with the same per-layer names and order as :func:`grad_norms`.
-  """
-  du = _layer_norms(_at_least_float32(updates), weight_names, layout)
-  w = _layer_norms(_at_least_float32(params), weight_names, layout)
-  return jax.tree.map(jnp.divide, du, w)  # a LayerValues: one op per stack, any depth
-
-
-def recorder(*, accuracy_fn: Callable[[Any, Any, Any], jax.Array] | None = None,
-             outputs_fn: Callable[[Any, Any, Any], Mapping[str, jax.Array]] | None = None,
-             activation: str | None = None,
-             threshold: float = SATURATION_THRESHOLD,
-             weight_names: str | tuple[str, ...] = "kernel",
-             layout: Trace | None = None) -> Callable[[Any], dict[str, Any]]:
-  """The ``record`` hook for :func:`jaxgrad.training.train`.
-
-  ``train`` itself records the loss, :func:`grad_norms` and the update norm;
-  this adds what :meth:`Monitor.measure` adds in a hand-written loop.
-
-  Args:
-    accuracy_fn: ``(params, model_state, batch) -> accuracy`` on the step's batch.
-    outputs_fn: ``(params, model_state, batch) -> {layer: activations}`` (e.g.
-      :func:`mlp_outputs`), measured before the step's update.
-    activation: the name of the activation (needed with ``outputs_fn``).
-    threshold: see :func:`unit_fractions`.
-    weight_names: the leaf name(s) that hold a layer's weight.
-    layout: execution order of the layers (see :func:`grad_norms`).
-
-  Returns:
-    ``StepInfo -> {"update_ratio": {...}, ["accuracy"], ["dead": {...}, "saturated": {...}]}``.
-  """
-  if outputs_fn is not None:
-    relative_derivative(activation, jnp.zeros(()))  # validates the name now
-
-  def record(info) -> dict[str, Any]:
-    out: dict[str, Any] = {"update_ratio": update_ratios(info.updates, info.params,
-                                                         weight_names, layout)}
-    if accuracy_fn is not None:
-      out["accuracy"] = accuracy_fn(info.params, info.model_state, info.batch)
-    if outputs_fn is not None:
-      out.update(unit_fractions(outputs_fn(info.params, info.model_state, info.batch),
-                                activation, threshold))
-    return out
-
-  return record
-
 
 # The key under which per-layer gradient norms travel; in rows they are grad_norm/<layer>.
 LAYER_GRAD_NORMS = "layer_grad_norms"
@@ -433,7 +239,8 @@ class TensorBoardLogger:
                  layout: Trace | None = None) -> None:
     """``weights/<layer>`` and ``gradients/<layer>``, as seed 000 §3.2 logs them.
 
-    ``layout`` (see :func:`grad_norms`) names the layers of a scanned stack one by one.
+    ``layout`` (see :func:`jaxgrad.metrics.grad_norms`) names the layers of a scanned stack
+    one by one.
     """
     by_layout = {} if layout is None else {"layout": layout}
     for prefix, tree in (("weights", params), ("gradients", grads)):
@@ -505,10 +312,11 @@ class Monitor:
       :meth:`log` is given ``params`` or ``grads``, per-layer histograms (needs
       ``tensorboardX``).
     layout: the model's probed structure (:func:`jaxgrad.probe.layout`), for
-      execution-ordered per-layer names (see :func:`grad_norms`).
+      execution-ordered per-layer names (see :func:`jaxgrad.metrics.grad_norms`).
     weight_names: the leaf name(s) that hold a layer's weight.
     activation: the activation's name, to turn ``outputs`` given to
-      :meth:`measure` into dead and saturated fractions (:func:`unit_fractions`).
+      :meth:`measure` into dead and saturated fractions
+      (:func:`jaxgrad.diagnostics.units.unit_fractions`).
     norm_threshold: a gradient norm above it raises an alarm.
     update_ratio_range: ``(low, high)`` for :math:`\|\Delta W_l\|_F/\|W_l\|_F`;
       outside it an alarm (vanishing or exploding update); ``None``: not checked.

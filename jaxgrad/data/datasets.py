@@ -1,8 +1,8 @@
 """Datasets: MNIST-1D generated locally, scikit-learn's digits, real MNIST from IDX files.
 
 Nothing is ever downloaded. Every loader returns a :class:`Dataset` of numpy
-arrays with a deterministic train/test split; :func:`sample_batch` draws a
-batch inside jitted code from a PRNG key. :func:`load` picks a dataset by name.
+arrays with a deterministic train/test split; :func:`load` picks a dataset by
+name. :func:`jaxgrad.data.sample_batch` draws batches from it inside jit.
 """
 
 import gzip
@@ -11,15 +11,16 @@ import pathlib
 import zlib
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import _checks
 
 DATASETS = ("mnist1d", "digits", "mnist")
 
+
 class Dataset(NamedTuple):
+  """A train/test split of numpy arrays."""
+
   x_train: np.ndarray  # (n_train, features) float32
   y_train: np.ndarray  # (n_train,) int32 class labels
   x_test: np.ndarray
@@ -85,18 +86,6 @@ def standardize(ds: Dataset) -> Dataset:
   """Zero mean, unit variance per feature, with the training set's statistics."""
   mean, std = ds.x_train.mean(0), ds.x_train.std(0) + 1e-8
   return ds._replace(x_train=(ds.x_train - mean) / std, x_test=(ds.x_test - mean) / std)
-
-
-def sample_batch(key: jax.Array, x: jax.Array, y: jax.Array, batch_size: int):
-  """``batch_size`` examples drawn uniformly with replacement; jit-able.
-
-  Raises:
-    ValueError: for a ``batch_size`` that is not an integer >= 1.
-  """
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-  idx = jax.random.randint(key, (batch_size,), 0, x.shape[0])
-  return jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
 
 
 # IDX (LeCun's MNIST format): big-endian magic 0x0000 <type> <ndim>, ndim big-endian
