@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import mixed_precision
+from jaxgrad import data, mixed_precision
 from jaxgrad.models import DeepMLP
 from jaxgrad.studies import mixed_precision as study
 
@@ -30,8 +30,8 @@ def test_float16_logits_of_tiny_weights_underflow_and_float32_is_its_own_referen
   for dtype, underflows in ((jnp.float32, False), (jnp.float16, True)):
     _, loss_fn = study.precision_functions(model, dtype)
     record = study.underflow_recorder(loss_fn, None)
-    grads = jax.grad(lambda p: loss_fn(p, {}, (x, y))[0])(params)
-    info = types.SimpleNamespace(params=params, grads=grads, opt_state=(), batch=(x, y))
+    grads = jax.grad(lambda p: loss_fn(p, {}, data.as_batch(x, y))[0])(params)
+    info = types.SimpleNamespace(params=params, grads=grads, opt_state=(), batch=data.as_batch(x, y))
     lost = record(info)["underflow"]
     assert any(float(v) > 0 for v in lost.values()) == underflows, (dtype, lost)
 
