@@ -1,4 +1,4 @@
-"""The one argument check the library's boundaries share: a number where a number is due."""
+"""The argument checks the library's boundaries share: a number where a number is due."""
 
 import numbers
 from typing import Any
@@ -27,3 +27,17 @@ def require_real(name: str, value: Any) -> None:
         dtype, np.complexfloating)
   if not ok:
     raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+
+
+def require_int(name: str, value: Any, minimum: int) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is an integer ``>= minimum``.
+
+  Booleans are refused (``True`` is an ``int`` to Python, never a width or a depth).
+
+  Args:
+    name: the argument's name, for the message.
+    value: the value given.
+    minimum: the smallest value allowed.
+  """
+  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

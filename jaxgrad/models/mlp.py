@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgrad import _checks
 from jaxgrad import activations
 from jaxgrad import initializers
 
@@ -38,11 +39,6 @@ def check_norm(norm: str | None) -> None:
   """Raises ``ValueError`` naming ``norm`` and the valid choices."""
   if norm not in NORMS:
     raise ValueError(f"unknown norm {norm!r}; valid choices: {NORMS}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class DenseBlock(nn.Module):
@@ -126,8 +122,8 @@ class DenseStack(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    _check_int("depth", self.depth, 1)
-    _check_int("features", self.features, 1)
+    _checks.require_int("depth", self.depth, 1)
+    _checks.require_int("features", self.features, 1)
     check_norm(self.norm)
     activations.resolve(self.activation)
     if h.shape[-1] != self.features:
@@ -194,9 +190,9 @@ class DeepMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_int("depth", self.depth, 2)
-    _check_int("width", self.width, 1)
-    _check_int("out_features", self.out_features, 1)
+    _checks.require_int("depth", self.depth, 2)
+    _checks.require_int("width", self.width, 1)
+    _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
     block = dict(
         activation=self.activation,

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgrad import _checks
 from jaxgrad import activations
 from jaxgrad import initializers
 from jaxgrad import theory
@@ -50,7 +51,6 @@ from jaxgrad.models.mlp import ActivationLike
 from jaxgrad.models.mlp import DenseBlock
 from jaxgrad.models.mlp import InitializerLike
 from jaxgrad.models.mlp import STACK_NAME
-from jaxgrad.models.mlp import _check_int
 from jaxgrad.models.mlp import check_norm
 
 
@@ -131,7 +131,7 @@ class ResidualStack(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    _check_int("num_blocks", self.num_blocks, 1)
+    _checks.require_int("num_blocks", self.num_blocks, 1)
     check_norm(self.norm)
     activations.resolve(self.activation)
     scan = nn.scan(
@@ -185,9 +185,9 @@ class ResidualMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_int("num_blocks", self.num_blocks, 1)
-    _check_int("width", self.width, 1)
-    _check_int("out_features", self.out_features, 1)
+    _checks.require_int("num_blocks", self.num_blocks, 1)
+    _checks.require_int("width", self.width, 1)
+    _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
     common = dict(kernel_init=self.kernel_init, bias_init=self.bias_init,
                   param_dtype=self.param_dtype)
