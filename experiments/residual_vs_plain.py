@@ -17,7 +17,7 @@ initialization, on random data with an MSE loss:
   blocks (``2k`` Dense layers, for both nets), for every ``k``, from one
   forward-mode pass per network;
 
-next to the mean-field predictions (:func:`jaxgrad.models.residual.signal_theory`
+next to the mean-field predictions (:func:`jaxgrad.theory.residual_signal`
 and :mod:`jaxgrad.theory`). The identity path does stop vanishing, but without
 normalization the same product ``prod (I + dF/dx)`` makes the gradient
 *explode*, by a factor ``1 + chi_F`` per block (3 for He-init ReLU), as fast as
@@ -45,7 +45,6 @@ import numpy as np  # noqa: E402
 from jaxgrad import activations, diagnostics, plotting, probe, theory  # noqa: E402
 from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP  # noqa: E402
 from jaxgrad.models.residual import ResidualStack  # noqa: E402
-from jaxgrad.models.residual import signal_theory  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
 ACTIVATIONS = ("relu", "tanh")
@@ -162,8 +161,8 @@ def predicted(config: Config, arch: str, activation: str, norm: str) -> dict | N
     q0 = (float(theory.gaussian_expectation(lambda u: activations.get(activation)(u) ** 2, 1.0))
           if norm == "layer" else float(theory.length_map(activation, q=sigma_w2, sigma_w2=1.0,
                                                           sigma_b2=0.0)))
-    t = signal_theory(activation, sigma_w2, sigma_w2, q0, blocks,
-                      norm=None if norm == "none" else norm)
+    t = theory.residual_signal(activation, sigma_w2, sigma_w2, q0, blocks,
+                               norm=None if norm == "none" else norm)
     return {"signal_at": positions(arch, blocks)[1:-1],
             "signal_sq": sigma_w2 * t["signal_sq"][:-1],
             "mean_sq": np.cumprod(t["chi"]),

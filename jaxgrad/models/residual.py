@@ -25,7 +25,7 @@ ReLU branches, while the stream's second moment
 grows by the same factor. With LayerNorm inside ``F`` the branch output no
 longer scales with :math:`q_l`, so :math:`q_l` grows linearly and
 :math:`\chi_F \propto 1/q_l`: polynomial instead of exponential growth.
-:func:`jaxgrad.models.residual.signal_theory` evaluates these recursions.
+:func:`jaxgrad.theory.residual_signal` evaluates these recursions.
 
 Unlike seed 004's block there is no activation after the addition (the
 "pre-activation" ResNet of He et al. 2016b), so the identity path is exact.
@@ -41,12 +41,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgrad import _checks
 from jaxgrad import activations
 from jaxgrad import initializers
-from jaxgrad import theory
 from jaxgrad.models.mlp import ActivationLike
 from jaxgrad.models.mlp import DenseBlock
 from jaxgrad.models.mlp import InitializerLike
@@ -198,50 +196,4 @@ class ResidualMLP(nn.Module):
     return DenseBlock(self.out_features, activation="linear", **common, name="last")(h)
 
 
-def signal_theory(activation: str, sigma1_w2: float, sigma2_w2: float, q0: float,
-                  num_blocks: int, norm: str | None = None) -> dict[str, np.ndarray]:
-  r"""Mean-field prediction for a stack of residual blocks with zero biases.
-
-  Args:
-    activation: the branch's activation.
-    sigma1_w2, sigma2_w2: :math:`\sigma^2` of :math:`W_1` and :math:`W_2`
-      (entries :math:`\mathcal N(0, \sigma^2/N)`; 2 for He, 1 for Xavier at
-      equal fan-in and fan-out).
-    q0: second moment per unit of the stream entering the first block.
-    num_blocks: ``B``.
-    norm: ``None`` or ``"layer"`` (LayerNorm after :math:`W_1`, unit scale).
-
-  Returns:
-    ``q``: the stream's second moment :math:`q_l` entering block ``l``
-    (length ``B + 1``, the last one leaving the stack); ``chi``: the
-    per-block factor :math:`1 + \chi_F(q_l)` of the squared backprop signal
-    (length ``B``); ``signal_sq``: :math:`\|\partial L/\partial x_l\|^2 /
-    \|\partial L/\partial x_B\|^2 = \prod_{k \ge l} (1 + \chi_F(q_k))`
-    (length ``B + 1``, ending in 1). Without norm
-    :math:`\chi_F = \sigma_1^2\sigma_2^2 \mu_1(\sigma_1^2 q)` and
-    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(\sqrt{\sigma_1^2 q_l} z)^2`;
-    with LayerNorm the branch's pre-activation has unit variance, so
-    :math:`\chi_F = \sigma_2^2 \mu_1(1) / q_l` and
-    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(z)^2`.
-
-  Raises:
-    ValueError: for ``norm`` other than ``None`` / ``"layer"``.
-  """
-  if norm not in (None, "layer"):
-    raise ValueError(f"signal_theory supports norm None or 'layer', got {norm!r}")
-  phi = activations.get(activation)
-  q = [float(q0)]
-  growth = []
-  for _ in range(num_blocks):
-    pre = 1.0 if norm == "layer" else sigma1_w2 * q[-1]
-    mu1 = float(theory.derivative_moment(activation, pre))
-    branch_sq = sigma2_w2 * float(theory.gaussian_expectation(lambda u: phi(u) ** 2, pre))
-    chi_f = sigma2_w2 * mu1 / q[-1] if norm == "layer" else sigma1_w2 * sigma2_w2 * mu1
-    growth.append(1.0 + chi_f)
-    q.append(q[-1] + branch_sq)
-  growth = np.asarray(growth)
-  signal_sq = np.append(np.cumprod(growth[::-1])[::-1], 1.0)
-  return {"q": np.asarray(q), "chi": growth, "signal_sq": signal_sq}
-
-
-__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP", "ResidualStack", "signal_theory"]
+__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP", "ResidualStack"]
