@@ -33,6 +33,7 @@ Writes ``config.json``, ``results.json`` (every plotted number), ``signal.png``,
 """
 
 import dataclasses
+import functools
 import pathlib
 import warnings
 
@@ -43,8 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxgrad import activations, diagnostics, plotting, probe, theory  # noqa: E402
-from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP  # noqa: E402
-from jaxgrad.models.residual import ResidualStack  # noqa: E402
+from jaxgrad.models import DeepMLP, DenseStack, ResidualBlock, ResidualMLP, Stack  # noqa: E402
 from jaxgrad.sweep import sweep  # noqa: E402
 
 ACTIVATIONS = ("relu", "tanh")
@@ -92,7 +92,7 @@ def _stack(arch: str, activation: str, norm: str, config: Config, dtype):
   common = dict(activation=activation, kernel_init=KERNEL_INIT[activation][0], bias_init="zeros",
                 norm=None if norm == "none" else norm, param_dtype=dtype)
   if arch == "residual":
-    return ResidualStack(config.blocks, **common)
+    return Stack(functools.partial(ResidualBlock, **common), config.blocks)
   return DenseStack(2 * config.blocks, config.width, **common)
 
 

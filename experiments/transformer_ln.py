@@ -57,7 +57,7 @@ import optax  # noqa: E402
 
 from jaxgrad import diagnostics, initializers, plotting, probe, training  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
-from jaxgrad.models.mlp import STACK_NAME  # noqa: E402
+from jaxgrad.models.stack import STACK_NAME  # noqa: E402
 from jaxgrad.sweep import sweep, sweep_grid  # noqa: E402
 
 FFN_OUT = "mlp_out"

@@ -36,6 +36,7 @@ Every block exposes its *input* (the residual stream :math:`x_l`) as
 :math:`\|\partial L / \partial x_l\|`.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -48,8 +49,10 @@ from jaxgrad import initializers
 from jaxgrad.models.mlp import ActivationLike
 from jaxgrad.models.mlp import DenseBlock
 from jaxgrad.models.mlp import InitializerLike
-from jaxgrad.models.mlp import STACK_NAME
-from jaxgrad.models.mlp import check_norm
+from jaxgrad.models.norms import NormLike
+from jaxgrad.models.norms import check_norm
+from jaxgrad.models.norms import norm_layer
+from jaxgrad.models.stack import Stack
 
 
 class ResidualBranch(nn.Module):
@@ -63,7 +66,7 @@ class ResidualBranch(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -73,11 +76,9 @@ class ResidualBranch(nn.Module):
         bias_init=initializers.resolve(self.bias_init), param_dtype=self.param_dtype,
         name=name)
     z = dense("dense1")(x)
-    if self.norm == "batch":
-      z = nn.BatchNorm(use_running_average=not train, param_dtype=self.param_dtype,
-                       name="norm")(z)
-    elif self.norm == "layer":
-      z = nn.LayerNorm(param_dtype=self.param_dtype, name="norm")(z)
+    norm = norm_layer(self.norm, train=train, param_dtype=self.param_dtype)
+    if norm is not None:
+      z = norm(name="norm")(z)
     return dense("dense2")(activations.resolve(self.activation)(z))
 
 
@@ -91,7 +92,7 @@ class ResidualBlock(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -100,47 +101,6 @@ class ResidualBlock(nn.Module):
     branch = ResidualBranch(self.activation, self.kernel_init, self.bias_init, self.norm,
                             self.param_dtype, name="branch")
     return x + branch(x, train)
-
-
-class _ScannedResidualBlock(ResidualBlock):
-  """A :class:`ResidualBlock` with the ``(carry, x) -> (carry, y)`` signature of scan."""
-
-  train: bool = False
-
-  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
-    h = super().__call__(h, self.train)
-    return h, h
-
-
-class ResidualStack(nn.Module):
-  """``num_blocks`` :class:`ResidualBlock` s, scanned (submodule ``layers``).
-
-  Returns:
-    ``(h, hs)``: the residual stream after the last block and after every
-    block, ``hs.shape == (num_blocks, *h.shape)``.
-  """
-
-  num_blocks: int
-  activation: ActivationLike = "relu"
-  kernel_init: InitializerLike = "he_normal"
-  bias_init: InitializerLike = "zeros"
-  norm: str | None = None
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    _checks.require_int("num_blocks", self.num_blocks, 1)
-    check_norm(self.norm)
-    activations.resolve(self.activation)
-    scan = nn.scan(
-        _ScannedResidualBlock,
-        variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
-        split_rngs={"params": True},
-        length=self.num_blocks,
-    )
-    return scan(activation=self.activation, kernel_init=self.kernel_init,
-                bias_init=self.bias_init, norm=self.norm, param_dtype=self.param_dtype,
-                train=train, name=STACK_NAME)(h, None)
 
 
 class ResidualMLP(nn.Module):
@@ -155,7 +115,7 @@ class ResidualMLP(nn.Module):
   ``DeepMLP(depth=2 * num_blocks + 2)``, its plain twin: the input layer
   (``first``) and the head (``last``) are :class:`jaxgrad.models.DenseBlock` s
   as in :class:`jaxgrad.models.DeepMLP`; the blocks form the scanned
-  :class:`ResidualStack` ``hidden``, so the parameter tree and the compile
+  :class:`jaxgrad.models.Stack` ``hidden``, so the parameter tree and the compile
   time do not grow with depth.
 
   Attributes:
@@ -178,7 +138,7 @@ class ResidualMLP(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -187,13 +147,14 @@ class ResidualMLP(nn.Module):
     _checks.require_int("width", self.width, 1)
     _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
+    activations.resolve(self.activation)
     common = dict(kernel_init=self.kernel_init, bias_init=self.bias_init,
                   param_dtype=self.param_dtype)
     h = DenseBlock(self.width, activation=self.activation, norm=self.norm, **common,
                    name="first")(x, train)
-    h, _ = ResidualStack(self.num_blocks, activation=self.activation, norm=self.norm,
-                         **common, name="hidden")(h, train)
+    block = functools.partial(ResidualBlock, self.activation, norm=self.norm, **common)
+    h, _ = Stack(block, self.num_blocks, name="hidden")(h, train)
     return DenseBlock(self.out_features, activation="linear", **common, name="last")(h)
 
 
-__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP", "ResidualStack"]
+__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP"]
