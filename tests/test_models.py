@@ -1,12 +1,15 @@
-"""jaxgrad.models.DeepMLP / DenseStack: shapes, scan structure, bad input, gradients."""
+"""jaxgrad.models.DeepMLP / DenseStack: shapes, scan structure, norms, bad input, gradients."""
+
+import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
 import pytest
 
-from jaxgrad.models import DeepMLP, DenseStack
+from jaxgrad.models import DeepMLP, DenseBlock, DenseStack
 from tests import _programs, _tol
 
 X = jnp.ones((3, 5))
@@ -129,3 +132,16 @@ def test_remat_changes_memory_not_gradients(x64):
   assert _programs.has_remat(remat, params) and not _programs.has_remat(plain, params)
   assert _programs.temp_bytes(remat, params) < 0.5 * _programs.temp_bytes(plain, params)
   chex.assert_trees_all_close(jax.jit(remat)(params), jax.jit(plain)(params), **_tol.F64)
+
+
+def test_norm_may_be_a_module_constructor():
+  """``norm="layer"`` is resolved to the constructor ``partial(nn.LayerNorm, ...)``; passing one
+  directly builds the same submodule ``norm``, and any other constructor is used as given."""
+  x = jax.random.normal(jax.random.key(1), (4, 6))
+  by_name = DenseBlock(6, norm="layer")
+  by_constructor = DenseBlock(6, norm=functools.partial(nn.LayerNorm, param_dtype=jnp.float32))
+  v = by_name.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal(v, by_constructor.init(jax.random.key(0), x))
+  chex.assert_trees_all_equal(by_name.apply(v, x), by_constructor.apply(v, x))
+  rms = DenseStack(2, 6, norm=nn.RMSNorm).init(jax.random.key(0), x)["params"]
+  assert set(rms["layers"]["norm"]) == {"scale"}
