@@ -27,7 +27,7 @@ NormLike = str | ModuleDef | None
 
 
 def check_norm(norm: NormLike) -> None:
-  """Raises ``ValueError`` naming ``norm`` and the valid choices unless it is one or a constructor."""
+  """Raises ``ValueError`` naming ``norm`` and the valid choices (a name or a constructor)."""
   if not callable(norm) and norm not in NORMS:
     raise ValueError(f"unknown norm {norm!r}; valid choices: {NORMS} or a module constructor")
 

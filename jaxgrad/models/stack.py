@@ -41,7 +41,7 @@ class _Layer(nn.Module):
   block: ModuleDef
   args: tuple[Any, ...] = ()
 
-  def setup(self):
+  def setup(self) -> None:
     self.layer = self.block()
     nn.share_scope(self, self.layer)  # the block's variables sit at this (scanned) module's path
 
@@ -52,7 +52,7 @@ class _Layer(nn.Module):
 
 def scan_layers(block: ModuleDef, depth: int, h: jax.Array, *args: Any,
                 remat: bool = False) -> tuple[jax.Array, jax.Array]:
-  r"""Applies ``depth`` scanned copies of ``block`` to ``h``: :math:`h_L = f_{L-1} \circ \dots \circ f_0 (h)`.
+  r"""Applies ``depth`` scanned copies of ``block``: :math:`h_L = f_{L-1} \circ \dots \circ f_0(h)`.
 
   Call it inside a compact method: the layers become that module's submodule
   :data:`STACK_NAME`.
