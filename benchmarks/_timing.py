@@ -1,9 +1,10 @@
-"""Timing helpers shared by the benchmarks: medians over repeats, the matmul floor."""
+"""Timing helpers shared by the benchmarks: medians over repeats, the matmul rate of a floor."""
 
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -33,14 +34,40 @@ def compile_seconds(fn: Callable, *args) -> float:
   return time.perf_counter() - start
 
 
-def matmul_flops_per_second(n: int, dtype=jnp.float32, *, batch: int = 8) -> float:
-  """The machine's float32 matmul rate for (n x n) @ (n x n) products, in flop/s.
+@functools.cache
+def matmul_flops_per_second(n: int, dtype=jnp.float32, *, batch: int = 8, k: int | None = None,
+                            replicas: int = 1, chain: int = 32) -> float:
+  r"""The machine's matmul rate for products with ``n`` output columns, in flop/s.
 
-  The best of two forms, each timed as the median of 7 runs: ``batch``
-  independent products in one batched dot, and a chain of 32 dependent
-  products in a ``lax.scan`` (the form a deep net's forward or tangent pass
-  takes). A floor computed from it is a lower bound on time.
+  Two shapes, each timed as the median of 7 warm, jitted runs:
+
+  * square (``k=None``, the default): :math:`(n \times n) @ (n \times n)`, the
+    best of two forms: ``batch`` independent products in one batched dot,
+    and a chain of 32 dependent products in a ``lax.scan`` (the form a deep
+    net's forward or tangent pass takes), :math:`2 n^3` flops each;
+  * rectangular (``k`` given): :math:`(\mathrm{batch}, k) @ (k, n)` as a
+    training step's scan runs them, vmapped over ``replicas``: a chain of
+    ``chain`` dependent steps :math:`x \leftarrow (x W) W^\top`, a forward
+    product and its backward :math:`\partial x = \partial y\, W^\top`,
+    :math:`2 \cdot 2\, \mathrm{batch}\, k n` flops per step and replica;
+    :math:`W`'s entries have variance :math:`(k n)^{-1/2}`, so :math:`x` keeps
+    its scale.
+
+  A floor computed from it is a lower bound on time. Cached per arguments.
   """
+  if k is None:
+    return _square_rate(n, dtype, batch)
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (replicas, batch, k), dtype)
+  w = jax.random.normal(kw, (replicas, k, n), dtype) * (k * n) ** -0.25
+  one = lambda x, w: jax.lax.fori_loop(0, chain, lambda _, x: (x @ w) @ w.T, x)  # noqa: E731
+  run = jax.jit(jax.vmap(one))
+  seconds = median_seconds(lambda: run(x, w).block_until_ready(), repeats=7)
+  return chain * 4.0 * replicas * batch * k * n / seconds
+
+
+def _square_rate(n: int, dtype, batch: int) -> float:
+  """The best of ``batch`` batched and 32 chained (n x n) @ (n x n) products, in flop/s."""
   a = jax.random.normal(jax.random.key(0), (batch, n, n), dtype)
   batched = jax.jit(lambda a: a @ a)
   batched_s = median_seconds(lambda: batched(a).block_until_ready(), repeats=7)

@@ -15,9 +15,11 @@ For each experiment at its default ``Config`` this process
    step, seed, arm and sequence length the default run trains;
 2. measures the float32 matmul rate at each of those product shapes, vmapped
    over the replicas (seeds x arms) that one program of the run vmaps
-   (:func:`matmul_rate`), and divides: the *flop floor*;
-3. times the experiment's own training function (``adding_problem.train_settings``,
-   ``rnn_clipping.train_arm``, exactly what their ``run`` calls) once per cell,
+   (:func:`benchmarks._timing.matmul_flops_per_second`), and divides: the
+   *flop floor*;
+3. times the study each experiment's ``run`` calls
+   (:func:`jaxgrad.studies.recurrent.train_adding`,
+   :func:`jaxgrad.studies.recurrent.train_arm`, at the experiment's ``Config``) once per cell,
    at the default shapes but ``--fraction`` of the steps (and of the adding
    problem's test set), compile time (JAX's trace, lowering and XLA compile,
    read from ``jax.monitoring``; no persistent cache, as in a first run) apart
@@ -56,10 +58,10 @@ from benchmarks import _timing
 
 import jax  # noqa: E402
 
-from experiments import adding_problem, rnn_clipping  # noqa: E402
+from experiments import adding_problem, rnn_clipping  # noqa: E402  (their Configs: the defaults)
+from jaxgrad.studies import recurrent  # noqa: E402
 
 GATES = {"simple": 1, "gru": 3, "lstm": 4}
-ADDING_FEATURES = 2  # (value, marker)
 SINE_FEATURES = 1
 COMPILE_EVENTS = frozenset({
     "/jax/core/compile/jaxpr_trace_duration",
@@ -83,8 +85,10 @@ class Matmul:
   count: float
 
   @property
-  def shape(self) -> tuple[int, int, int, int]:
-    return (self.replicas, self.batch, self.k, self.n)
+  def rate(self) -> float:
+    """The measured flop/s of this shape, forward and backward as a scan runs them (cached)."""
+    return _timing.matmul_flops_per_second(self.n, batch=self.batch, k=self.k,
+                                           replicas=self.replicas)
 
   @property
   def flops(self) -> float:
@@ -139,7 +143,7 @@ def adding_matmuls(config: adding_problem.Config, cell: str, length: int, *,
   Its replicas are every clipping arm x every seed (one vmap); the test pass
   runs the trained network once on ``config.test_size`` sequences.
   """
-  net = dict(replicas=len(config.clipping) * config.seeds, features=ADDING_FEATURES,
+  net = dict(replicas=len(config.clipping) * config.seeds, features=recurrent.ADDING_FEATURES,
              hidden=config.hidden, layers=1, length=length, per_gate=per_gate)
   return (network_matmuls(cell, batch=config.batch_size, passes=3 * config.steps, **net)
           + network_matmuls(cell, batch=config.test_size, passes=1, **net))
@@ -153,7 +157,7 @@ def clipping_matmuls(config: rnn_clipping.Config, arm: str, *,
   last batch is padded with weight-0 examples, which cost the same).
   """
   steps = config.epochs * config.steps_per_epoch
-  return network_matmuls(rnn_clipping.ARM_CELL[arm], replicas=config.seeds,
+  return network_matmuls(recurrent.ARM_CELL[arm], replicas=config.seeds,
                          batch=config.batch_size, features=SINE_FEATURES, hidden=config.hidden,
                          layers=config.layers, length=config.length, passes=3 * steps,
                          per_gate=per_gate)
@@ -162,7 +166,8 @@ def clipping_matmuls(config: rnn_clipping.Config, arm: str, *,
 def adding_run_matmuls(config: adding_problem.Config, *,
                        per_gate: bool = False) -> list[Matmul]:
   """Every product of ``adding_problem.run(config)``: :func:`adding_matmuls` of each (arm, T)."""
-  return [m for length in config.lengths for cell, _ in adding_problem.arms(config)
+  return [m for length in config.lengths
+          for cell, _ in recurrent.adding_arms(config.cells, config.forget_biases)
           for m in adding_matmuls(config, cell, length, per_gate=per_gate)]
 
 
@@ -182,28 +187,9 @@ def clipping_flops(config: rnn_clipping.Config) -> float:
   return sum(m.flops for m in clipping_run_matmuls(config))
 
 
-@functools.cache
-def matmul_rate(replicas: int, batch: int, k: int, n: int, chain: int = 32) -> float:
-  r"""float32 flop/s of ``(batch, k) @ (k, n)``, vmapped over ``replicas``, as a scan runs them.
-
-  Times (median of 7, warm, jitted, blocked on) a chain of ``chain``
-  dependent steps :math:`x \leftarrow (x W) W^\top` per replica: a forward
-  product and its backward product :math:`\partial x = \partial y\, W^\top`,
-  :math:`2 \cdot 2\, b\, k\, n` flops per step and replica. :math:`W`'s
-  entries have variance :math:`(k n)^{-1/2}`, so :math:`x` keeps its scale.
-  """
-  kx, kw = jax.random.split(jax.random.key(0))
-  x = jax.random.normal(kx, (replicas, batch, k))
-  w = jax.random.normal(kw, (replicas, k, n)) * (k * n) ** -0.25
-  one = lambda x, w: jax.lax.fori_loop(0, chain, lambda _, x: (x @ w) @ w.T, x)  # noqa: E731
-  run = jax.jit(jax.vmap(one))
-  seconds = _timing.median_seconds(lambda: run(x, w).block_until_ready(), repeats=7)
-  return chain * 4.0 * replicas * batch * k * n / seconds
-
-
 def floor_seconds(matmuls: list[Matmul]) -> float:
   r""":math:`\sum_m \mathrm{flops}_m / \mathrm{rate}(\mathrm{shape}_m)`, rates measured here."""
-  return sum(m.flops / matmul_rate(*m.shape) for m in matmuls)
+  return sum(m.flops / m.rate for m in matmuls)
 
 
 def timed(fn) -> tuple[float, float]:
@@ -263,6 +249,21 @@ class Program:
   issued: list[Matmul]
 
 
+def train_adding(config: adding_problem.Config, cell: str, length: int,
+                 forget_bias: float) -> dict[str, dict]:
+  """What ``adding_problem.run`` trains for one (cell, forget bias, T) at ``config``."""
+  settings = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in ("lengths", "cells", "forget_biases", "seed")}
+  return recurrent.train_adding(cell, length, forget_bias=forget_bias,
+                                key=jax.random.key(config.seed), **settings)
+
+
+def train_arm(config: rnn_clipping.Config, arm: str):
+  """What ``rnn_clipping.run`` trains for one arm at ``config``."""
+  settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("arms", "seed")}
+  return recurrent.train_arm(arm, key=jax.random.key(config.seed), **settings)
+
+
 def adding_programs(config: adding_problem.Config, fraction: float) -> list[Program]:
   """One program per cell at the middle of ``config.lengths``, a fraction of steps and tests."""
   steps = max(config.log_every,
@@ -274,12 +275,13 @@ def adding_programs(config: adding_problem.Config, fraction: float) -> list[Prog
   length = sorted(config.lengths)[len(config.lengths) // 2]
   out = []
   for cell in config.cells:
-    biases = [b for c, b in adding_problem.arms(config) if c == cell]
+    biases = [b for c, b in recurrent.adding_arms(config.cells, config.forget_biases)
+              if c == cell]
     out.append(Program(
         "adding_problem", f"{cell}, T={length}, {len(config.clipping) * config.seeds} replicas, "
                           f"{steps}/{config.steps} steps",
-        functools.partial(adding_problem.train_settings, part, cell, length, biases[0]),
-        functools.partial(adding_problem.train_settings, tiny, cell, length, biases[0]),
+        functools.partial(train_adding, part, cell, length, biases[0]),
+        functools.partial(train_adding, tiny, cell, length, biases[0]),
         done, len(biases) * sum(config.lengths) / length, len(biases) * len(config.lengths),
         adding_matmuls(part, cell, length), adding_matmuls(part, cell, length, per_gate=True)))
   return out
@@ -291,14 +293,14 @@ def clipping_programs(config: rnn_clipping.Config, fraction: float) -> list[Prog
   part = dataclasses.replace(config, epochs=epochs)
   tiny = dataclasses.replace(part, hidden=1, batch_size=1, num_sequences=config.steps_per_epoch)
   out = []
-  for cell in dict.fromkeys(rnn_clipping.ARM_CELL[a] for a in config.arms):
-    arms = [a for a in config.arms if rnn_clipping.ARM_CELL[a] == cell]
+  for cell in dict.fromkeys(recurrent.ARM_CELL[a] for a in config.arms):
+    arms = [a for a in config.arms if recurrent.ARM_CELL[a] == cell]
     out.append(Program(
         "rnn_clipping", f"{arms[0]} ({cell}), {config.seeds} seeds, "
                         f"{epochs * config.steps_per_epoch}/"
                         f"{config.epochs * config.steps_per_epoch} steps",
-        functools.partial(rnn_clipping.train_arm, part, arms[0]),
-        functools.partial(rnn_clipping.train_arm, tiny, arms[0]),
+        functools.partial(train_arm, part, arms[0]),
+        functools.partial(train_arm, tiny, arms[0]),
         epochs / config.epochs, len(arms), len(arms),
         clipping_matmuls(part, arms[0]), clipping_matmuls(part, arms[0], per_gate=True)))
   return out

@@ -9,8 +9,10 @@ shuffled, 20 epochs = 320 steps), timed three ways in this one process:
 1. the seed's PyTorch code, ported verbatim (``VanillaRNN``, ``DataLoader``,
    ``train_rnn`` without its prints); skipped, with a note, when torch is
    not installed;
-2. :mod:`experiments.rnn_clipping`'s program for one seed (one jitted
-   ``lax.scan`` over steps), compile time apart from run time;
+2. :mod:`experiments.rnn_clipping`'s program for one seed
+   (:func:`jaxgrad.studies.recurrent.arm_program` at that experiment's
+   default ``Config``: one jitted ``lax.scan`` over steps), compile time apart
+   from run time;
 3. the same program vmapped over ``--seeds`` seeds, per seed.
 
 The arithmetic floor is the run's matmul flops, forward ``2 H (in_l + H)`` per
@@ -29,7 +31,8 @@ from benchmarks import _timing
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import rnn_clipping  # noqa: E402
+from experiments import rnn_clipping  # noqa: E402  (its Config: the defaults timed here)
+from jaxgrad.studies import recurrent  # noqa: E402
 
 
 def run_flops(config: rnn_clipping.Config) -> float:
@@ -101,9 +104,17 @@ def torch_seconds(config: rnn_clipping.Config, repeats: int) -> float | None:
   return _timing.median_seconds(one_run, repeats=repeats, warmup=0)
 
 
+def arm_program(config: rnn_clipping.Config, arm: str):
+  """``(one, keys)``: :func:`recurrent.arm_program` of ``arm`` at ``config``, one key per seed."""
+  settings = {k: v for k, v in dataclasses.asdict(config).items()
+              if k not in ("arms", "seeds", "seed")}
+  return recurrent.arm_program(arm, **settings), jax.random.split(jax.random.key(config.seed),
+                                                                  config.seeds)
+
+
 def jax_seconds(config: rnn_clipping.Config, repeats: int) -> tuple[float, float]:
   """``(compile seconds, run seconds)`` of the clip_norm arm for ``config.seeds`` seeds."""
-  one, keys = rnn_clipping.arm_program(config, "clip_norm")
+  one, keys = arm_program(config, "clip_norm")
   start = time.perf_counter()
   compiled = jax.jit(jax.vmap(one)).lower(keys).compile()  # what sweep runs on one device
   compile_s = time.perf_counter() - start

@@ -1,29 +1,32 @@
-"""The seed's sweeps (seed 000 sections 7.1 and 7.2), PyTorch loop vs jaxgrad, process start to figures.
+"""The seed's sweeps (seed 000 sections 7.1 and 7.2): jaxgrad's warm 20-seed run against two baselines.
 
-    python -m benchmarks.seed_sweeps               # baseline + jaxgrad, cold then warm cache
-    python -m benchmarks.seed_sweeps --seeds 20
+    python -m benchmarks.seed_sweeps               # 20 seeds per curve
+    python -m benchmarks.seed_sweeps --seeds 1     # smoke size
 
-Every measurement is the wall time of a fresh Python process, from start to its
-figures on disk:
+It reports two ratios, each against a baseline measured in the same run, with
+its target beside it:
 
-* baseline: the seed's own PyTorch code (ported verbatim below; ``plt.show()``
-  dropped, figures saved), one random network per curve: 7 inits x {relu,
-  tanh} at depth 20, then 5 depths x {relu, tanh, sigmoid}. Needs torch
-  (``pip install torch``); without it the baseline is skipped with a message.
-* jaxgrad: ``python -m experiments.init_comparison`` then
-  ``python -m experiments.depth_comparison``, ``--seeds`` networks per curve
-  (default 20), each with its interquartile band and mean-field line.
-* floor: what any JAX run of the two experiments pays before a single trace
-  or figure: a fresh process importing them, ``jax.random.normal`` of every
-  weight their networks draw (beside ``torch.randn`` of the same count), and
-  the arithmetic of their gradients (:func:`floor_seconds`).
+* **warm run / floor** (target <= 2.5x): the wall time of
+  ``python -m experiments.init_comparison`` then
+  ``python -m experiments.depth_comparison`` (``--seeds`` networks per curve,
+  each curve with its interquartile band and mean-field line), process start
+  to figures, with a warm compilation cache, over the floor that any JAX run
+  of the two pays before a single trace or figure: a fresh process importing
+  them, ``jax.random.normal`` of every weight their networks draw (the faster
+  of JAX's PRNGs) and the arithmetic of their gradients (:func:`floor_seconds`).
+* **per network, PyTorch loop / jaxgrad** (target >= 4x): the seed's own
+  PyTorch code (ported verbatim below; ``plt.show()`` dropped, figures saved)
+  draws one network per curve, :data:`SEED_NETWORKS` in all; jaxgrad draws
+  ``--seeds`` per curve. The ratio is the PyTorch loop's seconds per network
+  over jaxgrad's, both process start to figures. Needs torch
+  (``pip install torch``); without it this ratio is skipped with a message.
 
-jaxgrad runs twice with JAX's persistent compilation cache in a user cache
+The warm run follows a first one from an empty cache in a user cache
 directory (``$XDG_CACHE_HOME/jaxgrad/jax_cache``, set through the
 ``JAX_COMPILATION_CACHE_DIR`` environment variable of the child processes,
-equivalent to ``jax.config.update('jax_compilation_cache_dir', ...)``): the
-first run starts from an empty cache and fills it, the second reads the
-compiled programs back. Benchmarks print; they never assert timings.
+equivalent to ``jax.config.update('jax_compilation_cache_dir', ...)``), which
+fills it. The networks and weights counted are those of the configs the runs
+wrote (their ``config.json``). Benchmarks print; they never assert timings.
 """
 
 import argparse
@@ -37,9 +40,18 @@ import tempfile
 import time
 
 from benchmarks import _timing
-from experiments import depth_comparison, init_comparison
 
 import jax
+
+from jaxgrad import files
+from jaxgrad.studies import signal_propagation
+
+EXPERIMENTS = ("init_comparison", "depth_comparison")
+# SEED_CODE's networks: 7 inits x {relu, tanh} at depth 20, then 5 depths x {relu, tanh, sigmoid}.
+SEED_NETWORKS = 7 * 2 + 5 * 3
+FLOOR_TARGET = 2.5  # warm run / floor, at most
+PER_NETWORK_TARGET = 4.0  # PyTorch loop's seconds per network / jaxgrad's, at least
+PRNG_IMPLS = ("threefry2x32", "rbg")
 
 SEED_CODE = r'''
 import sys, pathlib
@@ -193,6 +205,7 @@ def run_baseline(out: pathlib.Path) -> tuple[float, str]:
 
 
 def run_jaxgrad(out: pathlib.Path, seeds: int, cache: pathlib.Path) -> float:
+  """Seconds of the two experiments, each a fresh process, into ``out/<experiment>``."""
   # The experiments enable jaxgrad's cache (compilation_cache.enable) at the
   # directory JAXGRAD_COMPILE_CACHE names, which overrides JAX's own variable.
   env = {**os.environ, "JAXGRAD_COMPILE_CACHE": str(cache),
@@ -201,30 +214,30 @@ def run_jaxgrad(out: pathlib.Path, seeds: int, cache: pathlib.Path) -> float:
          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
          "JAXGRAD_NO_PROGRESS": "1", "OPENBLAS_NUM_THREADS": "1"}
   total = 0.0
-  for name in ("init_comparison", "depth_comparison"):
+  for name in EXPERIMENTS:
     seconds, _ = _timed([sys.executable, "-m", f"experiments.{name}", "--seeds", str(seeds),
                          "--out", str(out / name)], env)
     total += seconds
   return total
 
 
-PRNG_IMPLS = ("threefry2x32", "rbg")
+def networks_drawn(out: pathlib.Path) -> list[tuple[int, int, int]]:
+  """(depth, width, in_features) of every network the runs in ``out`` drew, from their config.json."""
+  ic = files.read_json(out / "init_comparison" / "config.json")
+  dc = files.read_json(out / "depth_comparison" / "config.json")
+  return ([(ic["depth"], ic["width"], ic["in_features"])]
+          * (len(ic["activations"]) * len(ic["inits"]) * ic["seeds"])
+          + [(d, dc["width"], dc["in_features"]) for d in dc["depths"]]
+          * (len(dc["activations"]) * dc["seeds"]))
 
 
-def weights_drawn(seeds: int) -> int:
-  """Weights (kernel entries) the two experiments' default configurations draw at ``seeds``."""
-  def per_network(depth: int, width: int, in_features: int) -> int:
-    return sum(fi * fo for fi, fo in init_comparison.layer_fans(depth, width, in_features))
-
-  ic = init_comparison.Config(seeds=seeds)
-  dc = depth_comparison.Config(seeds=seeds)
-  arms = len(ic.activations) * len(ic.inits)
-  return (arms * seeds * per_network(ic.depth, ic.width, ic.in_features)
-          + len(dc.activations) * seeds * sum(per_network(d, dc.width, dc.in_features)
-                                              for d in dc.depths))
+def weights_drawn(networks: list[tuple[int, int, int]]) -> int:
+  """Kernel entries of ``networks`` ((depth, width, in_features) each, one output)."""
+  return sum(fi * fo for depth, width, in_features in networks
+             for fi, fo in signal_propagation.layer_fans(depth, width, in_features))
 
 
-def floor_seconds(seeds: int) -> dict:
+def floor_seconds(networks: list[tuple[int, int, int]], batch: int) -> dict:
   """What no jaxgrad run of the two experiments can go below, each part measured here.
 
   ``imports``: a fresh process importing both experiment modules (jax, flax,
@@ -237,9 +250,9 @@ def floor_seconds(seeds: int) -> dict:
   the experiments' (batch x width) products.
   """
   imports = statistics.median(
-      _timed([sys.executable, "-c", "import experiments.init_comparison, "
-              "experiments.depth_comparison"])[0] for _ in range(3))
-  n = weights_drawn(seeds)
+      _timed([sys.executable, "-c", "import " + ", ".join(f"experiments.{n}" for n in EXPERIMENTS)])[0]
+      for _ in range(3))
+  n = weights_drawn(networks)
   draw = jax.jit(lambda k: jax.random.normal(k, (n,)))
   out = {"imports": imports, "weights": n}
   for impl in PRNG_IMPLS:
@@ -247,14 +260,81 @@ def floor_seconds(seeds: int) -> dict:
     out[f"draw_{impl}"] = _timing.median_seconds(lambda: draw(key).block_until_ready(), repeats=3)
   out["draw"] = min(out[f"draw_{impl}"] for impl in PRNG_IMPLS)
   # Forward, input gradient and weight gradient: 2 B fan_in fan_out flops each per layer.
-  width = init_comparison.Config().width
-  out["flops"] = 6 * init_comparison.Config().batch * n
+  width = max(w for _, w, _ in networks)
+  out["flops"] = 6 * batch * n
   out["arithmetic"] = out["flops"] / _timing.matmul_flops_per_second(width)
+  out["total"] = out["imports"] + out["draw"] + out["arithmetic"]
   if torch_available():
     import torch
     buffer = torch.empty(n)
     out["torch_draw"] = _timing.median_seconds(lambda: buffer.normal_(), repeats=3)
   return out
+
+
+def measure(seeds: int, keep_cache: bool) -> dict:
+  """Every time the two ratios need, measured in this one process (see the module docstring)."""
+  cache = cache_dir()
+  if not keep_cache and cache.exists():
+    shutil.rmtree(cache)
+  cache.mkdir(parents=True, exist_ok=True)
+  results = {"seeds": seeds, "cache": str(cache)}
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    if torch_available():
+      results["baseline"], printed = run_baseline(tmp)
+      results["baseline_note"] = printed.strip().splitlines()[-1]
+    results["jaxgrad_first"] = run_jaxgrad(tmp / "first", seeds, cache)
+    results["jaxgrad_warm"] = run_jaxgrad(tmp / "warm", seeds, cache)
+    networks = networks_drawn(tmp / "warm")
+    batch = files.read_json(tmp / "warm" / "init_comparison" / "config.json")["batch"]
+  results["networks"] = len(networks)
+  results["floor"] = floor_seconds(networks, batch)
+  return results
+
+
+def _per_curve(seeds: int) -> str:
+  return f"{seeds} seed{'' if seeds == 1 else 's'} per curve"
+
+
+def ratio_rows(r: dict) -> list[dict]:
+  """The two figures, each against its baseline measured in the same run, with its target."""
+  warm, floor = r["jaxgrad_warm"], r["floor"]["total"]
+  label = f"seed 000 §7.1 + §7.2, {_per_curve(r['seeds'])}, warm cache"
+  rows = [{"benchmark": "seed_sweeps", "figure": f"{label}: run / floor (target <= {FLOOR_TARGET}x)",
+           "measured": f"{warm:.1f} s", "baseline": f"floor, measured here: {floor:.1f} s",
+           "ratio": warm / floor, "target": f"<= {FLOOR_TARGET}x"}]
+  jax_per_network = warm / r["networks"]
+  base = r.get("baseline")
+  rows.append({
+      "benchmark": "seed_sweeps",
+      "figure": f"{label}: per network, PyTorch loop / jaxgrad (target >= {PER_NETWORK_TARGET}x)",
+      "measured": f"{1e3 * jax_per_network:.1f} ms per network ({r['networks']})",
+      "baseline": (f"seed's PyTorch loop: {1e3 * base / SEED_NETWORKS:.1f} ms per network "
+                   f"({SEED_NETWORKS})" if base else "torch not installed"),
+      "ratio": base / SEED_NETWORKS / jax_per_network if base else None,
+      "target": f">= {PER_NETWORK_TARGET}x"})
+  return rows
+
+
+def _print_report(r: dict, rows: list[dict]) -> None:
+  f = r["floor"]
+  print("seed 000 §7.1 + §7.2, process start to figures, all measured in this run:")
+  if "baseline" in r:
+    print(f"  seed's PyTorch loop, 1 seed per curve ({SEED_NETWORKS} networks): {r['baseline']:.1f} s"
+          f"  ({r['baseline_note']})")
+  else:
+    print("  torch is not installed: no PyTorch baseline (pip install torch)")
+  print(f"  jaxgrad, {_per_curve(r['seeds'])} ({r['networks']} networks): "
+        f"empty cache {r['jaxgrad_first']:.1f} s, warm cache {r['jaxgrad_warm']:.1f} s")
+  print(f"  floor {f['total']:.1f} s: imports {f['imports']:.2f} s, jax.random.normal of "
+        f"{f['weights'] / 1e6:.0f}M weights "
+        + ", ".join(f"{f[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
+        + (f" (torch.randn {f['torch_draw']:.2f} s)" if "torch_draw" in f else "")
+        + f", {f['flops'] / 1e9:.0f} GFLOP {f['arithmetic']:.2f} s")
+  for row in rows:
+    ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+    print(f"{row['figure']}: {ratio}  [{row['measured']} vs {row['baseline']}]")
+  print(f"compilation cache: {r['cache']}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -264,50 +344,11 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--keep-cache", action="store_true",
                       help="do not empty the compilation cache before the first run")
   args = parser.parse_args(argv)
-  cache = cache_dir()
-  if not args.keep_cache and cache.exists():
-    shutil.rmtree(cache)
-  cache.mkdir(parents=True, exist_ok=True)
-  results = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    tmp = pathlib.Path(tmp)
-    if torch_available():
-      results["baseline"], printed = run_baseline(tmp)
-      results["baseline_note"] = printed.strip().splitlines()[-1]
-    else:
-      print("torch is not installed: skipping the PyTorch baseline (pip install torch)")
-    results["jaxgrad_first"] = run_jaxgrad(tmp / "first", args.seeds, cache)
-    results["jaxgrad_second"] = run_jaxgrad(tmp / "second", args.seeds, cache)
-  results["floor"] = floor = floor_seconds(args.seeds)
-  rows = []
-  if "baseline" in results:
-    rows.append(("seed's PyTorch loop, 1 seed per curve", results["baseline"], 1.0))
-  base = results.get("baseline")
-  for key, label in (("jaxgrad_first", f"jaxgrad, {args.seeds} seeds per curve, empty cache"),
-                     ("jaxgrad_second", f"jaxgrad, {args.seeds} seeds per curve, warm cache")):
-    rows.append((label, results[key], results[key] / base if base else float("nan")))
-  floor_total = floor["imports"] + floor["draw"] + floor["arithmetic"]
-  rows.append((f"floor: imports, drawing {floor['weights'] / 1e6:.0f}M weights, their gradients",
-               floor_total, floor_total / base if base else float("nan")))
-  width = max(len(r[0]) for r in rows)
-  print(f"{'sections 7.1 + 7.2, process start to figures':<{width}}  wall s   / baseline")
-  for label, seconds, ratio in rows:
-    print(f"{label:<{width}}  {seconds:6.1f}   {ratio:6.2f}")
-  print(f"(floor: imports {floor['imports']:.2f} s, jax.random.normal "
-        + ", ".join(f"{floor[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
-        + (f", torch.randn of the same {floor['torch_draw']:.2f} s" if "torch_draw" in floor else "")
-        + f", {floor['flops'] / 1e9:.0f} GFLOP {floor['arithmetic']:.2f} s)")
-  if "baseline_note" in results:
-    print(f"(baseline: {results['baseline_note']})")
-  print(f"compilation cache: {cache}")
+  results = measure(args.seeds, args.keep_cache)
+  rows = ratio_rows(results)
+  _print_report(results, rows)
   results["machine"] = _timing.machine()
-  results["rows"] = [{
-      "benchmark": "seed_sweeps", "figure": f"seed 000 §7.1 + §7.2 process start to figures: {label}",
-      "measured": f"{seconds:.1f} s",
-      "baseline": (f"seed's PyTorch loop, 1 seed per curve: {base:.1f} s" if base
-                   else "torch not installed"),
-      "ratio": ratio if base else None,
-  } for label, seconds, ratio in rows if label != "seed's PyTorch loop, 1 seed per curve"]
+  results["rows"] = rows
   return results
 
 

@@ -1,27 +1,32 @@
-"""What every experiment shares: flags from its ``Config``, files, resuming, progress.
+"""The harness every experiment runs under: flags from its ``Config``, files, resuming, progress.
 
 An experiment module defines a frozen dataclass ``Config`` (with classmethods
-``quick()`` and ``smoke()``), ``run(config, out_dir) -> dict`` and
-``main(argv=None)``, which calls :func:`main`.
+``quick()`` and ``smoke()``), ``run(config) -> results`` (no I/O: it calls the
+library's studies and returns a dict), ``plot(results, out_dir)`` (its
+figures, from the results alone), ``summary(results) -> str`` (the printed
+table) and, at module level, ``EXPERIMENT = _cli.Experiment(...)`` bundling
+them; ``main = EXPERIMENT.main``.
 
-Files: ``--out`` (default ``runs/<experiment>``, also under ``python -m``)
-gets ``config.json`` before the run and ``results.json`` from it, both strict
-JSON written atomically by :mod:`jaxgrad.files` (NaN and ±inf as the strings
-``"nan"``, ``"inf"``, ``"-inf"``; :func:`jaxgrad.files.read_json` reads them
-back as floats).
+Files: :meth:`Experiment.execute` writes ``config.json`` before the run and
+``results.json`` after it into ``--out`` (default ``runs/<experiment>``), both
+strict JSON written atomically by :mod:`jaxgrad.files` (NaN and ±inf as the
+strings ``"nan"``, ``"inf"``, ``"-inf"``; :func:`jaxgrad.files.read_json`
+reads them back as floats), then calls ``plot``.
 
 Reruns: a rerun into a folder whose ``config.json`` holds the same config goes
 on from what is there; another config is refused (exit 2) unless
-``--overwrite``, which starts afresh. Experiments that rewrite
-``results.json`` after every setting (one entry of ``results["settings"]``
-each) pass ``settings=`` to :func:`main` and skip what
-:func:`finished_settings` returns. Ctrl-C exits 130 without a traceback and
-says what was kept.
+``--overwrite``, which starts afresh. A long experiment declares
+``settings(config)``, the names of the settings it runs, and takes
+``run(config, checkpoint)``: it skips the settings in ``checkpoint.done``
+(those an earlier run of the same config finished) and hands its results to
+``checkpoint.save`` after each setting, which the harness writes as
+``results.json``. Ctrl-C exits 130 without a traceback and says what was kept.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -31,7 +36,7 @@ import signal
 import sys
 import threading
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 # Before numpy/jax are imported by any experiment: CPU SVD is otherwise up to
@@ -207,8 +212,8 @@ def finished_settings(out_dir: pathlib.Path, config: Any) -> dict[str, Any]:
   Returns:
     ``results.json``'s ``"settings"`` (NaN and ±inf as floats, arrays as
     lists) when ``out_dir/config.json`` holds ``config``; ``{}`` otherwise: a
-    fresh folder, another config, an unreadable file, or ``run`` called
-    without :func:`main` (which writes ``config.json`` first).
+    fresh folder, another config or an unreadable file
+    (:meth:`Experiment.execute` writes ``config.json`` first).
   """
   path = out_dir / RESULTS_FILE
   if not path.is_file() or _stored_config(out_dir) != _encoded(config):
@@ -284,60 +289,126 @@ def _reliable_ctrl_c() -> Iterator[None]:
         gc.callbacks.remove(callback)
 
 
-def _kept(out: pathlib.Path, config: Any, names: list[str]) -> int:
-  return len(set(finished_settings(out, config)) & set(names))
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """What a long run resumes from and where its partial results go; the harness owns the files.
+
+  Attributes:
+    done: the settings an earlier run of the same config finished, by name
+      (``results["settings"]`` as it reads back from ``results.json``).
+    save: called with the results so far after each finished setting.
+  """
+
+  done: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  save: Callable[[dict], None] = lambda results: None
 
 
-def main(module_name: str, config_cls: type, run: Callable, summary: Callable[[dict], str],
-         argv: list[str] | None, doc: str | None, *, quick_compiles_fast: bool = False,
-         settings: Callable[[Any], list[str]] | None = None) -> dict:
-  """Parses the flags, writes ``config.json``, runs, prints the summary table.
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """One experiment: its ``Config``, its run, its figures and its summary.
 
-  Args:
-    module_name: the experiment module's ``__name__`` (``"__main__"`` under
-      ``python -m`` is understood: :func:`experiment_name`).
-    config_cls: the experiment's ``Config``.
-    run: ``run(config, out_dir) -> results``.
+  Attributes:
+    name: the module's ``__name__`` (``"__main__"`` under ``python -m`` is
+      understood: :func:`experiment_name`).
+    doc: the module's docstring, shown by ``--help``.
+    config: the experiment's ``Config`` class.
+    run: ``run(config) -> results``, or ``run(config, checkpoint)`` where
+      ``settings`` is given; no I/O.
+    plot: ``plot(results, out_dir)``, the figures.
     summary: ``summary(results) -> str``, the printed table.
-    argv: the flags; ``sys.argv[1:]`` if ``None``.
-    doc: the experiment's docstring, shown by ``--help``.
+    settings: for an experiment that saves after every setting,
+      ``settings(config)`` names all the settings the config runs (the keys of
+      ``results["settings"]``); a rerun then says what it resumes from, and
+      Ctrl-C prints ``interrupted: kept N of M settings in DIR``.
+    logs: for an experiment whose product is also a training log (JSONL,
+      TensorBoard events, written as it trains), ``logs(config, out_dir) ->
+      dict``, run after ``run``; what it returns joins the results.
     quick_compiles_fast: the ``--quick`` preset's time is compile time, so
       under ``--quick`` compile for speed, not for run time
       (:func:`jaxgrad.compilation_cache.prefer_fast_compile`; level 0 measured
       on ``adding_problem --quick``: 60 s -> 32 s). Full runs keep optimised
       code.
-    settings: for an experiment that rewrites ``results.json`` after every
-      setting, ``settings(config)`` names all the settings the config runs
-      (the keys of ``results["settings"]``); a rerun then says what it resumes
-      from, and Ctrl-C prints ``interrupted: kept N of M settings in DIR``.
-
-  Returns:
-    ``run``'s results. Ctrl-C exits 130 without a traceback (raises
-    ``SystemExit(130)``, or, when the experiment is the program itself,
-    ``os._exit(130)``, as an interrupted XLA compile can crash the
-    interpreter's teardown).
   """
-  name = experiment_name(module_name)
-  if quick_compiles_fast and "--quick" in (sys.argv[1:] if argv is None else argv):
-    compilation_cache.prefer_fast_compile()
-  config, out, overwrite = parse_config(config_cls, argv, name=name, doc=doc)
-  if overwrite:
-    (out / RESULTS_FILE).unlink(missing_ok=True)
-  write_json(out / CONFIG_FILE, config)
-  names = list(settings(config)) if settings is not None else []
-  if names and (kept := _kept(out, config, names)):
-    print(f"resuming: {kept} of {len(names)} settings already in {out}/", file=sys.stderr)
-  try:
-    with _reliable_ctrl_c():
-      results = run(config, out)
-  except KeyboardInterrupt:
+
+  name: str
+  doc: str | None
+  config: type
+  run: Callable[..., dict]
+  plot: Callable[[dict, pathlib.Path], None]
+  summary: Callable[[dict], str]
+  settings: Callable[[Any], list[str]] | None = None
+  logs: Callable[[Any, pathlib.Path], dict] | None = None
+  quick_compiles_fast: bool = False
+
+  def execute(self, config: Any, out_dir: pathlib.Path) -> dict:
+    """Runs ``config`` into ``out_dir``: ``config.json``, the run, ``results.json``, the figures.
+
+    A folder holding an earlier run of the same config resumes from its
+    finished settings (an experiment with ``settings``); the caller checks
+    that ``out_dir`` may take the run (:func:`parse_config` does).
+
+    Args:
+      config: the run's ``Config``.
+      out_dir: the run's folder, made if absent.
+
+    Returns:
+      The run's results, as ``plot`` and ``summary`` take them.
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if self.settings is None:
+      write_json(out_dir / CONFIG_FILE, config)
+      results = self.run(config)
+    else:
+      done = finished_settings(out_dir, config)
+      write_json(out_dir / CONFIG_FILE, config)
+      results = self.run(config, Checkpoint(done, functools.partial(write_json,
+                                                                     out_dir / RESULTS_FILE)))
+    if self.logs is not None:
+      results.update(self.logs(config, out_dir))
+    write_json(out_dir / RESULTS_FILE, results)
+    self.plot(results, out_dir)
+    return results
+
+  def main(self, argv: list[str] | None = None) -> dict:
+    """The command line: parses the flags, executes the run, prints the summary table.
+
+    Args:
+      argv: the flags; ``sys.argv[1:]`` if ``None``.
+
+    Returns:
+      The run's results. Ctrl-C exits 130 without a traceback (raises
+      ``SystemExit(130)``, or, when the experiment is the program itself,
+      ``os._exit(130)``, as an interrupted XLA compile can crash the
+      interpreter's teardown).
+    """
+    name = experiment_name(self.name)
+    if self.quick_compiles_fast and "--quick" in (sys.argv[1:] if argv is None else argv):
+      compilation_cache.prefer_fast_compile()
+    config, out, overwrite = parse_config(self.config, argv, name=name, doc=self.doc)
+    if overwrite:
+      (out / RESULTS_FILE).unlink(missing_ok=True)
+    names = list(self.settings(config)) if self.settings is not None else []
+    if names and (kept := _kept(out, config, names)):
+      print(f"resuming: {kept} of {len(names)} settings already in {out}/", file=sys.stderr)
+    try:
+      with _reliable_ctrl_c():
+        results = self.execute(config, out)
+    except KeyboardInterrupt:
+      self._interrupted(out, config, names)
+    print(self.summary(results))
+    print(f"\nwrote {out}/")
+    return results
+
+  def _interrupted(self, out: pathlib.Path, config: Any, names: list[str]) -> typing.NoReturn:
+    """Says what an interrupted run kept, and exits 130."""
     if names:
       print(f"\ninterrupted: kept {_kept(out, config, names)} of {len(names)} settings in {out}/",
             file=sys.stderr)
     else:
-      print(f"\ninterrupted: {name} writes {RESULTS_FILE} at the end, so nothing of this run "
-            f"is kept in {out}/", file=sys.stderr)
-    if module_name == "__main__":
+      print(f"\ninterrupted: {experiment_name(self.name)} writes {RESULTS_FILE} at the end, so "
+            f"nothing of this run is kept in {out}/", file=sys.stderr)
+    if self.name == "__main__":
       # Ctrl-C during an XLA compile returns to Python while the compile goes
       # on in another thread, and the interpreter's teardown then crashes
       # (seen on jaxlib 0.10.2: "Fatal Python error: Segmentation fault" and
@@ -347,6 +418,7 @@ def main(module_name: str, config_cls: type, run: Callable, summary: Callable[[d
       sys.stderr.flush()
       os._exit(130)
     raise SystemExit(130) from None
-  print(summary(results))
-  print(f"\nwrote {out}/")
-  return results
+
+
+def _kept(out: pathlib.Path, config: Any, names: list[str]) -> int:
+  return len(set(finished_settings(out, config)) & set(names))

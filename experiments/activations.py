@@ -18,7 +18,8 @@ and the bound :math:`(\max|\phi'|)^L` is drawn against depth, with the depth at
 which it falls below the smallest normal float32 (1.2e-38). Beside it, the
 typical factor :math:`\sqrt{\mu_1} = \sqrt{\mathbb E_{z\sim N(0,1)}[\phi'(z)^2]}`
 (mean-field theory's per-layer factor of the backprop signal at unit
-pre-activation variance, :func:`jaxgrad.theory.derivative_moment`).
+pre-activation variance, :func:`jaxgrad.theory.derivative_moment`). The
+measurements are :mod:`jaxgrad.studies.activations`.
 
     python -m experiments.activations            # every activation, a few seconds
     python -m experiments.activations --quick    # the same, coarser grid
@@ -33,15 +34,13 @@ import pathlib
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 
-from jaxgrad import activations, plotting, theory  # noqa: E402
+from jaxgrad import activations, plotting  # noqa: E402
+from jaxgrad.studies import activations as study  # noqa: E402
 
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32, 1.18e-38
-ATTAINED_ATOL = 1e-12  # |phi'(x)| within this of the maximum counts as attaining it
 PLOT_RANGE = 6.0  # the function figure shows x in [-6, 6]
+PLOT_POINTS = 1200  # about this many points per drawn curve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,77 +64,21 @@ class Config(_config.Checked):
                max_depth=8)
 
 
-def grid(config: Config) -> np.ndarray:
-  """Symmetric float64 grid with spacing ``step`` that contains 0 exactly."""
-  n = int(round(config.x_max / config.step))
-  return np.arange(-n, n + 1, dtype=np.float64) * config.step
-
-
-def derivative_maximum(name: str, x: np.ndarray) -> dict:
-  """max |phi'| on the grid ``x`` (float64), where it is attained, phi'(0).
-
-  Returns:
-    ``max_abs_derivative``; ``argmax``: the first grid point attaining it;
-    ``attained_on``: ``[lo, hi]``, the smallest and largest grid points within
-    :data:`ATTAINED_ATOL` of the maximum (a point for sigmoid, a half-line
-    cut at the grid's end for relu); ``derivative_at_0``.
-  """
-  with jax.enable_x64(True):
-    d = np.abs(np.asarray(activations.derivative(name)(jnp.asarray(x))))
-    at0 = float(activations.derivative(name)(jnp.asarray(0.0)))
-  best = float(d.max())
-  hit = np.flatnonzero(d >= best - ATTAINED_ATOL)
-  return {"max_abs_derivative": best, "argmax": float(x[hit[0]]),
-          "attained_on": [float(x[hit[0]]), float(x[hit[-1]])], "derivative_at_0": at0}
-
-
-def underflow_depth(max_derivative: float) -> int | None:
-  """Smallest L with max^L strictly below the smallest normal float32; None if max >= 1.
-
-  Sigmoid: 0.25^63 = 2^-126 is exactly the smallest normal, so L = 64.
-  """
-  if max_derivative >= 1.0:
-    return None
-  depth = max(1, math.floor(math.log(FLOAT32_TINY) / math.log(max_derivative)))
-  while max_derivative**depth >= FLOAT32_TINY:
-    depth += 1
-  while depth > 1 and max_derivative ** (depth - 1) < FLOAT32_TINY:
-    depth -= 1
-  return depth
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """Computes the curves and the table, writes results.json and the figures."""
-  x = grid(config)
+def run(config: Config) -> dict:
+  """Each activation's :func:`jaxgrad.studies.activations.profile` on the config's grid."""
+  x = study.grid(config.x_max, config.step)
   shown = np.abs(x) <= PLOT_RANGE
-  stride = max(1, int(shown.sum() // 1200))  # ~1200 points per drawn curve
+  stride = max(1, int(shown.sum() // PLOT_POINTS))
   x_plot = x[shown][::stride]
   depths = np.arange(1, config.max_depth + 1)
-  per_activation = {}
-  for name in _cli.progress(config.activations, desc="activations"):
-    stats = derivative_maximum(name, x)
-    with jax.enable_x64(True):
-      phi = np.asarray(activations.get(name)(jnp.asarray(x_plot)))
-      dphi = np.asarray(activations.derivative(name)(jnp.asarray(x_plot)))
-      rms = math.sqrt(float(theory.derivative_moment(name, jnp.asarray(1.0))))
-    best = stats["max_abs_derivative"]
-    per_activation[name] = {
-        **stats,
-        "rms_derivative_q1": rms,
-        "underflow_depth": underflow_depth(best),
-        "phi": phi,
-        "derivative": dphi,
-        "max_product": best ** depths.astype(np.float64),
-        "rms_product": rms ** depths.astype(np.float64),
-    }
-  results = {"config": config, "x": x_plot, "depths": depths,
-             "float32_tiny": FLOAT32_TINY, "activations": per_activation}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  per_activation = {name: study.profile(name, x, x_plot, depths)
+                    for name in _cli.progress(config.activations, desc="activations")}
+  return {"config": config, "x": x_plot, "depths": depths,
+          "float32_tiny": study.FLOAT32_TINY, "activations": per_activation}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
+def plot_functions(results: dict, out_dir: pathlib.Path) -> None:
+  """``functions.png``: each activation and its derivative, the maximum of |φ′| marked."""
   acts = results["activations"]
   x = np.asarray(results["x"])
   ncols = min(4, len(acts))
@@ -156,9 +99,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax.set_xlabel("x")
   plotting.save(fig, out_dir / "functions.png")
 
+
+def plot_products(results: dict, out_dir: pathlib.Path) -> None:
+  """``product.png``: the best-case and the typical product of L derivatives against depth."""
   depths = np.asarray(results["depths"])
   fig, axes = plotting.figure(1, 2, panel=(3.6, 3.0))
-  for i, (name, a) in enumerate(acts.items()):
+  for i, (name, a) in enumerate(results["activations"].items()):
     color = f"C{i % 10}"
     axes[0, 0].plot(depths, a["max_product"], color=color,
                     linestyle="-" if i < 10 else ":", label=f"{name} ({a['max_abs_derivative']:.3g})")
@@ -175,6 +121,11 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   plotting.save(fig, out_dir / "product.png")
 
 
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  plot_functions(results, out_dir)
+  plot_products(results, out_dir)
+
+
 def summary(results: dict) -> str:
   header = ["activation", "max|φ′|", "attained on", "φ′(0)", "rms φ′ (q=1)", "max^L < 1.2e-38 at L"]
   rows = []
@@ -186,8 +137,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

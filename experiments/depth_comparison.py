@@ -7,9 +7,10 @@ sigmoid with Xavier-normal (Var = 2/(fan_in + fan_out)). Per layer, against the
 normalised position (l - 1)/(L - 1): the weight-gradient norm
 :math:`\|\partial L/\partial W_l\|_F` (what the seed draws, one network per
 curve; here median and IQR over ``--seeds``) and the backprop signal
-:math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|`. Measurements are those
-of :mod:`experiments.init_comparison` (float32 gradients, float64 norms, one
-vmapped program per depth over every activation and seed).
+:math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|`. Measurements are
+:mod:`jaxgrad.studies.signal_propagation`'s, as in init_comparison (float32
+gradients, float64 norms, one vmapped program per depth over every activation
+and seed).
 
 Summary figure: the ratio first layer / last layer against depth.
 
@@ -20,7 +21,8 @@ Summary figure: the ratio first layer / last layer against depth.
   is the factor of the *squared* signal, hence the square root). Here the
   first and last layers are not square (Xavier gives them
   :math:`\sigma_w^2 = 10\cdot 2/110` and :math:`100\cdot 2/101`), so the line
-  uses the exact per-layer product of :func:`init_comparison.predicted_signal`.
+  uses the exact per-layer product of
+  :func:`jaxgrad.studies.signal_propagation.predicted_signal`.
   relu + He: every factor is :math:`2 \cdot \tfrac12 = 1`, ratio 1 at any depth.
   sigmoid + Xavier: :math:`\chi_1 \approx 0.06`, the signal loses a factor
   about 4 per layer and reaches float32's underflow (exact zeros) by depth 100.
@@ -40,18 +42,15 @@ Writes ``config.json``, ``results.json`` (every plotted number),
 """
 
 import dataclasses
-import functools
 import pathlib
-import warnings
 
 from experiments import _cli, _config
-from experiments import init_comparison as ic
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import plotting  # noqa: E402
-from jaxgrad.models import DeepMLP  # noqa: E402
+from jaxgrad import plotting, stats  # noqa: E402
+from jaxgrad.studies import signal_propagation as sp  # noqa: E402
 
 INIT_FOR = {"relu": "he_normal", "tanh": "xavier_normal", "sigmoid": "xavier_normal"}
 
@@ -77,53 +76,36 @@ class Config(_config.Checked):
     return cls(depths=(3, 6), width=8, in_features=3, batch=4, seeds=3)
 
 
-def _ratio(per_seed: np.ndarray) -> np.ndarray:
-  """(seeds, L) -> (seeds,) first / last layer; 0/0 and x/0 stay NaN/inf."""
-  with np.errstate(all="ignore"):
-    return per_seed[:, 0] / per_seed[:, -1]
+def _case(act: str, depth: int, m: dict[str, np.ndarray], config: Config) -> dict:
+  """One activation at one depth: the arm's summary, its positions and first/last ratios."""
+  fans = sp.layer_fans(depth, config.width, config.in_features)
+  sigma_w2 = sp.layer_sigma_w2(INIT_FOR[act], act, fans)
+  return {
+      **sp.summarize_arm(m, act, sigma_w2),
+      "init": INIT_FOR[act],
+      "position": np.linspace(0.0, 1.0, depth),
+      "weight_ratio": stats.quartiles(sp.first_over_last(m["weight"])),
+      "signal_ratio": stats.quartiles(sp.first_over_last(m["signal"])),
+      "theory_signal_ratio": float(sp.predicted_signal(act, sigma_w2)[0]),
+  }
 
 
-def _nan_quantiles(values: np.ndarray) -> dict:
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    q25, q50, q75 = np.nanpercentile(np.where(np.isfinite(values), values, np.nan), [25, 50, 75])
-  return {"median": q50, "q25": q25, "q75": q75, "per_seed": values}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """One program per depth (every activation an arm); writes results.json and the figures."""
+def run(config: Config) -> dict:
+  """One program per depth (every activation an arm), each case against mean field."""
   cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
-  arms = [(act, ic.kernel_init(INIT_FOR[act], act)) for act in config.activations]
+  arms = [(act, sp.kernel_init(INIT_FOR[act], act)) for act in config.activations]
   with jax.enable_x64(True):
     for j, depth in enumerate(_cli.progress(config.depths, desc="depths")):
-      make_model = functools.partial(DeepMLP, depth, config.width, 1, bias_init="zeros")
-      key = jax.random.fold_in(jax.random.key(config.seed, impl=ic.PRNG_IMPL), j)
-      measured = ic.measure_arms(make_model, arms, key, config.seeds, config.batch,
-                                 config.in_features)
-      fans = ic.layer_fans(depth, config.width, config.in_features)
+      key = jax.random.fold_in(jax.random.key(config.seed, impl=sp.PRNG_IMPL), j)
+      measured = sp.measure_arms(sp.seed_network(depth, config.width), arms, key, config.seeds,
+                                 config.batch, config.in_features)
       for a, act in enumerate(config.activations):
-        m = {k: v[a] for k, v in measured.items()}
-        sigma_w2 = [fi * ic.weight_variance(INIT_FOR[act], fi, fo, act) for fi, fo in fans]
-        case = ic.summarize_arm(m)
-        predicted = ic.predicted_signal(act, sigma_w2)
-        case.update({
-            "init": INIT_FOR[act],
-            "position": np.linspace(0.0, 1.0, depth),
-            "sigma_w2": sigma_w2,
-            "theory_signal": predicted * case["signal"]["median"][-1],
-            "weight_ratio": _nan_quantiles(_ratio(m["weight"])),
-            "signal_ratio": _nan_quantiles(_ratio(m["signal"])),
-            "theory_signal_ratio": float(predicted[0]),
-        })
-        cases[act][str(depth)] = case
-  results = {"config": config, "depths": config.depths, "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+        cases[act][str(depth)] = _case(act, depth, {k: v[a] for k, v in measured.items()}, config)
+  return {"config": config, "depths": config.depths, "cases": cases}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  cases = results["cases"]
+def _profiles_figure(cases: dict, path: pathlib.Path) -> None:
+  """Per-layer weight gradients (top) and backprop signal with mean field (bottom), per activation."""
   acts = list(cases)
   fig, axes = plotting.figure(2, len(acts), panel=(3.0, 2.5))
   for col, act in enumerate(acts):
@@ -146,11 +128,13 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
   fig.suptitle("median and IQR over seeds; ▼ at 1e-38: float32 gradient exactly 0 (underflow)",
                fontsize=8)
-  plotting.save(fig, out_dir / "profiles.png")
+  plotting.save(fig, path)
 
-  depths = np.asarray(results["depths"])
+
+def _ratio_figure(cases: dict, depths: np.ndarray, path: pathlib.Path) -> None:
+  """First / last layer against depth: weight gradient (left), backprop signal with mean field (right)."""
   fig, axes = plotting.figure(1, 2, panel=(3.4, 2.9))
-  for i, act in enumerate(acts):
+  for i, act in enumerate(cases):
     color = f"C{i}"
     for ax, key in zip(axes[0], ("weight_ratio", "signal_ratio")):
       per_seed = np.stack([np.asarray(cases[act][str(d)][key]["per_seed"], dtype=float)
@@ -164,7 +148,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("depth L")
   axes[0, 0].legend()
-  plotting.save(fig, out_dir / "ratio.png")
+  plotting.save(fig, path)
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  _profiles_figure(results["cases"], out_dir / "profiles.png")
+  _ratio_figure(results["cases"], np.asarray(results["depths"]), out_dir / "ratio.png")
 
 
 def summary(results: dict) -> str:
@@ -180,8 +169,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

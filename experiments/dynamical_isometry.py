@@ -30,23 +30,18 @@ log10 s^2), ``variance.png`` (measured against predicted var s^2) and, unless
 """
 
 import dataclasses
-import math
 import pathlib
 
 from experiments import _cli, _config
-from experiments.mean_field import unit_inits
-from experiments.trainability import train_many
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, data, diagnostics, plotting, theory, training  # noqa: E402
-from jaxgrad.models import DeepMLP  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import data, plotting  # noqa: E402
+from jaxgrad.studies import dynamical_isometry  # noqa: E402
+from jaxgrad.studies.dynamical_isometry import SMOOTHING, never_as_inf, running_mean  # noqa: E402
 
 HISTOGRAM_BINS = 40
-SMOOTHING = 25  # steps in the running mean of the training loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,203 +83,85 @@ class Config(_config.Checked):
                train_seeds=1, batch=4, learning_rates=(0.01,))
 
   def cases(self) -> dict[str, tuple[str, str, float, float, float]]:
-    """name -> (activation, weights, sigma_w2, sigma_b2, q1), q1 the first pre-activation variance.
+    """name -> (activation, weights, sigma_w2, sigma_b2, q1), from ``q_small`` and ``q_large``.
 
-    The input h_0 ~ N(0, (q1 - sigma_b^2) / sigma_w^2) puts the tanh nets at
-    their fixed point q* from the first layer on; ReLU gets q1 = 2 (unit input).
+    See :func:`jaxgrad.studies.dynamical_isometry.spectrum_cases`.
     """
-    out = {}
-    for q in (self.q_small, self.q_large):
-      sw2, sb2 = (float(v) for v in theory.critical_line("tanh", q))
-      for weights in ("orthogonal", "gaussian"):
-        out[f"tanh/{weights}/q*={q:g}"] = ("tanh", weights, sw2, max(sb2, 0.0), q)
-    out["relu/gaussian/He"] = ("relu", "gaussian", 2.0, 0.0, 2.0)
-    return out
+    return dynamical_isometry.spectrum_cases(self.q_small, self.q_large)
 
 
-def _weights(key, n: int, weights: str, sigma_w2: float, dtype) -> jax.Array:
-  if weights == "orthogonal":
-    return math.sqrt(sigma_w2) * jax.nn.initializers.orthogonal()(key, (n, n), dtype)
-  return math.sqrt(sigma_w2 / n) * jax.random.normal(key, (n, n), dtype)
-
-
-def measure(config: Config, activation: str, weights: str, sigma_w2: float, sigma_b2: float,
-            q1: float, depth: int) -> np.ndarray:
-  """log singular values, (seeds, width); each layer draws its weights from its own key."""
-  dtype = jnp.float64 if config.float64 else jnp.float32
-  n, phi = config.width, activations.get(activation)
-
-  def layer(key, h):
-    k_w, k_b = jax.random.split(key)
-    b = math.sqrt(sigma_b2) * jax.random.normal(k_b, (n,), dtype)
-    return phi(_weights(k_w, n, weights, sigma_w2, dtype) @ h + b)
-
-  def one_network(key):
-    k_x, k_layers = jax.random.split(key)
-    h0 = math.sqrt((q1 - sigma_b2) / sigma_w2) * jax.random.normal(k_x, (n,), dtype)
-    return diagnostics.log_singular_values(layer, jax.random.split(k_layers, depth), h0)
-
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), config.seeds)
-  return np.asarray(sweep(one_network, keys))
-
-
-def spectra(config: Config) -> dict:
-  out = {}
-  context = jax.enable_x64(True) if config.float64 else jax.enable_x64(False)
-  jobs = [(name, case, d) for name, case in config.cases().items() for d in config.depths]
-  with context:
-    for name, (act, weights, sw2, sb2, q1), depth in _cli.progress(jobs, desc="spectra"):
-      log_s = measure(config, act, weights, sw2, sb2, q1, depth)
-      entry = out.setdefault(name, {"activation": act, "weights": weights, "sigma_w2": sw2,
-                                    "sigma_b2": sb2, "depths": config.depths, "log_s": {},
-                                    "var_sq_per_seed": [], "mean_sq_per_seed": []})
-      s2 = np.exp(2.0 * log_s.astype(np.float64))
-      entry["log_s"][str(depth)] = log_s
-      entry["var_sq_per_seed"].append(s2.var(axis=-1))
-      entry["mean_sq_per_seed"].append(s2.mean(axis=-1))
-  with jax.enable_x64(True):
-    for name, entry in out.items():
-      act, weights, sw2, sb2, q1 = config.cases()[name]
-      moments = theory.jacobian_spectrum_moments(act, sw2, sb2, q1, max(config.depths), weights)
-      take = np.asarray(config.depths) - 1
-      entry["theory"] = {"mean_sq": np.asarray(moments["mean_sq"])[take],
-                         "var_sq": np.asarray(moments["var_sq"])[take]}
-      entry["var_sq_per_seed"] = np.asarray(entry["var_sq_per_seed"]).T  # (seeds, depths)
-      entry["mean_sq_per_seed"] = np.asarray(entry["mean_sq_per_seed"]).T
-  return out
-
-
-def steps_to_target(loss: np.ndarray, target: float, window: int = SMOOTHING) -> np.ndarray:
-  """Per seed, the first step at which the loss's running mean over ``window`` steps is <= ``target``.
-
-  Args:
-    loss: ``(seeds, steps)`` training losses.
-    target: the loss that counts as learned.
-    window: steps in the running mean (the first ``window - 1`` steps have none).
-
-  Returns:
-    ``(seeds,)`` step counts, NaN for a seed that never gets there.
-  """
-  smooth = running_mean(loss, window)
-  reached = np.nan_to_num(smooth, nan=np.inf) <= target
-  return np.where(reached.any(-1), reached.argmax(-1) + loss.shape[-1] - smooth.shape[-1] + 1,
-                  np.nan)
-
-
-def running_mean(loss: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
-  """``(seeds, steps - w + 1)``: the mean of every ``w`` consecutive steps, ``w = min(window, steps)``."""
-  loss = np.asarray(loss, float)
-  window = min(window, loss.shape[-1])
-  kernel = np.ones(window) / window
-  return np.stack([np.convolve(row, kernel, mode="valid") for row in loss])
-
-
-def never_as_inf(steps) -> np.ndarray:
-  """Steps to the target with an unreached seed (NaN) as ``inf``: a median then counts it as never."""
-  steps = np.asarray(steps, dtype=float)
-  return np.where(np.isnan(steps), np.inf, steps)
-
-
-def best_learning_rate(steps: np.ndarray, final_loss: np.ndarray) -> int:
-  """Index of the learning rate with the fewest median steps to the target.
-
-  Args:
-    steps: ``(rates, seeds)`` steps to the target, NaN where a seed never got there.
-    final_loss: ``(rates, seeds)`` last training losses, NaN or inf where a run diverged.
-
-  Returns:
-    The rate whose median steps (an unreached seed counting as never) is
-    smallest; where no rate brings half its seeds to the target, the one with the
-    lowest median final loss.
-  """
-  median_steps = np.median(never_as_inf(steps), axis=1)
-  if np.isfinite(median_steps).any():
-    return int(np.argmin(median_steps))
-  return int(np.argmin(np.median(np.nan_to_num(final_loss, nan=np.inf), axis=1)))
-
-
-def learning_speed(config: Config) -> dict:
-  """Per train depth and arm: every learning rate's steps to the target, and the best rate's losses.
-
-  The seeds of one rate train in one vmapped program, the rate a traced
-  ``step_scale``, so every rate of a depth and arm runs the same compiled program
-  (from the compilation cache after the first); seed s draws the same
-  initialisation and batches at every rate. One program per rate, not one for
-  all rates: on jaxlib 0.10.2 the 20-run program (5 rates x 4 seeds, tanh
-  orthogonal, depth 32, 1000 steps) never returns (every XLA thread waits,
-  0 % CPU), while 4- and 8-run programs of the same net finish; jaxlib 0.12
-  runs the 20-run one.
-  """
-  dataset = data.standardize(data.mnist1d())
-  sw2_small, sb2_small = (float(v) for v in theory.critical_line("tanh", config.q_small))
-  arms = {"tanh critical orthogonal": ("tanh", "orthogonal", sw2_small, max(sb2_small, 0.0)),
-          "tanh critical Gaussian": ("tanh", "gaussian", sw2_small, max(sb2_small, 0.0)),
-          "ReLU He (Gaussian)": ("relu", "gaussian", 2.0, 0.0)}
-  jobs = [(depth, name) for depth in config.train_depths for name in arms]
-  out = {f"L={depth}": {} for depth in config.train_depths}
-  rates, seeds = len(config.learning_rates), config.train_seeds
-  keys = jax.random.split(jax.random.key(config.seed), seeds)
-  sgd = training.OptimizerConfig("sgd", 1.0, momentum=0.9)  # times each run's step_scale
-  for depth, name in _cli.progress(jobs, desc="learning speed"):
-    act, weights, sw2, sb2 = arms[name]
-    model = DeepMLP(depth=depth, width=config.train_width,
-                    out_features=dataset.num_classes, activation=act, **unit_inits(weights))
-    grid = np.full((seeds,), sw2, np.float32)
-    per_rate = [train_many(model, dataset, sgd, grid, np.full_like(grid, sb2), keys,
-                           budgets=(config.train_steps,), batch=config.batch,
-                           eval_examples=1000, weights=weights,
-                           step_scale=np.full((seeds,), rate, np.float32))
-                for rate in config.learning_rates]
-    res = {k: np.stack([r[k] for r in per_rate]) for k in per_rate[0]}  # (rates, seeds, ...)
-    loss = res["loss"]
-    steps = np.stack([steps_to_target(rate_loss, config.target_loss) for rate_loss in loss])
-    best = best_learning_rate(steps, loss[..., -1])
-    out[f"L={depth}"][name] = {
-        "depth": depth, "sigma_w2": sw2, "sigma_b2": sb2,
-        "learning_rates": list(config.learning_rates),
-        "steps_to_target_per_rate": steps, "final_loss_per_rate": loss[..., -1],
-        "best_learning_rate": config.learning_rates[best],
-        "best_at_grid_edge": best in (0, rates - 1),
-        "loss_per_seed": loss[best],
-        "train_accuracy_per_seed": res["train_accuracy"][best, :, -1],
-        "diverged_at_per_seed": res["diverged_at"][best],
-        "steps_to_target_per_seed": steps[best]}
-  return out
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  results = {"config": config, "spectra": spectra(config)}
+def run(config: Config) -> dict:
+  """Every case's spectra and, unless ``train_steps`` is 0, every arm's learning speed."""
+  key = jax.random.key(config.seed)
+  spectra = {name: dynamical_isometry.spectrum(*case, config.depths, width=config.width,
+                                               seeds=config.seeds, key=key,
+                                               float64=config.float64)
+             for name, case in _cli.progress(config.cases().items(), desc="spectra")}
+  results = {"config": config, "spectra": spectra}
   if config.train_steps > 0:
-    results["learning"] = learning_speed(config)
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
+    results["learning"] = _learning(config)
   return results
 
 
+def _learning(config: Config) -> dict:
+  """Per train depth (``"L=32"``) and arm, its learning speed on MNIST-1D.
+
+  See :func:`jaxgrad.studies.dynamical_isometry.learning_speed`.
+  """
+  dataset = data.standardize(data.mnist1d())
+  arms = dynamical_isometry.learning_arms(config.q_small)
+  out = {f"L={depth}": {} for depth in config.train_depths}
+  jobs = [(depth, name) for depth in config.train_depths for name in arms]
+  for depth, name in _cli.progress(jobs, desc="learning speed"):
+    out[f"L={depth}"][name] = dynamical_isometry.learning_speed(
+        *arms[name], depth=depth, width=config.train_width, dataset=dataset,
+        learning_rates=config.learning_rates, steps=config.train_steps, batch=config.batch,
+        target_loss=config.target_loss, seeds=config.train_seeds,
+        key=jax.random.key(config.seed))
+  return out
+
+
 def plot(results: dict, out_dir: pathlib.Path) -> None:
-  cases = results["spectra"]
+  """``spectra.png``, ``variance.png`` and, if the nets were trained, ``learning.png``."""
+  config = results["config"]
+  _plot_spectra(results["spectra"], out_dir / "spectra.png")
+  _plot_variance(results["spectra"], config.width, out_dir / "variance.png")
+  if "learning" in results:
+    _plot_learning(results["learning"], config, out_dir / "learning.png")
+
+
+def _plot_spectra(cases: dict, path: pathlib.Path) -> None:
+  """Per case, the density of log10 s^2 at every depth."""
   fig, axes = plotting.figure(1, len(cases), panel=(2.5, 2.3))
-  for col, (name, case) in enumerate(cases.items()):
-    ax = axes[0, col]
-    all_logs = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in case["log_s"].values()])
-    finite = all_logs[np.isfinite(all_logs)] * 2 / np.log(10)
+  for ax, (name, case) in zip(axes[0], cases.items()):
     ax.set_title(f"{name}\nσw²={case['sigma_w2']:.4g}, σb²={case['sigma_b2']:.2g}", fontsize=7)
     ax.set_xlabel("log10 s²")
-    if finite.size == 0:  # e.g. a 10,000-layer ReLU net whose signal underflowed to 0
-      ax.text(0.5, 0.5, "J = 0 exactly:\nno finite log s", ha="center", va="center",
-              transform=ax.transAxes, fontsize=8)
-      continue
-    bins = np.linspace(finite.min() - 0.05, finite.max() + 0.05, HISTOGRAM_BINS + 1)
-    for i, (depth, log_s) in enumerate(case["log_s"].items()):
-      values = np.ravel(np.asarray(log_s, dtype=float)) * 2 / np.log(10)
-      ax.hist(values[np.isfinite(values)], bins=bins, histtype="step", density=True,
-              color=plotting.plt.cm.viridis(i / max(len(case["log_s"]) - 1, 1)), label=f"L={depth}")
+    _spectrum_histograms(ax, case["log_s"])
   axes[0, 0].set_ylabel("density")
   drawn = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
   if drawn:
     drawn[0].legend()
-  plotting.save(fig, out_dir / "spectra.png")
+  plotting.save(fig, path)
 
+
+def _spectrum_histograms(ax, log_s: dict) -> None:
+  """One step histogram per depth on shared bins; a note instead where no log s is finite."""
+  log10_s2 = {depth: np.ravel(np.asarray(v, dtype=float)) * 2 / np.log(10)
+              for depth, v in log_s.items()}
+  finite = np.concatenate(list(log10_s2.values()))
+  finite = finite[np.isfinite(finite)]
+  if finite.size == 0:  # e.g. a 10,000-layer ReLU net whose signal underflowed to 0
+    ax.text(0.5, 0.5, "J = 0 exactly:\nno finite log s", ha="center", va="center",
+            transform=ax.transAxes, fontsize=8)
+    return
+  bins = np.linspace(finite.min() - 0.05, finite.max() + 0.05, HISTOGRAM_BINS + 1)
+  for i, (depth, values) in enumerate(log10_s2.items()):
+    ax.hist(values[np.isfinite(values)], bins=bins, histtype="step", density=True,
+            color=plotting.plt.cm.viridis(i / max(len(log_s) - 1, 1)), label=f"L={depth}")
+
+
+def _plot_variance(cases: dict, width: int, path: pathlib.Path) -> None:
+  """The variance of s^2 against depth, median over seeds, beside free probability's."""
   fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))
   ax = axes[0, 0]
   for i, (name, case) in enumerate(cases.items()):
@@ -296,29 +173,36 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set_yscale("log")
   ax.set_xlabel("depth L")
   ax.set_ylabel("var of s² (dashed: theory)")
-  ax.set_title(f"N={results['config'].width}: var of s², median over seeds (dashed: theory)")
+  ax.set_title(f"N={width}: var of s², median over seeds (dashed: theory)")
   ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-  plotting.save(fig, out_dir / "variance.png")
-
-  if "learning" in results:
-    plot_learning(results["learning"], results["config"], out_dir)
+  plotting.save(fig, path)
 
 
-def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None:
-  """``learning.png``: loss at each arm's best rate, steps against the rate and against the depth."""
+def _plot_learning(learning: dict, config: Config, path: pathlib.Path) -> None:
+  """Loss at each arm's best rate per depth, steps against the rate and against the depth."""
   fig, axes = plotting.figure(1, len(learning) + 2, panel=(3.4, 2.8))
   for ax, (depth_name, arms) in zip(axes[0], learning.items()):
-    for i, (name, arm) in enumerate(arms.items()):
-      smooth = running_mean(arm["loss_per_seed"])
-      steps = np.arange(smooth.shape[-1]) + np.shape(arm["loss_per_seed"])[-1] - smooth.shape[-1] + 1
-      plotting.median_band(ax, steps, smooth, color=f"C{i}",
-                           label=f"{name}, lr {arm['best_learning_rate']:.2g}")
-    ax.axhline(config.target_loss, color="k", linestyle="--", linewidth=0.8)
-    ax.set(xlabel="SGD step", ylabel=f"training loss, mean of {SMOOTHING} steps",
-           title=f"{depth_name}, width {config.train_width}, best lr each")
-    ax.legend(fontsize=6)
+    _loss_panel(ax, depth_name, arms, config)
+  _rate_panel(axes[0, -2], learning, config)
+  _depth_panel(axes[0, -1], learning, config)
+  plotting.save(fig, path)
+
+
+def _loss_panel(ax, depth_name: str, arms: dict, config: Config) -> None:
+  for i, (name, arm) in enumerate(arms.items()):
+    smooth = running_mean(arm["loss_per_seed"])
+    steps = np.arange(smooth.shape[-1]) + np.shape(arm["loss_per_seed"])[-1] - smooth.shape[-1] + 1
+    plotting.median_band(ax, steps, smooth, color=f"C{i}",
+                         label=f"{name}, lr {arm['best_learning_rate']:.2g}")
+  ax.axhline(config.target_loss, color="k", linestyle="--", linewidth=0.8)
+  ax.set(xlabel="SGD step", ylabel=f"training loss, mean of {SMOOTHING} steps",
+         title=f"{depth_name}, width {config.train_width}, best lr each")
+  ax.legend(fontsize=6)
+
+
+def _rate_panel(ax, learning: dict, config: Config) -> None:
+  """Median steps to the target against the learning rate, a line per arm and depth."""
   names = list(next(iter(learning.values())))
-  ax = axes[0, -2]
   styles = ["-", "--", ":", "-."]
   for j, arms in enumerate(learning.values()):
     for i, name in enumerate(names):
@@ -334,8 +218,11 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
   ax.minorticks_off()
   ax.set_title("every rate tried (gaps: not reached)", fontsize=8)
   ax.legend(fontsize=7)
-  ax = axes[0, -1]
-  for i, name in enumerate(names):
+
+
+def _depth_panel(ax, learning: dict, config: Config) -> None:
+  """Steps to the target against the depth at each arm's best rate: median and IQR."""
+  for i, name in enumerate(next(iter(learning.values()))):
     depths = np.asarray([arms[name]["depth"] for arms in learning.values()])
     steps = np.stack([np.asarray(arms[name]["steps_to_target_per_seed"], float)
                       for arms in learning.values()], axis=1)  # (seeds, depths)
@@ -357,7 +244,6 @@ def plot_learning(learning: dict, config: Config, out_dir: pathlib.Path) -> None
   ax.set_title("at each arm's best rate: median, IQR\n(an unreached seed counts as never)",
                fontsize=8)
   ax.legend(fontsize=7)
-  plotting.save(fig, out_dir / "learning.png")
 
 
 def summary(results: dict) -> str:
@@ -395,8 +281,8 @@ def _reached(steps) -> str:
   return f"{shown} ({int(np.isfinite(np.asarray(steps, float)).sum())}/{len(steps)} reached)"
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ r"""Where vanishing and exploding gradients come from: four of the tutorials' cl
    value every entry keeps its size below the threshold, so a vanishing
    gradient leaves either unchanged.
 
+The measurements are :mod:`jaxgrad.studies.gradient_sources`.
+
     python -m experiments.gradient_sources            # a few seconds
     python -m experiments.gradient_sources --quick
 
@@ -35,13 +37,10 @@ import pathlib
 from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from jaxgrad import activations, plotting, theory  # noqa: E402
-
-EXPLODING = (("tanh", 4.0, 0.05), ("linear", 1.2, 0.0))  # (activation, sigma_w2, sigma_b2)
+from jaxgrad import plotting  # noqa: E402
+from jaxgrad.studies import gradient_sources as study  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,143 +67,33 @@ class Config(_config.Checked):
                seeds=2)
 
 
-def _backprop_signal(key, activation: str, sigma_w2: float, sigma_b2: float, width: int,
-                     depth: int) -> tuple[jax.Array, jax.Array]:
-  r"""Masks ``phi'(z_l)`` and the squared signals ``||dL/dh_l||^2``, layer 1 (input side) first.
-
-  The net :math:`h_l = \phi(W_l h_{l-1} + b_l)` starts at its fixed point
-  (input :math:`\sim N(0, q^*)`, :math:`q^*` from theory where finite, else 1)
-  and the loss is a random projection of the output.
-  """
-  phi, dphi = activations.get(activation), activations.derivative(activation)
-  q = theory.q_star(activation, sigma_w2, sigma_b2)
-  q = jnp.where(jnp.isfinite(q) & (q > 0), q, 1.0)
-  k_x, k_w, k_b, k_out = jax.random.split(key, 4)
-  weights = jax.random.normal(k_w, (depth, width, width)) * jnp.sqrt(sigma_w2 / width)
-  biases = jax.random.normal(k_b, (depth, width)) * jnp.sqrt(sigma_b2)
-  h = jax.random.normal(k_x, (width,)) * jnp.sqrt(q)
-
-  def forward(h, layer):
-    w, b = layer
-    z = w @ h + b
-    return phi(z), dphi(z)
-
-  _, slopes = jax.lax.scan(forward, h, (weights, biases))
-
-  def backward(delta, layer):
-    w, slope = layer
-    delta = w.T @ (delta * slope)  # dL/dh_{l-1} from dL/dh_l
-    return delta, jnp.sum(delta**2)
-
-  delta = jax.random.normal(k_out, (width,))
-  _, signal = jax.lax.scan(backward, delta, (weights, slopes), reverse=True)
-  return slopes, signal
-
-
-def relu_paths(config: Config, key: jax.Array) -> dict:
-  """Products of ReLU' along random paths (one unit per layer) of He-ReLU nets, and the signal's factor."""
-  depth = max(config.depths)
-  nets = jax.random.split(key, config.seeds)
-  slopes, signal = jax.vmap(lambda k: _backprop_signal(k, "relu", 2.0, 0.0, config.width,
-                                                       depth))(nets)
-  units = jax.random.randint(jax.random.fold_in(key, 1), (config.seeds, config.paths, depth), 0,
-                             config.width)
-  along = jnp.take_along_axis(slopes[:, None, :, :], units[..., None], axis=-1)[..., 0]
-  products = jnp.cumprod(along, axis=-1)  # (seeds, paths, depth): the first l layers' product
-  values = np.unique(np.asarray(products))
-  alive = np.asarray(products[..., jnp.asarray(config.depths) - 1]).mean(axis=(0, 1))
-  factor = float(np.mean(np.asarray(signal[:, :-1] / signal[:, 1:])))
-  return {"depths": config.depths, "product_values": values, "fraction_one": alive,
-          "fraction_one_theory": 0.5 ** np.asarray(config.depths),
-          "signal_factor": factor, "chi1": float(theory.chi1("relu", 2.0, 0.0))}
-
-
-def softmax_saturation(config: Config, key: jax.Array) -> dict:
-  r"""Spectral norm of the softmax Jacobian against the logit gap, with its two bounds.
-
-  Also the slope of :math:`\ln\|J\|_2` against the gap where the gap exceeds 5
-  (and the norm is not 0 in float32): about -1, the exponential saturation.
-  """
-  scales = np.logspace(-1, 2, config.logit_scales)
-  logits = jax.random.normal(key, (config.seeds, config.classes))
-
-  def norm(z):
-    (top, second), (first, _) = jax.lax.top_k(z, 2)
-    p = jax.nn.softmax(z)
-    rest = jnp.sum(jnp.where(jnp.arange(z.shape[0]) == first, 0.0, p))  # 1 - p_1, no cancellation
-    jacobian = jax.jacfwd(jax.nn.softmax)(z)
-    return jnp.linalg.norm(jacobian, 2), top - second, p[first], rest
-
-  norms, gaps, p_max, rest = (np.asarray(a) for a in jax.vmap(jax.vmap(norm))(
-      jnp.asarray(scales, jnp.float32)[None, :, None] * logits[:, None, :]))
-  gap, log_norm = gaps[norms > 0], np.log(norms[norms > 0])
-  large = gap > 5
-  slope = float(np.polyfit(gap[large], log_norm[large], 1)[0]) if large.sum() > 1 else np.nan
-  return {"scales": scales, "jacobian_norm": norms, "logit_gap": gaps,
-          "lower_bound": p_max * rest, "upper_bound": 2 * rest, "log_norm_slope": slope}
-
-
-def exploding_from_weights(config: Config, key: jax.Array) -> dict:
-  r"""Measured per-layer growth of the squared signal against chi_1, for each (activation, sigma_w2).
-
-  The growth is the mean over seeds and layers of
-  :math:`\|\partial L/\partial h_{l-1}\|^2 / \|\partial L/\partial h_l\|^2`, whose
-  expectation is :math:`\chi_1` at infinite width.
-  """
-  out = {}
-  for activation, sigma_w2, sigma_b2 in EXPLODING:
-    nets = jax.random.split(jax.random.fold_in(key, len(out)), config.seeds)
-    _, signal = jax.vmap(lambda k: _backprop_signal(k, activation, sigma_w2, sigma_b2,
-                                                    config.width, config.depth))(nets)
-    signal = np.asarray(signal)  # (seeds, depth), input side first
-    growth = float(np.mean(signal[:, :-1] / signal[:, 1:]))
-    derivative_max = float(jnp.max(jnp.abs(activations.derivative(activation)(
-        jnp.linspace(-10.0, 10.0, 20_001)))))
-    out[f"{activation} sigma_w2={sigma_w2:g}"] = {
-        "activation": activation, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2,
-        "signal": signal, "growth": growth, "max_derivative": derivative_max,
-        "chi1": float(theory.chi1(activation, sigma_w2, sigma_b2))}
-  return out
-
-
-def clipping_a_vanishing_gradient(config: Config, key: jax.Array) -> dict:
-  """Norms before and after clipping by norm and by value, for gradients from 1e-12 to 1e2."""
-  direction = jax.random.normal(key, (config.width,))
-  norms = np.logspace(-12, 2, 15)
-  grads = jnp.asarray(norms)[:, None] * (direction / jnp.linalg.norm(direction))[None, :]
-  by_norm, by_value = optax.clip_by_global_norm(config.clip_norm), optax.clip(config.clip_value)
-  after = {name: np.asarray(jax.jit(jax.vmap(
-               lambda g, tx=tx: optax.tree.norm(tx.update(g, tx.init(g))[0])))(grads))
-           for name, tx in (("clip_norm", by_norm), ("clip_value", by_value))}
-  return {"norm_before": norms, "norm_after_clip_norm": after["clip_norm"],
-          "norm_after_clip_value": after["clip_value"],
-          "expected_clip_norm": np.minimum(norms, config.clip_norm)}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
+  """The four studies of :mod:`jaxgrad.studies.gradient_sources`, one key each."""
   keys = jax.random.split(jax.random.key(config.seed), 4)
-  results = {"config": config,
-             "relu_paths": relu_paths(config, keys[0]),
-             "softmax": softmax_saturation(config, keys[1]),
-             "exploding": exploding_from_weights(config, keys[2]),
-             "clipping": clipping_a_vanishing_gradient(config, keys[3])}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  return {"config": config,
+          "relu_paths": study.relu_paths(keys[0], width=config.width, depths=config.depths,
+                                         paths=config.paths, seeds=config.seeds),
+          "softmax": study.softmax_saturation(keys[1], classes=config.classes,
+                                              logit_scales=config.logit_scales,
+                                              seeds=config.seeds),
+          "exploding": study.exploding_from_weights(keys[2], width=config.width,
+                                                    depth=config.depth, seeds=config.seeds),
+          "clipping": study.clipping_a_vanishing_gradient(
+              keys[3], width=config.width, clip_norm=config.clip_norm,
+              clip_value=config.clip_value)}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  fig, axes = plotting.figure(1, 4, panel=(3.3, 2.7))
-  ax = axes[0, 0]
-  paths = results["relu_paths"]
+def plot_relu_paths(ax, paths: dict) -> None:
+  """The fraction of ReLU paths whose product of derivatives is 1, against 2^-L."""
   ax.plot(paths["depths"], paths["fraction_one"], "o", label="measured")
   plotting.theory_line(ax, paths["depths"], paths["fraction_one_theory"], label="$2^{-L}$")
   ax.set(xlabel="path length L", ylabel=r"fraction of paths with $\prod \phi' = 1$",
          yscale="log", title=r"ReLU: $\prod\phi' \in \{0, 1\}$ along a path")
   ax.legend()
 
-  ax = axes[0, 1]
-  soft = results["softmax"]
+
+def plot_softmax(ax, soft: dict) -> None:
+  """The softmax Jacobian's norm against the logit gap, between its two bounds."""
   gap, norm = np.ravel(soft["logit_gap"]), np.ravel(soft["jacobian_norm"])
   order = np.argsort(gap)
   order = order[norm[order] > 0]
@@ -215,8 +104,10 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
          title=f"softmax: ln‖J‖ slope {soft['log_norm_slope']:.2f}")
   ax.legend()
 
-  ax = axes[0, 2]
-  for i, (name, case) in enumerate(results["exploding"].items()):
+
+def plot_exploding(ax, exploding: dict) -> None:
+  """The squared signal against the layers below the output, with chi_1^l from the last layer."""
+  for i, (name, case) in enumerate(exploding.items()):
     signal = np.asarray(case["signal"])
     layers = np.arange(signal.shape[1])[::-1]  # layers below the output
     plotting.median_band(ax, layers, signal, color=f"C{i}",
@@ -227,8 +118,9 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
          yscale="log", title=r"exploding: $\chi_1^l$ (dashed)")
   ax.legend(fontsize=6)
 
-  ax = axes[0, 3]
-  clip = results["clipping"]
+
+def plot_clipping(ax, clip: dict) -> None:
+  """Norms after clipping by norm and by value against the norm before, and min(||g||, c)."""
   ax.plot(clip["norm_before"], clip["norm_after_clip_norm"], "o", label="clip_by_global_norm")
   ax.plot(clip["norm_before"], clip["norm_after_clip_value"], "x", label="clip by value")
   plotting.theory_line(ax, clip["norm_before"], clip["expected_clip_norm"],
@@ -236,6 +128,14 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set(xscale="log", yscale="log", xlabel="‖g‖ before", ylabel="‖g‖ after",
          title="clipping only shrinks")
   ax.legend(fontsize=7)
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  fig, axes = plotting.figure(1, 4, panel=(3.3, 2.7))
+  plot_relu_paths(axes[0, 0], results["relu_paths"])
+  plot_softmax(axes[0, 1], results["softmax"])
+  plot_exploding(axes[0, 2], results["exploding"])
+  plot_clipping(axes[0, 3], results["clipping"])
   plotting.save(fig, out_dir / "sources.png")
 
 
@@ -254,8 +154,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(["measurement", "value"], rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

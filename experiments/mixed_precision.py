@@ -3,11 +3,12 @@ r"""Mixed precision (seed 000 §4.2): float16 gradient underflow and its cure by
 One MLP trained four ways, float32 master weights throughout, the forward and
 backward passes computed in: float32; bfloat16; float16; float16 with dynamic
 loss scaling (:func:`jaxgrad.mixed_precision.dynamic_loss_scaling`, PyTorch's
-``GradScaler`` in pure JAX). float16's smallest subnormal is 2^-24 ~ 6e-8:
-backpropagated signals below it become exactly 0. The experiment measures, per
-layer and step, the fraction of weight-gradient entries that are exactly zero,
-against the float32 run (whose zeros are structural: dead ReLU units, constant
-input pixels), and the loss curves. Underflow is measured exactly: at every step
+``GradScaler`` in pure JAX; the arms: :mod:`jaxgrad.studies.mixed_precision`).
+float16's smallest subnormal is 2^-24 ~ 6e-8: backpropagated signals below it
+become exactly 0. The experiment measures, per layer and step, the fraction
+of weight-gradient entries that are exactly zero, against the float32 run
+(whose zeros are structural: dead ReLU units, constant input pixels), and the
+loss curves. Underflow is measured exactly: at every step
 the float32 gradient is computed too, on the same parameters and batch, and an
 entry counts as underflowed when it is 0 in the arm's gradient but not in
 float32's. The network is deep and initialised with LeCun-normal weights under
@@ -27,16 +28,14 @@ import pathlib
 from experiments import _cli, _config
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from jaxgrad import activations, data, initializers, mixed_precision, plotting, probe, training  # noqa: E402
+from jaxgrad import activations, data, initializers, plotting  # noqa: E402
 from jaxgrad.models import DeepMLP  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad.studies import mixed_precision as study  # noqa: E402
 
-ARMS = ("float32", "bfloat16", "float16", "float16+scaling")
 DATASETS = ("digits", "mnist1d")
+COLORS = {"float32": "k", "bfloat16": "C2", "float16": "C3", "float16+scaling": "C0"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,93 +62,28 @@ class Config(_config.Checked):
     return cls(depth=4, width=8, steps=6, batch=8, seeds=2, growth_interval=2)
 
 
-def _compute_dtype(arm: str):
-  return mixed_precision.DTYPES[arm.split("+")[0]]
+def run(config: Config) -> dict:
+  """Every arm of :func:`jaxgrad.studies.mixed_precision.train_arm` on the same seeds.
 
-
-def train_arm(config: Config, arm: str, ds: data.Dataset) -> dict:
-  """Trains ``config.seeds`` networks in ``arm``'s precision in one vmapped program."""
-  dtype = _compute_dtype(arm)
+  The arms share the network and the key, so they start from the same
+  initialisations and see the same batches; then the underflow summary.
+  """
+  ds = data.load(config.dataset)
   model = DeepMLP(depth=config.depth, width=config.width, out_features=ds.num_classes,
                   activation=config.activation, kernel_init=config.init)
-  x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-  layout = probe.layout(model, x_train[:1])
-
-  def logits_fn(params, x, dtype=dtype):
-    p16 = mixed_precision.cast(params, dtype)
-    return model.apply({"params": p16}, x.astype(dtype)).astype(jnp.float32)
-
-  def loss_fn(params, state, batch, dtype=dtype):
-    x, y = batch
-    logits = logits_fn(params, x, dtype)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), state
-
-  float32_grad = jax.grad(lambda p, b: loss_fn(p, {}, b, jnp.float32)[0])
-
-  tx = training.make_optimizer(training.OptimizerConfig("adam", config.learning_rate))
-  if arm.endswith("+scaling"):
-    tx = mixed_precision.dynamic_loss_scaling(tx, init_scale=config.init_scale,
-                                              growth_interval=config.growth_interval)
-
-  def record(info):
-    # Underflow: entries that are exactly 0 here but not in float32, same params and batch.
-    reference = float32_grad(info.params, info.batch)
-    lost = jax.tree.map(lambda g, r: jnp.where((g == 0) & (r != 0), 0.0, 1.0), info.grads, reference)
-    return {"zero_fraction": mixed_precision.zero_fraction(info.grads, layout=layout),
-            "underflow": mixed_precision.zero_fraction(lost, layout=layout),
-            "loss_scale": mixed_precision.loss_scale(info.opt_state)}
-
-  def one_seed(key):
-    k_init, k_train = jax.random.split(key)
-    params = model.init(k_init, x_train[:1])["params"]
-    res = training.train(loss_fn, params, tx,
-                         lambda k: data.sample_batch(k, x_train, y_train, config.batch),
-                         config.steps, key=k_train, record=record)
-    pred = jnp.argmax(logits_fn(res.params, jnp.asarray(ds.x_test)), -1)
-    acc = jnp.mean(pred == jnp.asarray(ds.y_test))
-    return res.loss, res.metrics, acc, res.diverged_at
-
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 0), config.seeds)
-  loss, metrics, acc, diverged = sweep(one_seed, keys)
-  zero = {k: np.asarray(v) for k, v in metrics["zero_fraction"].items()}
-  lost = {k: np.asarray(v) for k, v in metrics["underflow"].items()}
-  return {
-      "dtype": arm.split("+")[0], "loss_scaling": arm.endswith("+scaling"),
-      "loss": np.asarray(loss), "test_accuracy": np.asarray(acc),
-      "diverged_at": np.asarray(diverged),
-      "loss_scale": np.asarray(metrics["loss_scale"]),
-      "zero_fraction": zero,  # layer -> (seeds, steps)
-      # per layer: mean over steps, per seed
-      "zero_fraction_mean": {k: v.mean(axis=1) for k, v in zero.items()},
-      # layer -> (seeds, steps): fraction of entries 0 here but not in float32
-      "underflow": lost,
-      "underflow_mean": {k: v.mean(axis=1) for k, v in lost.items()},
-      "underflow_last_quarter": {k: v[:, -max(1, v.shape[1] // 4):].mean(axis=1)
-                                 for k, v in lost.items()},
-  }
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  ds = data.load(config.dataset)
-  arms = {arm: train_arm(config, arm, ds) for arm in _cli.progress(ARMS, desc="precisions")}
+  key = jax.random.fold_in(jax.random.key(config.seed), 0)
+  arms = {arm: study.train_arm(
+              model, arm, ds, key=key, seeds=config.seeds, steps=config.steps,
+              batch=config.batch, learning_rate=config.learning_rate,
+              init_scale=config.init_scale, growth_interval=config.growth_interval)
+          for arm in _cli.progress(study.ARMS, desc="precisions")}
   layers = list(arms["float32"]["zero_fraction"])
-  underflow = {}
-  for arm, res in arms.items():
-    per_layer = [float(np.median(res["underflow_mean"][l])) for l in layers]
-    underflow[arm] = {"per_layer": per_layer, "max": max(per_layer),
-                      "first_layer_last_quarter": float(np.median(
-                          res["underflow_last_quarter"][layers[0]]))}
-  results = {"config": config, "layers": layers, "arms": arms, "underflow": underflow}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  return {"config": config, "layers": layers, "arms": arms,
+          "underflow": study.underflow_summary(arms, layers)}
 
 
-COLORS = {"float32": "k", "bfloat16": "C2", "float16": "C3", "float16+scaling": "C0"}
-
-
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  arms, layers = results["arms"], results["layers"]
+def plot_loss(arms: dict, out_dir: pathlib.Path) -> None:
+  """``loss.png``: each arm's training loss, median and IQR over seeds."""
   fig, axes = plotting.figure(1, 1, panel=(5.0, 3.2))
   ax = axes[0, 0]
   for arm, res in arms.items():
@@ -161,6 +95,9 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.legend()
   plotting.save(fig, out_dir / "loss.png")
 
+
+def plot_underflow(arms: dict, layers: list[str], out_dir: pathlib.Path) -> None:
+  """``underflow.png``: each layer's mean underflow per arm, input to output."""
   fig, axes = plotting.figure(1, 1, panel=(6.0, 3.2))
   ax = axes[0, 0]
   idx = np.arange(len(layers))
@@ -175,6 +112,9 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.legend()
   plotting.save(fig, out_dir / "underflow.png")
 
+
+def plot_loss_scale(arms: dict, out_dir: pathlib.Path) -> None:
+  """``loss_scale.png``: the dynamic loss scale of the float16+scaling arm against the step."""
   fig, axes = plotting.figure(1, 1, panel=(5.0, 2.8))
   ax = axes[0, 0]
   scale = np.asarray(arms["float16+scaling"]["loss_scale"], dtype=float)
@@ -184,6 +124,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set_xlabel("step")
   ax.set_ylabel("loss scale s")
   plotting.save(fig, out_dir / "loss_scale.png")
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  plot_loss(results["arms"], out_dir)
+  plot_underflow(results["arms"], results["layers"], out_dir)
+  plot_loss_scale(results["arms"], out_dir)
 
 
 def summary(results: dict) -> str:
@@ -202,8 +148,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ that adaptive optimizers (Adam, RMSProp, AdaGrad) and BatchNorm ease vanishing
 gradients. Both nets are rebuilt here with their input layer shaped to the
 dataset (MNIST-1D: 40 features, scikit-learn digits: 64) and trained on both
 datasets; then, on one dataset, the seed MLP is trained for every combination
-of optimizer x initialisation x activation. Reported per arm, median over
+of optimizer x initialisation x activation (the studies:
+:mod:`jaxgrad.studies.classifiers`). Reported per arm, median over
 seeds: test accuracy and the steps until the training loss (running mean over
 10 steps) first reaches ``--target-loss``. One run of seed 001's net is
 re-trained with the full monitor (:mod:`jaxgrad.monitoring`): ``metrics.jsonl``
@@ -28,55 +29,18 @@ import pathlib
 
 from experiments import _cli, _config
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from jaxgrad import activations, data, initializers, monitoring, plotting, training  # noqa: E402
-from jaxgrad.models import DenseBlock  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
-
-MODELS = ("mlp", "bn")  # seed 001's MLP, seed 004's BatchNorm net
-# name -> (optimizer, learning rate, momentum): the seeds' settings and Optax defaults.
-OPTIMIZERS = {
-    "sgd_momentum": ("sgd", 1e-2, 0.9),  # seed 001
-    "adam": ("adam", 1e-3, None),  # seed 004
-    "rmsprop": ("rmsprop", 1e-3, None),
-    "adagrad": ("adagrad", 1e-2, None),
-}
-SEED_SETUPS = {"mlp": "sgd_momentum", "bn": "adam"}
-SMOOTH = 10  # running-mean window for steps-to-target
-
-
-class SeedNet(nn.Module):
-  """``in -> widths[0] -> ... -> out``, each hidden layer a :class:`jaxgrad.models.DenseBlock`.
-
-  ``widths=(512, 256)``: seed 001's ``Net``; ``widths=(256,), norm="batch"``:
-  seed 004's ``SimpleNet`` (Linear, BatchNorm1d, ReLU, Linear).
-  """
-
-  widths: tuple[int, ...]
-  out_features: int
-  activation: str = "relu"
-  kernel_init: str = "he_normal"
-  norm: str | None = None
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for i, w in enumerate(self.widths):
-      x = DenseBlock(w, activation=self.activation, kernel_init=self.kernel_init,
-                     norm=self.norm, name=f"layer_{i}")(x, train)
-    return DenseBlock(self.out_features, activation="linear", kernel_init=self.kernel_init,
-                      name=f"layer_{len(self.widths)}")(x)
+from jaxgrad import activations, data, initializers, monitoring, plotting, stats  # noqa: E402
+from jaxgrad.studies import classifiers as study  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
   datasets: tuple[str, ...] = _config.setting(("mnist1d", "digits"), choices=data.DATASETS[:2])
   grid_dataset: str = _config.setting("digits", "dataset of the grid", choices=data.DATASETS[:2])
-  optimizers: tuple[str, ...] = _config.setting(tuple(OPTIMIZERS), choices=tuple(OPTIMIZERS))
+  optimizers: tuple[str, ...] = _config.setting(tuple(study.OPTIMIZERS), choices=tuple(study.OPTIMIZERS))
   inits: tuple[str, ...] = _config.setting(("he_normal", "xavier_normal", "normal_small"),
                                            choices=initializers.names)
   activations: tuple[str, ...] = _config.setting(("relu", "tanh", "sigmoid"),
@@ -105,140 +69,64 @@ class Config(_config.Checked):
                seeds=2, target_loss=2.5)
 
 
-def _model(config: Config, kind: str, classes: int, init: str, activation: str) -> SeedNet:
-  if kind == "bn":
-    return SeedNet((config.bn_width,), classes, activation, init, norm="batch")
-  return SeedNet(config.mlp_widths, classes, activation, init)
+def _model(config: Config, kind: str, classes: int, init: str, activation: str) -> study.SeedNet:
+  return study.seed_net(kind, classes, init=init, activation=activation,
+                        mlp_widths=config.mlp_widths, bn_width=config.bn_width)
 
 
-def _optimizer(name: str) -> training.OptimizerConfig:
-  opt, lr, momentum = OPTIMIZERS[name]
-  return training.OptimizerConfig(opt, lr, momentum=momentum)
+def _arm(config: Config, ds: data.Dataset, dataset: str, kind: str, opt: str, init: str,
+         activation: str) -> dict:
+  """One arm's labels and :func:`jaxgrad.studies.classifiers.train_arm`'s numbers."""
+  arm = study.train_arm(_model(config, kind, ds.num_classes, init, activation), ds,
+                        study.optimizer(opt), key=jax.random.key(config.seed),
+                        seeds=config.seeds, steps=config.steps, batch=config.batch,
+                        target_loss=config.target_loss)
+  return {"dataset": dataset, "model": kind, "optimizer": opt, "init": init,
+          "activation": activation, **arm}
 
 
-def _functions(model: SeedNet, ds: data.Dataset, batch: int):
-  x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+def monitored_run(config: Config, out_dir: pathlib.Path) -> dict:
+  """Seed 001's net, seed 0, with the full per-step monitor, in 4 chunks (histograms between).
 
-  def loss_fn(params, state, b):
-    logits, new = model.apply({"params": params, **state}, b[0], True, mutable=["batch_stats"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, b[1]).mean(), new
-
-  def accuracy(params, state, xs, ys):
-    return jnp.mean(jnp.argmax(model.apply({"params": params, **state}, xs), -1) == ys)
-
-  return loss_fn, accuracy, lambda k: data.sample_batch(k, x, y, batch)
-
-
-def train_arm(config: Config, ds: data.Dataset, kind: str, opt: str, init: str,
-              activation: str) -> dict:
-  """All seeds of one arm in one vmapped, jitted program."""
-  model = _model(config, kind, ds.num_classes, init, activation)
-  loss_fn, accuracy, sample = _functions(model, ds, config.batch)
-  tx = training.make_optimizer(_optimizer(opt))
-  xt, yt = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
-
-  def one_seed(key):
-    k_init, k_train = jax.random.split(key)
-    variables = model.init(k_init, xt[:2])
-    state = {k: v for k, v in variables.items() if k == "batch_stats"}
-    res = training.train(loss_fn, variables["params"], tx, sample, config.steps, key=k_train,
-                         model_state=state)
-    return res.loss, accuracy(res.params, res.model_state, xt, yt), res.diverged_at
-
-  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  loss, acc, diverged = sweep(one_seed, keys)
-  loss = np.asarray(loss)
-  return {"dataset": ds_name(ds, config), "model": kind, "optimizer": opt, "init": init,
-          "activation": activation, "loss": loss, "test_accuracy": np.asarray(acc),
-          "steps_to_target": steps_to_target(loss, config.target_loss),
-          "diverged_at": np.asarray(diverged)}
-
-
-def ds_name(ds: data.Dataset, config: Config) -> str:
-  return "mnist1d" if ds.x_train.shape[1] == 40 else "digits"
-
-
-def steps_to_target(loss: np.ndarray, target: float) -> np.ndarray:
-  """Per seed, the first step whose running mean (window 10) of the loss is <= target; NaN if none."""
-  loss = np.asarray(loss, dtype=float)
-  w = min(SMOOTH, loss.shape[1])
-  kernel = np.ones(w) / w
-  out = []
-  for row in loss:
-    smooth = np.convolve(np.nan_to_num(row, nan=np.inf), kernel, mode="valid")
-    hit = np.nonzero(smooth <= target)[0]
-    out.append(float(hit[0] + w - 1) if hit.size else float("nan"))
-  return np.asarray(out)
-
-
-def monitored_run(config: Config, ds: data.Dataset, out_dir: pathlib.Path) -> dict:
-  """Seed 001's net, seed 0, with the full per-step monitor, in 4 chunks (histograms between)."""
-  model = _model(config, "mlp", ds.num_classes, "he_normal", "relu")
-  loss_fn, accuracy, sample = _functions(model, ds, config.batch)
-  tx = training.make_optimizer(_optimizer(SEED_SETUPS["mlp"]))
-  record = monitoring.recorder(
-      accuracy_fn=lambda p, s, b: accuracy(p, s, *b),
-      outputs_fn=lambda p, s, b: _hidden_outputs(model, p, b[0]), activation="relu")
-  k_init, k_train = jax.random.split(jax.random.key(config.seed))
-  params = model.init(k_init, jnp.asarray(ds.x_test[:2]))["params"]
-  chunk = config.steps // 4
-  run_chunk = jax.jit(lambda p, o, first: training.train(
-      loss_fn, p, tx, sample, chunk, key=k_train, record=record, opt_state=o, first_step=first))
+  Trains on the first of ``config.datasets``
+  (:func:`jaxgrad.studies.classifiers.monitored_training`) and writes
+  ``metrics.jsonl``, ``alarms.jsonl`` and (with ``config.tensorboard``)
+  TensorBoard events into ``out_dir``.
+  """
+  dataset = config.datasets[0]
+  ds = data.load(dataset)
   logger = monitoring.TensorBoardLogger(out_dir / "tb") if config.tensorboard else None
-  opt_state, results = tx.init(params), []
-  for c in range(4):
-    res = run_chunk(params, opt_state, c * chunk)
-    if logger is not None:
-      grads = jax.grad(lambda p: loss_fn(p, {}, sample(jax.random.fold_in(k_train, c * chunk)))[0])(params)
-      logger.histograms(c * chunk, params, grads)
-    params, opt_state = res.params, res.opt_state
-    results.append(res)
-  cat = lambda *a: np.concatenate(a)  # noqa: E731
-  loss = cat(*[r.loss for r in results])
-  bad = ~np.isfinite(loss)
-  whole = training.TrainResult(
-      params, None, loss, cat(*[r.grad_norm for r in results]),
-      int(np.argmax(bad)) if bad.any() else -1,
-      jax.tree.map(cat, *[r.layer_grad_norms for r in results]),
-      jax.tree.map(cat, *[r.metrics for r in results]))
+  whole = study.monitored_training(
+      _model(config, "mlp", ds.num_classes, "he_normal", "relu"), ds,
+      study.optimizer(study.SEED_SETUPS["mlp"]), key=jax.random.key(config.seed),
+      steps=config.steps, batch=config.batch,
+      on_chunk=None if logger is None else logger.histograms)
   summary = monitoring.write_run(out_dir, whole, norm_threshold=10.0)
   if logger is not None:
     logger.log_rows(monitoring.rows(whole))
     logger.close()
-  return {**summary, "dataset": ds_name(ds, config), "tensorboard": config.tensorboard}
+  return {"monitored_run": {**summary, "dataset": dataset, "tensorboard": config.tensorboard}}
 
 
-def _hidden_outputs(model: SeedNet, params, x) -> dict:
-  """Hidden-layer activations of a SeedNet without norm, keyed like layer_grad_norms."""
-  out, h = {}, x
-  for i in range(len(model.widths)):
-    p = params[f"layer_{i}"]["dense"]
-    h = activations.get(model.activation)(h @ p["kernel"] + p["bias"][None])
-    out[f"layer_{i}/dense"] = h
-  return out
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
+  """The seed nets on every dataset, then the grid on one; an arm in both is trained once."""
   names = sorted(set(config.datasets) | {config.grid_dataset})
   sets = {n: data.load(n) for n in names}
-  jobs = [("seed_nets", d, m, SEED_SETUPS[m], "he_normal", "relu")
-          for d in config.datasets for m in MODELS]
+  jobs = [("seed_nets", d, m, study.SEED_SETUPS[m], "he_normal", "relu")
+          for d in config.datasets for m in study.MODELS]
   jobs += [("grid", config.grid_dataset, "mlp", o, i, a)
            for o, i, a in itertools.product(config.optimizers, config.inits, config.activations)]
   arms, done = {"seed_nets": {}, "grid": {}}, {}
   for group, d, m, o, i, a in _cli.progress(jobs, desc="classifiers"):
     name = f"{d}/{m}/{o}/{i}/{a}"
-    if name not in done:  # a seed net that is also a grid arm is trained once
-      done[name] = train_arm(config, sets[d], m, o, i, a)
+    if name not in done:
+      done[name] = _arm(config, sets[d], d, m, o, i, a)
     arms[group][name] = done[name]
-  monitor = monitored_run(config, sets[config.datasets[0]], out_dir)
-  results = {"config": config, "arms": arms, "monitored_run": monitor}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  return {"config": config, "arms": arms}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
+def plot_grid(results: dict, out_dir: pathlib.Path) -> None:
+  """``grid.png``: median test accuracy per optimizer x init, one panel per activation."""
   config = results["config"]
   grid = results["arms"]["grid"]
   acts, opts, inits = config.activations, config.optimizers, config.inits
@@ -258,10 +146,13 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
                f"{config.mlp_widths} on {config.grid_dataset}, {config.steps} steps", fontsize=9)
   plotting.save(fig, out_dir / "grid.png")
 
-  seed_nets = results["arms"]["seed_nets"]
-  fig, axes = plotting.figure(1, len(config.datasets), panel=(3.4, 2.6))
-  for name, arm in seed_nets.items():
-    ax = axes[0, list(config.datasets).index(arm["dataset"])]
+
+def plot_seed_nets(results: dict, out_dir: pathlib.Path) -> None:
+  """``seed_nets.png``: the seed nets' training loss, one panel per dataset."""
+  datasets = list(results["config"].datasets)
+  fig, axes = plotting.figure(1, len(datasets), panel=(3.4, 2.6))
+  for arm in results["arms"]["seed_nets"].values():
+    ax = axes[0, datasets.index(arm["dataset"])]
     loss = np.asarray(arm["loss"], dtype=float)
     label = (f"{'001 MLP' if arm['model'] == 'mlp' else '004 BN net'}, {arm['optimizer']} "
              f"(acc {np.median(arm['test_accuracy']):.2f})")
@@ -274,23 +165,32 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   plotting.save(fig, out_dir / "seed_nets.png")
 
 
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  plot_grid(results, out_dir)
+  plot_seed_nets(results, out_dir)
+
+
+def _reached(steps: np.ndarray) -> str:
+  """The median steps to target if every seed reached it, else how many did."""
+  if np.all(np.isfinite(steps)):
+    return f"{np.median(steps):.0f}"
+  return f"{np.isfinite(steps).sum()}/{steps.size} reach" if np.isfinite(steps).any() else "never"
+
+
 def summary(results: dict) -> str:
   header = ["arm", "test acc", "IQR", "steps to target", "final loss"]
   rows = []
   for group in ("seed_nets", "grid"):
     for name, arm in results["arms"][group].items():
-      acc = np.asarray(arm["test_accuracy"], dtype=float)
-      q1, q3 = np.percentile(acc, [25, 75])
-      steps = np.asarray(arm["steps_to_target"], dtype=float)
-      reached = f"{np.median(steps):.0f}" if np.all(np.isfinite(steps)) else (
-          f"{np.isfinite(steps).sum()}/{steps.size} reach" if np.isfinite(steps).any() else "never")
-      final = float(np.nanmedian(np.asarray(arm["loss"], dtype=float)[:, -SMOOTH:]))
-      rows.append([f"{group}:{name}", float(np.median(acc)), f"{q1:.2f}-{q3:.2f}", reached, final])
+      acc = stats.quartiles(np.asarray(arm["test_accuracy"], dtype=float), keep_samples=False)
+      final = float(np.nanmedian(np.asarray(arm["loss"], dtype=float)[:, -study.SMOOTH:]))
+      rows.append([f"{group}:{name}", float(acc["median"]), f"{acc['q25']:.2f}-{acc['q75']:.2f}",
+                   _reached(np.asarray(arm["steps_to_target"], dtype=float)), final])
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary, logs=monitored_run)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ the seed's ``normal_small``, N(0, 0.01^2)), and for each normalization
 * ``weight``: every kernel reparameterized as ``g v / ||v||``
   (:func:`jaxgrad.models.weight_norm.to_weight_norm`, ``g = ||v||`` at init);
 
-measures, over ``--seeds`` runs vmapped into one program, the per-layer weight
-gradient norm ``||dL/dW_l||`` (``||dL/dv_l||`` for weight norm) and the
-backprop signal ``||dL/dz_l||`` at initialization and after ``--steps`` Adam
+measures (:func:`jaxgrad.studies.normalization.measure`), over ``--seeds``
+runs vmapped into one program, the per-layer weight gradient norm
+``||dL/dW_l||`` (``||dL/dv_l||`` for weight norm) and the backprop signal ``||dL/dz_l||`` at initialization and after ``--steps`` Adam
 steps on MNIST-1D (:func:`jaxgrad.data.mnist1d`, standardized), with
 :func:`jaxgrad.training.train`. Theory (theory.md §1.7; Yang et al. 2019):
 with BatchNorm in every layer the squared backprop signal *grows* toward the
@@ -32,35 +32,22 @@ Writes ``config.json``, ``results.json`` (every plotted number),
 """
 
 import dataclasses
-import math
 import pathlib
-import warnings
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import numpy as np  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 
-from jaxgrad import activations, data, diagnostics, initializers, plotting, probe, theory  # noqa: E402
-from jaxgrad.models import DeepMLP  # noqa: E402
-from jaxgrad.models.weight_norm import from_weight_norm, to_weight_norm  # noqa: E402
-from jaxgrad.training import OptimizerConfig, make_optimizer, train  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import activations, data, initializers, plotting  # noqa: E402
+from jaxgrad.stats import quartiles  # noqa: E402
+from jaxgrad.studies import normalization  # noqa: E402
 
-NORMS = ("none", "batch", "layer", "weight")
+NORMS = normalization.NORMS
+BN_RELU_GROWTH = normalization.BN_RELU_GROWTH
 COLORS = {"none": "C7", "batch": "C3", "layer": "C0", "weight": "C2"}
 # Weight norm equals the plain net at init (g = ||v||): drawn dotted so both show.
 LINESTYLES = {"weight": ":"}
 PANEL = (4.0, 2.8)
-# Yang et al. 2019 (theory.md §1.7): growth of the squared backprop signal per
-# BatchNorm-ReLU layer, large-batch limit.
-BN_RELU_GROWTH = math.pi / (math.pi - 1)
-# sigma_w^2 = fan_in * Var(W) of the initializers whose variance is known in
-# closed form, as a function of fan_in (the hidden width).
-SIGMA_W2 = {"normal_small": lambda fan_in: fan_in * 0.01**2, "he_normal": lambda _: 2.0,
-            "lecun_normal": lambda _: 1.0, "xavier_normal": lambda _: 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,191 +73,54 @@ class Config(_config.Checked):
     return cls(depth=4, width=8, activations=("relu",), steps=3, batch=8, seeds=2)
 
 
-def _model(config: Config, activation: str, norm: str) -> DeepMLP:
-  return DeepMLP(depth=config.depth, width=config.width, out_features=10,
-                 activation=activation, kernel_init=config.kernel_init, bias_init="zeros",
-                 norm=norm if norm in ("batch", "layer") else None)
+PER_SEED = ("grad_init", "grad_final", "signal_init", "signal_final", "loss",
+            "zero_grad_fraction_init", "zero_grad_fraction_final")
 
 
-def measure(config: Config, activation: str, norm: str, dataset: data.Dataset) -> dict:
-  """One case, all seeds in one jitted vmap; per-seed numpy arrays.
-
-  Returns ``grad_init`` / ``grad_final`` (seeds, depth): per-layer weight
-  gradient norms on a fixed batch; ``signal_init`` / ``signal_final``
-  (seeds, depth): per-layer ``||dL/dz||``; ``loss`` (seeds, steps);
-  ``test_accuracy`` (seeds,); ``diverged_at`` (seeds,); ``zero_grad_fraction_init``
-  / ``_final`` (seeds,): the fraction of float32 weight-gradient entries exactly 0.
-  Norms and signals are computed in float64 from the float32 parameters.
-  """
-  model = _model(config, activation, norm)
-  x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-  x_test, y_test = jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test)
-  sample = lambda key: data.sample_batch(key, x_train, y_train, config.batch)  # noqa: E731
-  layout = (probe.layout(model, x_train[:config.batch], train=True, mutable=["batch_stats"])
-            if norm == "batch" else probe.layout(model, x_train[:config.batch]))
-  to_plain = from_weight_norm if norm == "weight" else (lambda p: p)
-  optimizer = make_optimizer(OptimizerConfig("adam", config.learning_rate))
-
-  def logits(variables, x):
-    if norm == "batch":
-      out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-      return out, {"batch_stats": updates["batch_stats"]}
-    return model.apply(variables, x), {}
-
-  def cross_entropy(out, y):
-    return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-
-  def loss_fn(params, state, batch):
-    out, state = logits({"params": to_plain(params), **state}, batch[0])
-    return cross_entropy(out, batch[1]), state
-
-  def diagnose(params, state, perturbations, batch):
-    # In float64: the gradients of a net this badly initialised are ~1e-25 and
-    # their squares underflow float32 (norms would read 0). What float32
-    # training sees is recorded separately: the fraction of exactly-zero entries.
-    zero_fraction = _zero_fraction(jax.grad(lambda p: loss_fn(p, state, batch)[0])(params))
-    params, state, perturbations, batch = jax.tree.map(
-        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-        (params, state, perturbations, batch))
-    # One backward pass for the weight gradients and the backprop signal.
-    grads, signal_grads = jax.grad(
-        lambda p, h: cross_entropy(
-            logits({"params": to_plain(p), **state, "perturbations": h}, batch[0])[0], batch[1]),
-        argnums=(0, 1))(params, perturbations)
-    norms = diagnostics.layer_grad_norms(grads, weight_names=("kernel", "v"), layout=layout)
-    signal = diagnostics.signal_norms(signal_grads, layout=layout)
-    return norms.stack(), signal.stack(), zero_fraction
-
-  def one(key):
-    k_init, k_train, k_eval = jax.random.split(key, 3)
-    batch = sample(k_eval)
-    variables = model.init(k_init, batch[0])
-    params = variables["params"]
-    params = to_weight_norm(params) if norm == "weight" else params
-    state = {"batch_stats": variables["batch_stats"]} if norm == "batch" else {}
-    result = train(loss_fn, params, optimizer, sample, config.steps, key=k_train,
-                   model_state=state)
-    # Init and final state through one vmapped diagnosis: one copy to compile, not two.
-    both = jax.tree.map(lambda a, b: jnp.stack([a, b]), (params, state),
-                        (result.params, result.model_state))
-    grads, signals, zeros = jax.vmap(
-        lambda p, s: diagnose(p, s, variables["perturbations"], batch))(*both)
-    (grad_init, grad_final), (signal_init, signal_final), (zero_init, zero_final) = (
-        grads, signals, zeros)
-    # BatchNorm: test-set batch statistics (the running averages, momentum 0.99,
-    # still remember their init after 200 steps).
-    test_logits, _ = logits({"params": to_plain(result.params), **result.model_state}, x_test)
-    accuracy = jnp.mean(jnp.argmax(test_logits, -1) == y_test)
-    return dict(grad_init=grad_init, grad_final=grad_final, signal_init=signal_init,
-                signal_final=signal_final, zero_grad_fraction_init=zero_init,
-                zero_grad_fraction_final=zero_final, loss=result.loss, test_accuracy=accuracy,
-                diverged_at=result.diverged_at)
-
-  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  with jax.enable_x64(True):  # for diagnose's float64; training stays in float32
-    return {k: np.asarray(v) for k, v in sweep(one, keys).items()}
+def _case(config: Config, activation: str, norm: str, dataset: data.Dataset) -> dict:
+  m = normalization.measure(activation, norm, dataset, depth=config.depth, width=config.width,
+                            kernel_init=config.kernel_init, steps=config.steps,
+                            learning_rate=config.learning_rate, batch=config.batch,
+                            seeds=config.seeds, seed=config.seed)
+  return {
+      "activation": activation, "norm": norm,
+      "layers": np.arange(1, config.depth + 1),
+      **{k: quartiles(m[k]) for k in PER_SEED},
+      "signal_growth_init": quartiles(normalization.growth_per_layer(m["signal_init"])),
+      "test_accuracy": quartiles(m["test_accuracy"]),
+      "diverged_at": m["diverged_at"],
+      "theory_signal_growth_init": normalization.predicted_growth(
+          activation, norm, config.kernel_init, config.width),
+  }
 
 
-def _zero_fraction(grads) -> jax.Array:
-  """Fraction of the weight-gradient entries (kernels, weight-norm directions) exactly 0."""
-  leaves = [g for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
-            if str(getattr(path[-1], "key", "")) in ("kernel", "v")]
-  return sum(jnp.sum(g == 0) for g in leaves) / sum(g.size for g in leaves)
-
-
-def predicted_growth(config: Config, activation: str, norm: str) -> float | None:
-  r"""Mean-field growth of the squared backprop signal per hidden layer at init, toward the input.
-
-  * ``none`` and ``weight`` (identical at init): :math:`\chi_1 = \sigma_w^2
-    \mathbb E[\phi'(\sqrt{q^*} z)^2]` (:func:`jaxgrad.theory.chi1`, zero
-    biases), for the initializers in :data:`SIGMA_W2`;
-  * ``layer``: LayerNorm rescales the pre-activation to unit variance, and its
-    backward pass divides by the same standard deviation
-    :math:`\sigma_w \sqrt{\mathbb E h^2}`, so
-    :math:`\chi = \mathbb E[\phi'(z)^2] / \mathbb E[\phi(z)^2]`, whatever
-    the weight scale (1 for ReLU);
-  * ``batch``: :data:`BN_RELU_GROWTH` for ReLU (Yang et al. 2019), else None.
-  """
-  if norm == "batch":
-    return BN_RELU_GROWTH if activation == "relu" else None
-  if norm == "layer":
-    phi = activations.get(activation)
-    return float(theory.derivative_moment(activation, 1.0)
-                 / theory.gaussian_expectation(lambda u: phi(u) ** 2, 1.0))
-  if config.kernel_init not in SIGMA_W2:
-    return None
-  sigma_w2 = SIGMA_W2[config.kernel_init](config.width)
-  return float(theory.chi1(activation, sigma_w2, 0.0))
-
-
-def growth_per_layer(signal: np.ndarray) -> np.ndarray:
-  r"""Geometric-mean growth of the squared signal per layer toward the input.
-
-  Least-squares slope of :math:`\log \|dL/dz_l\|^2` against ``-l`` over the
-  hidden layers (the first and the last layer excluded), per seed; NaN where a
-  signal is 0 or not finite.
-  """
-  hidden = signal[:, 1:-1]
-  if hidden.shape[1] < 2:
-    return np.full(len(signal), np.nan)
-  with np.errstate(all="ignore"):
-    logs = np.log(hidden ** 2)
-  layers = np.arange(hidden.shape[1])
-  out = np.full(len(signal), np.nan)
-  for i, row in enumerate(logs):
-    if np.all(np.isfinite(row)):
-      out[i] = np.exp(-np.polyfit(layers, row, 1)[0])
-  return out
-
-
-def _quartiles(per_seed: np.ndarray) -> dict:
-  finite = np.where(np.isfinite(per_seed), per_seed, np.nan)
-  with warnings.catch_warnings(), np.errstate(all="ignore"):
-    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-    q25, q50, q75 = np.nanpercentile(finite, [25, 50, 75], axis=0)
-  return {"median": q50, "q25": q25, "q75": q75, "per_seed": per_seed}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """Trains and measures every case, writes results.json and the figures."""
+def run(config: Config) -> dict:
+  """Trains and measures every case; the results dict of every plotted number."""
   dataset = data.standardize(data.mnist1d())
   jobs = [(a, n) for a in config.activations for n in config.norms]
-  cases = {}
-  for activation, norm in _cli.progress(jobs, desc="normalization"):
-    m = measure(config, activation, norm, dataset)
-    cases[f"{activation}/{norm}"] = {
-        "activation": activation, "norm": norm,
-        "layers": np.arange(1, config.depth + 1),
-        **{k: _quartiles(m[k]) for k in ("grad_init", "grad_final", "signal_init",
-                                          "signal_final", "loss", "zero_grad_fraction_init",
-                                          "zero_grad_fraction_final")},
-        "signal_growth_init": _quartiles(growth_per_layer(m["signal_init"])),
-        "test_accuracy": _quartiles(m["test_accuracy"]),
-        "diverged_at": m["diverged_at"],
-        "theory_signal_growth_init": predicted_growth(config, activation, norm),
-    }
-  results = {"config": config, "dataset": "mnist1d", "bn_relu_growth": BN_RELU_GROWTH,
-             "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  cases = {f"{activation}/{norm}": _case(config, activation, norm, dataset)
+           for activation, norm in _cli.progress(jobs, desc="normalization")}
+  return {"config": config, "dataset": "mnist1d", "bn_relu_growth": BN_RELU_GROWTH,
+          "cases": cases}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  cases = results["cases"]
-  acts = list(dict.fromkeys(c["activation"] for c in cases.values()))
-  config = results["config"]
-  steps = config["steps"] if isinstance(config, dict) else config.steps
+def _draw(ax, x, y, norm: str, label: str) -> None:
+  line = plotting.median_band(ax, x, y, color=COLORS[norm], label=label)
+  line.set_linestyle(LINESTYLES.get(norm, "-"))
 
-  def draw(ax, x, y, norm, label):
-    line = plotting.median_band(ax, x, y, color=COLORS[norm], label=label)
-    line.set_linestyle(LINESTYLES.get(norm, "-"))
 
+def _activations(cases: dict) -> list[str]:
+  return list(dict.fromkeys(c["activation"] for c in cases.values()))
+
+
+def _plot_grad_norms(cases: dict, steps: int, out_dir: pathlib.Path) -> None:
+  """Per-layer weight-gradient norms at init (top) and after training (bottom)."""
+  acts = _activations(cases)
   fig, axes = plotting.figure(2, len(acts), panel=PANEL)
   for c in cases.values():
     col = acts.index(c["activation"])
     for row, key in enumerate(("grad_init", "grad_final")):
-      draw(axes[row, col], c["layers"], c[key]["per_seed"], c["norm"], c["norm"])
+      _draw(axes[row, col], c["layers"], c[key]["per_seed"], c["norm"], c["norm"])
   for col, a in enumerate(acts):
     axes[0, col].set_title(f"{a}, at initialization")
     axes[1, col].set_title(f"{a}, after {steps} Adam steps")
@@ -282,18 +132,28 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   axes[0, 0].legend()
   plotting.save(fig, out_dir / "grad_norms.png")
 
+
+def _signal_theory(ax, case: dict) -> None:
+  """The mean-field growth per layer, anchored at the last hidden layer's median."""
+  growth = case["theory_signal_growth_init"]
+  if growth is None or case["norm"] == "weight":  # weight: the same line as none
+    return
+  anchor = np.asarray(case["signal_init"]["median"])[-2]
+  layers = np.asarray(case["layers"])[1:-1]
+  with np.errstate(all="ignore"):
+    predicted = anchor * growth ** (0.5 * (layers[-1] - layers))
+  plotting.theory_line(ax, layers, predicted, color=COLORS[case["norm"]],
+                       label=f"{case['norm']}, mean field: ×{growth:.3g}/layer²")
+
+
+def _plot_signal(cases: dict, out_dir: pathlib.Path) -> None:
+  """The backprop signal at init, next to the mean-field growth."""
+  acts = _activations(cases)
   fig, axes = plotting.figure(1, len(acts), panel=PANEL)
   for c in cases.values():
     ax = axes[0, acts.index(c["activation"])]
-    draw(ax, c["layers"], c["signal_init"]["per_seed"], c["norm"], c["norm"])
-    growth = c["theory_signal_growth_init"]
-    if growth is not None and c["norm"] != "weight":  # weight: the same line as none
-      anchor = np.asarray(c["signal_init"]["median"])[-2]
-      layers = np.asarray(c["layers"])[1:-1]
-      with np.errstate(all="ignore"):
-        predicted = anchor * growth ** (0.5 * (layers[-1] - layers))
-      plotting.theory_line(ax, layers, predicted, color=COLORS[c["norm"]],
-                           label=f"{c['norm']}, mean field: ×{growth:.3g}/layer²")
+    _draw(ax, c["layers"], c["signal_init"]["per_seed"], c["norm"], c["norm"])
+    _signal_theory(ax, c)
   for col, a in enumerate(acts):
     axes[0, col].set_title(f"{a}, backprop signal at initialization")
     axes[0, col].set_yscale("log")
@@ -303,12 +163,16 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
     ax.legend(fontsize=6)
   plotting.save(fig, out_dir / "signal.png")
 
+
+def _plot_training(cases: dict, out_dir: pathlib.Path) -> None:
+  """Training loss per step, with each arm's test accuracy."""
+  acts = _activations(cases)
   fig, axes = plotting.figure(1, len(acts), panel=PANEL)
   for c in cases.values():
     ax = axes[0, acts.index(c["activation"])]
     loss = np.asarray(c["loss"]["per_seed"])
-    draw(ax, np.arange(1, loss.shape[1] + 1), loss, c["norm"],
-         f"{c['norm']} (test acc {float(c['test_accuracy']['median']):.2f})")
+    _draw(ax, np.arange(1, loss.shape[1] + 1), loss, c["norm"],
+          f"{c['norm']} (test acc {float(c['test_accuracy']['median']):.2f})")
   for col, a in enumerate(acts):
     axes[0, col].set_title(f"{a}, MNIST-1D training loss")
     axes[0, col].set_xlabel("Adam step")
@@ -316,6 +180,14 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   for ax in axes[0]:
     ax.legend()
   plotting.save(fig, out_dir / "training.png")
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  config = results["config"]
+  steps = config["steps"] if isinstance(config, dict) else config.steps
+  _plot_grad_norms(results["cases"], steps, out_dir)
+  _plot_signal(results["cases"], out_dir)
+  _plot_training(results["cases"], out_dir)
 
 
 def summary(results: dict) -> str:
@@ -334,8 +206,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ initialization, on random data with an MSE loss:
   blocks (``2k`` Dense layers, for both nets), for every ``k``, from one
   forward-mode pass per network;
 
-next to the mean-field predictions (:func:`jaxgrad.theory.residual_signal`
-and :mod:`jaxgrad.theory`). The identity path does stop vanishing, but without
-normalization the same product ``prod (I + dF/dx)`` makes the gradient
-*explode*, by a factor ``1 + chi_F`` per block (3 for He-init ReLU), as fast as
-the stream's variance grows; LayerNorm in the branch turns that into
-polynomial growth.
+next to the mean-field predictions (:mod:`jaxgrad.studies.residual`, from
+:func:`jaxgrad.theory.residual_signal` and :mod:`jaxgrad.theory`). The
+identity path does stop vanishing, but without normalization the same product
+``prod (I + dF/dx)`` makes the gradient *explode*, by a factor ``1 + chi_F``
+per block (3 for He-init ReLU), as fast as the stream's variance grows;
+LayerNorm in the branch turns that into polynomial growth.
 
     python -m experiments.residual_vs_plain            # width 64, 100 blocks, 16 seeds, ~2 min on 2 cores
     python -m experiments.residual_vs_plain --quick    # width 32, 100 blocks, 4 seeds, about a minute
@@ -33,25 +33,20 @@ Writes ``config.json``, ``results.json`` (every plotted number), ``signal.png``,
 """
 
 import dataclasses
-import functools
 import pathlib
-import warnings
 
 from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import activations, diagnostics, plotting, probe, theory  # noqa: E402
-from jaxgrad.models import DeepMLP, DenseStack, ResidualBlock, ResidualMLP, Stack  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import plotting  # noqa: E402
+from jaxgrad.stats import quartiles  # noqa: E402
+from jaxgrad.studies import residual  # noqa: E402
 
 ACTIVATIONS = ("relu", "tanh")
 NORMS = ("none", "layer")
-ARCHS = ("residual", "plain")
-# Each activation with its customary init, and that init's sigma_w^2 at fan_in = fan_out.
-KERNEL_INIT = {"relu": ("he_normal", 2.0), "tanh": ("xavier_normal", 1.0)}
+ARCHS = residual.ARCHS
 COLORS = {"residual": "C0", "plain": "C3"}
 
 
@@ -78,161 +73,36 @@ class Config(_config.Checked):
     return cls(width=8, blocks=3, seeds=2, activations=("relu",), batch=4)
 
 
-def _model(arch: str, activation: str, norm: str, config: Config, dtype):
-  common = dict(width=config.width, out_features=config.width, activation=activation,
-                kernel_init=KERNEL_INIT[activation][0], bias_init="zeros",
-                norm=None if norm == "none" else norm, param_dtype=dtype)
-  if arch == "residual":
-    return ResidualMLP(num_blocks=config.blocks, **common)
-  return DeepMLP(depth=2 * config.blocks + 2, **common)
+SPECTRUM = ("mean_sq", "var_sq", "max", "min", "condition", "min_resolved")
 
 
-def _stack(arch: str, activation: str, norm: str, config: Config, dtype):
-  """The model's scanned ``hidden`` stack on its own (same parameters, ``params['hidden']``)."""
-  common = dict(activation=activation, kernel_init=KERNEL_INIT[activation][0], bias_init="zeros",
-                norm=None if norm == "none" else norm, param_dtype=dtype)
-  if arch == "residual":
-    return Stack(functools.partial(ResidualBlock, **common), config.blocks)
-  return DenseStack(2 * config.blocks, config.width, **common)
+def _case(config: Config, activation: str, norm: str, arch: str) -> dict:
+  """One case's quartiles over seeds, next to its mean-field prediction."""
+  m = residual.measure(arch, activation, norm, width=config.width, blocks=config.blocks,
+                       batch=config.batch, seeds=config.seeds, seed=config.seed,
+                       float64=config.float64)
+  sq = residual.block_signal(m["signal"], arch, config.blocks) ** 2
+  return {
+      "activation": activation, "norm": norm, "arch": arch,
+      "signal_at": residual.positions(arch, config.blocks), "signal": quartiles(m["signal"]),
+      "growth_per_block": quartiles(residual.growth_per_block(sq[:, 0], sq[:, -1],
+                                                              config.blocks - 1)),
+      "q": quartiles(m["q"]),
+      "depth_layers": 2 + 2 * np.arange(config.blocks),
+      **{k: quartiles(m[k]) for k in SPECTRUM},
+      "nonfinite_fraction": float(1 - np.isfinite(m["s"]).mean()),
+      "unresolved_fraction": quartiles(m["unresolved_fraction"]),
+      "theory": residual.predicted(arch, activation, norm, config.blocks),
+  }
 
 
-def _per_block(hs: jax.Array, arch: str) -> jax.Array:
-  """Stack outputs after each block (the plain stack's every second layer)."""
-  return hs if arch == "residual" else hs[1::2]
-
-
-def measure(config: Config, arch: str, activation: str, norm: str) -> dict[str, np.ndarray]:
-  """One case, all seeds in one jitted vmap.
-
-  Returns per-seed arrays: ``signal`` (seeds, entries) = ||dL/dh|| / ||dL/dy||
-  for every perturbed intermediate, input to output; ``q`` (seeds, B): second
-  moment of the representation after each block; ``s`` (seeds, B, N): singular
-  values of ``dh_k/dh_0``, the stack's Jacobian from its input ``h_0`` (the
-  first layer's output, one example) to its output after ``k + 1`` blocks.
-  """
-  dtype = jnp.float64 if config.float64 else jnp.float32
-  model = _model(arch, activation, norm, config, dtype)
-  stack = _stack(arch, activation, norm, config, dtype)
-  capture = lambda mdl, method: mdl.name in ("first", "hidden") and method == "__call__"  # noqa: E731
-  layout = probe.layout(model, jax.ShapeDtypeStruct((config.batch, config.width), dtype))
-
-  def one(key):
-    k_init, k_x, k_t = jax.random.split(key, 3)
-    x = jax.random.normal(k_x, (config.batch, config.width), dtype)
-    target = jax.random.normal(k_t, (config.batch, config.width), dtype)
-    variables = model.init(k_init, x)
-    loss = lambda v: jnp.mean(jnp.sum((model.apply(v, x) - target) ** 2, -1))  # noqa: E731
-    signal = diagnostics.backprop_signal(loss, variables, layout=layout).stack()
-    _, state = model.apply({"params": variables["params"]}, x, capture_intermediates=capture,
-                           mutable=["intermediates"])
-    (h0,) = state["intermediates"]["first"]["__call__"]
-    ((_, hs),) = state["intermediates"]["hidden"]["__call__"]
-    q = jnp.mean(_per_block(hs, arch) ** 2, axis=(1, 2))
-    stack_params = {"params": variables["params"]["hidden"]}
-    every_block = lambda h: _per_block(stack.apply(stack_params, h[None])[1], arch).reshape(-1)  # noqa: E731
-    jac = diagnostics.jacobian(every_block, h0[0]).reshape(config.blocks, config.width,
-                                                          config.width)
-    return signal / signal[-1], q, jnp.linalg.svd(jac, compute_uv=False)
-
-  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  signal, q, s = sweep(one, keys)
-  return {"signal": np.asarray(signal), "q": np.asarray(q), "s": np.asarray(s)}
-
-
-def positions(arch: str, blocks: int) -> np.ndarray:
-  """Dense layers from the input at each backprop-signal entry (input to output).
-
-  Residual: ``first`` (layer 1), the input of block k (after layer 1 + 2k),
-  ``last`` (2B + 2). Plain: the pre-activation of every layer 1 .. 2B + 2.
-  """
-  if arch == "residual":
-    return np.concatenate([[1], 1 + 2 * np.arange(blocks), [2 * blocks + 2]])
-  return np.arange(1, 2 * blocks + 3)
-
-
-def predicted(config: Config, arch: str, activation: str, norm: str) -> dict | None:
-  """Mean-field ``signal_sq`` (squared signal / ||dL/dy||^2 at the signal entries that
-  theory covers), ``mean_sq`` (mean squared singular value of dh_k/dh_0 for every k)
-  and ``q`` (second moment of h_k);
-  ``None`` for the plain net with LayerNorm (no closed form here)."""
-  sigma_w2 = KERNEL_INIT[activation][1]
-  blocks = config.blocks
-  if arch == "residual":
-    q0 = (float(theory.gaussian_expectation(lambda u: activations.get(activation)(u) ** 2, 1.0))
-          if norm == "layer" else float(theory.length_map(activation, q=sigma_w2, sigma_w2=1.0,
-                                                          sigma_b2=0.0)))
-    t = theory.residual_signal(activation, sigma_w2, sigma_w2, q0, blocks,
-                               norm=None if norm == "none" else norm)
-    return {"signal_at": positions(arch, blocks)[1:-1],
-            "signal_sq": sigma_w2 * t["signal_sq"][:-1],
-            "mean_sq": np.cumprod(t["chi"]),
-            "q": t["q"][1:]}
-  if norm == "layer":
-    return None
-  depth = 2 * blocks + 2
-  q = np.asarray(theory.length_map_iterates(activation, sigma_w2, sigma_w2, 0.0, depth - 1))
-  chi = sigma_w2 * np.asarray(theory.derivative_moment(activation, q))  # layer l = 1 .. depth-1
-  signal_sq = np.append(np.cumprod(chi[::-1])[::-1], 1.0)  # at pre-activations 1 .. depth
-  mean_sq = np.cumprod(chi[1:])[1::2]  # from h_1 to h after layers 3, 5, ..., 2B + 1
-  phi = activations.get(activation)
-  post = np.asarray(theory.gaussian_expectation(lambda u: phi(u) ** 2, q))[2::2]
-  return {"signal_at": positions(arch, blocks), "signal_sq": signal_sq, "mean_sq": mean_sq,
-          "q": post}
-
-
-def _quartiles(per_seed: np.ndarray) -> dict:
-  with warnings.catch_warnings(), np.errstate(all="ignore"):
-    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (0/0 condition numbers)
-    q25, q50, q75 = np.nanpercentile(np.where(np.isfinite(per_seed), per_seed, np.nan),
-                                     [25, 50, 75], axis=0)
-  return {"median": q50, "q25": q25, "q75": q75, "per_seed": per_seed}
-
-
-def _growth_per_block(signal_sq_first: np.ndarray, signal_sq_last: np.ndarray,
-                      steps: int) -> np.ndarray:
-  with np.errstate(all="ignore"):
-    return (signal_sq_first / signal_sq_last) ** (1.0 / max(steps, 1))
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  """Measures every case, writes results.json and the figures, returns the results."""
+def run(config: Config) -> dict:
+  """Measures every case; the results dict of every plotted number."""
   jobs = [(a, n, arch) for a in config.activations for n in config.norms for arch in ARCHS]
-  cases = {}
-  with jax.enable_x64(config.float64):
-    for activation, norm, arch in _cli.progress(jobs, desc="residual vs plain"):
-      m = measure(config, arch, activation, norm)
-      stats = {k: np.asarray(v) for k, v in diagnostics.spectrum_stats(m["s"]).items()}
-      with np.errstate(all="ignore"):
-        resolved = diagnostics.resolvable(m["s"] ** 2)  # (seeds, B, N); s is descending
-      # 0 where the smallest singular value is below the SVD's resolution.
-      stats["min_resolved"] = np.where(resolved[..., -1], m["s"][..., -1], 0.0)
-      pos = positions(arch, config.blocks)
-      blocks_at = 1 + 2 * np.arange(config.blocks)  # residual block inputs / plain equivalents
-      idx = 1 + np.arange(config.blocks) if arch == "residual" else blocks_at - 1
-      sq = m["signal"][:, idx] ** 2
-      theory_case = predicted(config, arch, activation, norm)
-      cases[f"{activation}/{norm}/{arch}"] = {
-          "activation": activation, "norm": norm, "arch": arch,
-          "signal_at": pos, "signal": _quartiles(m["signal"]),
-          "growth_per_block": _quartiles(_growth_per_block(sq[:, 0], sq[:, -1],
-                                                           config.blocks - 1)),
-          "q": _quartiles(m["q"]),
-          "depth_layers": 2 + 2 * np.arange(config.blocks),
-          **{k: _quartiles(v) for k, v in stats.items()},
-          "nonfinite_fraction": float(1 - np.isfinite(m["s"]).mean()),
-          "unresolved_fraction": _quartiles(1 - resolved.mean(-1)),
-          "theory": None if theory_case is None else {
-              **theory_case,
-              "growth_per_block": float(_growth_per_block(
-                  theory_case["signal_sq"][np.searchsorted(theory_case["signal_at"], 1)],
-                  theory_case["signal_sq"][np.searchsorted(theory_case["signal_at"],
-                                                           blocks_at[-1])],
-                  config.blocks - 1))},
-      }
-  results = {"config": config, "cases": cases}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  with jax.enable_x64(config.float64):  # the theory in the same precision as the measurement
+    cases = {f"{activation}/{norm}/{arch}": _case(config, activation, norm, arch)
+             for activation, norm, arch in _cli.progress(jobs, desc="residual vs plain")}
+  return {"config": config, "cases": cases}
 
 
 def _grid(results: dict):
@@ -319,8 +189,8 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

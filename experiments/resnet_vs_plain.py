@@ -28,26 +28,16 @@ default threefry generator for ~60 conv tensors about 8x slower on CPU.
 
 import dataclasses
 import pathlib
-import warnings
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import numpy as np  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 
-from jaxgrad import diagnostics, plotting, probe  # noqa: E402
-from jaxgrad.models import resnet  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import diagnostics, plotting  # noqa: E402
+from jaxgrad.stats import quartiles  # noqa: E402
+from jaxgrad.studies import resnet  # noqa: E402
 
-STAGES = {10: (1, 1, 1, 1), 18: resnet.RESNET18, 34: resnet.RESNET34}
-NUM_CLASSES = 10
-ZERO_RTOL = 1e-5
-
-
-def _key(seed: int) -> jax.Array:
-  return jax.random.key(seed, impl="rbg")
+STAGES = resnet.STAGES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,115 +65,50 @@ def _name(depth: int, residual: bool) -> str:
   return f"{'ResNet' if residual else 'Plain'}-{depth}"
 
 
-def gradient_flow(config: Config, depth: int, residual: bool, norm: bool) -> dict:
-  """Per-block backprop signal and per-stage weight-gradient norms, per seed."""
-  model = resnet.ResNet(STAGES[depth], width=config.width, num_classes=NUM_CLASSES,
-                        residual=residual, norm=norm)
-  shape = (config.batch, config.image_size, config.image_size, 3)
-  layout = probe.layout(model, jax.ShapeDtypeStruct(shape, jnp.float32), train=True,
-                        mutable=["batch_stats"])
-
-  def one(key):
-    k_x, k_y, k_init = jax.random.split(key, 3)
-    x = jax.random.normal(k_x, shape)
-    y = jax.random.randint(k_y, (config.batch,), 0, NUM_CLASSES)
-    variables = model.init(k_init, x)
-
-    def loss(params, perturbations):
-      logits, _ = model.apply({**variables, "params": params, "perturbations": perturbations},
-                              x, train=True, mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    # One backward pass for the weight gradients and the backprop signal.
-    value, (grads, signal_grads) = jax.value_and_grad(loss, argnums=(0, 1))(
-        variables["params"], variables["perturbations"])
-    signal = diagnostics.signal_norms(signal_grads, layout=layout)
-    layer_norms = diagnostics.layer_grad_norms(grads, layout=layout)
-    return {"signal": signal.stack(), "layers": layer_norms, "loss": value}
-
-  keys = jax.random.split(_key(config.seed), config.seeds)
-  out = jax.tree.map(np.asarray, sweep(one, keys))
-  names = list(out["layers"])
-  stages = sorted({n.split("/")[0].split("_")[0] for n in names},
-                  key=lambda s: int(s[len("stage"):]))
-  stage_norms = np.stack(
-      [np.sqrt(sum(out["layers"][n] ** 2 for n in names if n.split("/")[0].split("_")[0] == s))
-       for s in stages], axis=1)
-  return {"block_signal": out["signal"], "stage_names": stages, "stage_grad_norm": stage_norms,
-          "layer_names": names, "layer_grad_norm": np.stack([out["layers"][n] for n in names], 1),
-          "loss": out["loss"]}
+def _flow(config: Config, depth: int, residual: bool, norm: bool) -> dict:
+  flow = resnet.gradient_flow(depth, residual, norm, width=config.width,
+                              image_size=config.image_size, batch=config.batch,
+                              seeds=config.seeds, seed=config.seed)
+  signal = flow["block_signal"]
+  return {
+      "depth": depth, "residual": residual, "norm": norm,
+      "block_signal": quartiles(signal),
+      # ||dL/dz|| at the first block over the last: < 1 vanishing, > 1 exploding toward the input
+      "first_over_last": quartiles(signal[:, 0] / signal[:, -1]),
+      "stage_names": flow["stage_names"],
+      "stage_grad_norm": quartiles(flow["stage_grad_norm"]),
+      "layer_names": flow["layer_names"],
+      "layer_grad_norm": quartiles(flow["layer_grad_norm"]),
+      "initial_loss": quartiles(flow["loss"]),
+  }
 
 
-def stage_jacobian(config: Config, depth: int, residual: bool) -> np.ndarray:
-  """Singular values of the first stage's per-example Jacobian, shape (seeds, n)."""
-  c, s = config.width, config.jacobian_size
-  stage = resnet.ResNetStage(c, STAGES[depth][0], residual=residual, norm=True)
-  shape = (max(2, config.batch), s, s, c)
-
-  def one(key):
-    k_h, k_init = jax.random.split(key)
-    h = jax.nn.relu(jax.random.normal(k_h, shape))
-    variables = stage.init(k_init, h)
-
-    def first_example(x0):
-      out, _ = stage.apply(variables, h.at[0].set(x0.reshape(shape[1:])), train=True,
-                           mutable=["batch_stats"])
-      return out[0].ravel()
-
-    return diagnostics.singular_values(first_example, h[0].ravel())
-
-  keys = jax.random.split(jax.random.fold_in(_key(config.seed), depth), config.seeds)
-  return np.asarray(sweep(one, keys))
+def _jacobian(config: Config, depth: int, residual: bool) -> dict:
+  sv = resnet.stage_jacobian(depth, residual, width=config.width, size=config.jacobian_size,
+                             batch=config.batch, seeds=config.seeds, seed=config.seed)
+  stats = diagnostics.spectrum_stats(sv)
+  return {
+      "depth": depth, "residual": residual, "blocks": STAGES[depth][0],
+      "singular_values": quartiles(np.sort(sv, axis=1)[:, ::-1]),
+      **{k: quartiles(np.asarray(v)) for k, v in stats.items()},
+      "zero_fraction": quartiles(resnet.zero_fraction(sv)),
+      "median_s": quartiles(np.median(sv, axis=1)),
+  }
 
 
-def _quartiles(samples: np.ndarray) -> dict:
-  with np.errstate(all="ignore"), warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)  # e.g. an infinite condition number
-    q25, q50, q75 = np.nanpercentile(np.where(np.isfinite(samples), samples, np.nan),
-                                     [25, 50, 75], axis=0)
-  return {"median": q50, "q25": q25, "q75": q75, "per_seed": samples}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
-  flows = {}
+def run(config: Config) -> dict:
   jobs = [(d, r, n) for n in (True, False) for d in config.depths for r in (True, False)]
-  for depth, residual, norm in _cli.progress(jobs, desc="gradient flow"):
-    flow = gradient_flow(config, depth, residual, norm)
-    signal = flow["block_signal"]
-    flows[f"{_name(depth, residual)}, {'BN' if norm else 'no BN'}"] = {
-        "depth": depth, "residual": residual, "norm": norm,
-        "block_signal": _quartiles(signal),
-        # ||dL/dz|| at the first block over the last: < 1 vanishing, > 1 exploding toward the input
-        "first_over_last": _quartiles(signal[:, 0] / signal[:, -1]),
-        "stage_names": flow["stage_names"],
-        "stage_grad_norm": _quartiles(flow["stage_grad_norm"]),
-        "layer_names": flow["layer_names"],
-        "layer_grad_norm": _quartiles(flow["layer_grad_norm"]),
-        "initial_loss": _quartiles(flow["loss"]),
-    }
-  jacobians = {}
+  flows = {f"{_name(depth, residual)}, {'BN' if norm else 'no BN'}":
+           _flow(config, depth, residual, norm)
+           for depth, residual, norm in _cli.progress(jobs, desc="gradient flow")}
   jobs = [(d, r) for d in config.depths for r in (True, False)]
-  for depth, residual in _cli.progress(jobs, desc="stage jacobians"):
-    sv = stage_jacobian(config, depth, residual)
-    stats = diagnostics.spectrum_stats(sv)
-    jacobians[f"{_name(depth, residual)} stage 1"] = {
-        "depth": depth, "residual": residual, "blocks": STAGES[depth][0],
-        "singular_values": _quartiles(np.sort(sv, axis=1)[:, ::-1]),
-        **{k: _quartiles(np.asarray(v)) for k, v in stats.items()},
-        # Singular values below ZERO_RTOL * s_max are zero up to float32 rounding:
-        # output units whose ReLU is closed.
-        "zero_fraction": _quartiles(np.mean(sv < ZERO_RTOL * sv.max(axis=1, keepdims=True),
-                                            axis=1)),
-        "median_s": _quartiles(np.median(sv, axis=1)),
-    }
-  results = {"config": config, "gradient_flow": flows, "jacobian": jacobians}
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
-  return results
+  jacobians = {f"{_name(depth, residual)} stage 1": _jacobian(config, depth, residual)
+               for depth, residual in _cli.progress(jobs, desc="stage jacobians")}
+  return {"config": config, "gradient_flow": flows, "jacobian": jacobians}
 
 
-def plot(results: dict, out_dir: pathlib.Path) -> None:
-  flows = results["gradient_flow"]
+def _plot_grad_flow(flows: dict, out_dir: pathlib.Path) -> None:
+  """Per-block signal (top) and per-stage weight-gradient norms (bottom), BN vs no BN."""
   fig, axes = plotting.figure(2, 2, panel=(3.6, 2.6))
   colors = {}
   for name, flow in flows.items():
@@ -209,9 +134,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   axes[0, 0].legend()
   plotting.save(fig, out_dir / "grad_flow.png")
 
+
+def _plot_jacobian(jacobians: dict, out_dir: pathlib.Path) -> None:
+  """The stage-1 Jacobian's singular values against their rank, residual vs plain."""
   fig, axes = plotting.figure(1, 1, panel=(4.4, 3.0))
   ax = axes[0, 0]
-  for i, (name, jac) in enumerate(results["jacobian"].items()):
+  for i, (name, jac) in enumerate(jacobians.items()):
     sv = np.asarray(jac["singular_values"]["per_seed"])
     rank = np.arange(1, sv.shape[1] + 1) / sv.shape[1]
     line = plotting.median_band(ax, rank, sv, label=f"{name} ({jac['blocks']} blocks)",
@@ -225,6 +153,11 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   ax.set_title("stage-1 Jacobian (BN, one example)")
   ax.legend()
   plotting.save(fig, out_dir / "jacobian.png")
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  _plot_grad_flow(results["gradient_flow"], out_dir)
+  _plot_jacobian(results["jacobian"], out_dir)
 
 
 def summary(results: dict) -> str:
@@ -243,8 +176,8 @@ def summary(results: dict) -> str:
   return table + "\n\n" + jac
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -35,18 +35,15 @@ import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
 from jaxgrad import plotting, tasks, training  # noqa: E402
-from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS  # noqa: E402
+from jaxgrad.studies import recurrent  # noqa: E402
 
-ARMS = ("none", "clip_norm", "clip_value", "lstm", "gru")
-ARM_CELL = {"none": "simple", "clip_norm": "simple", "clip_value": "simple", "lstm": "lstm",
-            "gru": "gru"}
 COLORS = {"none": "C0", "clip_norm": "C3", "clip_value": "C1", "lstm": "C2", "gru": "C4"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
-  arms: tuple[str, ...] = _config.setting(ARMS, choices=ARMS)
+  arms: tuple[str, ...] = _config.setting(recurrent.CLIPPING_ARMS, choices=recurrent.CLIPPING_ARMS)
   seeds: int = _config.setting(8, "replicas per arm", at_least=1)
   num_sequences: int = _config.setting(1000, at_least=1)
   length: int = _config.setting(100, "sequence length T", at_least=2)
@@ -77,60 +74,20 @@ class Config(_config.Checked):
     return tasks.batches_per_epoch(self.num_sequences, self.batch_size)
 
 
-def model(config: Config, cell: str) -> RecurrentNet:
-  return RecurrentNet(cell=cell, hidden=config.hidden, layers=config.layers,
-                      recurrent_init=config.init, rho=config.rho, unroll=config.unroll)
-
-
-def optimizer_config(config: Config, arm: str) -> training.OptimizerConfig:
-  return training.OptimizerConfig(
-      "adam", config.learning_rate,
-      clip_norm=config.clip_norm if arm == "clip_norm" else None,
-      clip_value=config.clip_value if arm == "clip_value" else None)
-
-
-def replica(config: Config, cell: str, key: jax.Array):
-  """One seed's data, initial parameters, loss and batch sampler (shared by the arms of a cell)."""
-  k_data, k_init, k_shuffle, k_train = jax.random.split(key, 4)
-  x, y = tasks.sine_sequences(k_data, config.num_sequences, config.length)
-  net = model(config, cell)
-  params = net.init(k_init, x[:1])["params"]
-  sample = tasks.epoch_sampler(x, y, config.batch_size, config.epochs, shuffle_key=k_shuffle,
-                               train_key=k_train)
-
-  def loss_fn(p, state, batch):
-    return tasks.weighted_mse(net.apply({"params": p}, batch.x), batch), state
-
-  return params, loss_fn, sample, k_train
-
-
-def arm_program(config: Config, arm: str):
-  """``(one, keys)``: ``one(key)`` trains one seed of ``arm``; ``sweep(one, keys)`` all of them."""
-  tx = training.make_optimizer(optimizer_config(config, arm))
-  steps = config.epochs * config.steps_per_epoch
-
-  def one(key):
-    params, loss_fn, sample, k_train = replica(config, ARM_CELL[arm], key)
-    return training.train(loss_fn, params, tx, sample, steps, key=k_train)
-
-  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  return one, keys
-
-
 def train_arm(config: Config, arm: str) -> training.TrainResult:
-  """All seeds of one arm in one jitted, vmapped program, sharded over the devices."""
-  one, keys = arm_program(config, arm)
-  return jax.block_until_ready(sweep(one, keys))
+  """All seeds of one arm in one jitted, vmapped program: :func:`recurrent.train_arm`."""
+  settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("arms", "seed")}
+  return recurrent.train_arm(arm, key=jax.random.key(config.seed), **settings)
 
 
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:
   """Trains every arm; ``results.json`` is rewritten after each (``results["settings"]``, by arm).
 
   A stopped run keeps every arm it finished, and a rerun of the same config
   into the same folder (through :func:`main`) trains only the others; the
   figures come at the end.
   """
-  done = _cli.finished_settings(out_dir, config)
+  done = checkpoint.done
   settings = {}
   results = {"config": config, "steps_per_epoch": config.steps_per_epoch, "settings": settings}
   for arm in _cli.progress(config.arms, desc="rnn_clipping arms"):
@@ -138,37 +95,16 @@ def run(config: Config, out_dir: pathlib.Path) -> dict:
       settings[arm] = done[arm]
       continue
     settings[arm] = _measure(config, arm, train_arm(config, arm))
-    _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
+    checkpoint.save(results)
   return results
 
 
 def _measure(config: Config, arm: str, result: training.TrainResult) -> dict:
-  """What one arm's training gives: curves, gradient norms, divergences, quartiles."""
-  loss = np.asarray(result.loss, dtype=float)  # (seeds, steps)
-  norm = np.asarray(result.grad_norm, dtype=float)
-  epoch_loss = loss.reshape(config.seeds, config.epochs, config.steps_per_epoch).mean(-1)
-  diverged_at = np.asarray(result.diverged_at)
-  return {
-      "cell": ARM_CELL[arm],
-      "optimizer": optimizer_config(config, arm),
-      "step_loss": loss,
-      "epoch_loss": epoch_loss,
-      "grad_norm": norm,
-      "diverged_at": diverged_at,
-      "diverged": int((diverged_at >= 0).sum()),
-      "fraction_above_clip_norm": (norm > config.clip_norm).mean(axis=1),
-      "final_epoch_loss": _quartiles(epoch_loss[:, -1]),
-      "max_grad_norm": np.nanmax(np.where(np.isfinite(norm), norm, np.nan), axis=1),
-  }
-
-
-def _quartiles(values: np.ndarray) -> dict:
-  finite = np.where(np.isfinite(values), values, np.nan)
-  if np.all(np.isnan(finite)):
-    return {"q25": np.nan, "median": np.nan, "q75": np.nan}
-  q25, q50, q75 = np.nanpercentile(finite, [25, 50, 75])
-  return {"q25": q25, "median": q50, "q75": q75}
+  """What one arm's training gives (:func:`recurrent.arm_measures`), with its cell and chain."""
+  optimizer = recurrent.arm_optimizer(arm, config.learning_rate, config.clip_norm,
+                                      config.clip_value)
+  return {"cell": recurrent.ARM_CELL[arm], "optimizer": optimizer,
+          **recurrent.arm_measures(result, epochs=config.epochs, clip_norm=config.clip_norm)}
 
 
 def plot(results: dict, out_dir: pathlib.Path) -> None:
@@ -177,11 +113,16 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
       k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
   title = (f"{config.layers}-layer RNN, H={config.hidden}, T={config.length}, Adam lr "
            f"{config.learning_rate:g}, {config.seeds} seeds (median, IQR band)")
+  plot_loss(results["settings"], config, title, out_dir)
+  plot_grad_norm(results["settings"], config, title, out_dir)
 
+
+def plot_loss(settings: dict, config: Config, title: str, out_dir: pathlib.Path) -> None:
+  """``loss.png``: the seed's epoch loss and every step's batch loss, per arm."""
   fig, axes = plotting.figure(1, 2, panel=(3.8, 2.9))
-  for arm, r in results["settings"].items():
+  epochs = np.arange(1, config.epochs + 1)
+  for arm, r in settings.items():
     label = f"{arm} ({r['diverged']} diverged)" if r["diverged"] else arm
-    epochs = np.arange(1, config.epochs + 1)
     plotting.median_band(axes[0, 0], epochs, r["epoch_loss"], label=label, color=COLORS[arm],
                          marker="o")
     steps = np.arange(1, np.shape(r["step_loss"])[1] + 1)
@@ -192,9 +133,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
   fig.suptitle(title)
   plotting.save(fig, out_dir / "loss.png")
 
+
+def plot_grad_norm(settings: dict, config: Config, title: str, out_dir: pathlib.Path) -> None:
+  """``grad_norm.png``: the global gradient norm before clipping, beside the threshold."""
   fig, axes = plotting.figure(1, 1, panel=(6.4, 3.2))
   ax = axes[0, 0]
-  for arm, r in results["settings"].items():
+  for arm, r in settings.items():
     frac = np.median(r["fraction_above_clip_norm"])
     steps = np.arange(1, np.shape(r["grad_norm"])[1] + 1)
     plotting.median_band(ax, steps, r["grad_norm"], color=COLORS[arm],
@@ -218,9 +162,9 @@ def summary(results: dict) -> str:
   return _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__,
-                   settings=lambda config: list(config.arms))
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
+                             settings=lambda config: list(config.arms))
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -34,16 +34,14 @@ import pathlib
 from experiments import _cli, _config
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import data, plotting, tasks, training  # noqa: E402
-from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet, time_grads  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import plotting, stats  # noqa: E402
+from jaxgrad.models.recurrent import RECURRENT_INITS, RecurrentNet  # noqa: E402
+from jaxgrad.studies import recurrent  # noqa: E402
 
 PASCANU_CELLS = ("linear", "simple")
 TRAINED_CELLS = ("simple", "lstm", "gru")
-GAMMA = {"linear": 1.0, "simple": 1.0}  # max phi': identity and tanh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,81 +73,37 @@ class Config(_config.Checked):
                train_length=6, num_sequences=16, train_steps=3, train_batch=4)
 
 
-def pascanu(config: Config, cell: str) -> dict:
-  """log10 ||dL/dh_t|| / ||dL/dh_T|| (mean over the batch), ``(rhos, seeds, T)``, and per-step ratios."""
-  net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init="orthogonal", rho=1.0,
-                     param_dtype=jnp.float64)
-
-  def one(rho, key):
-    k_x, k_init = jax.random.split(key)
-    x = jax.random.normal(k_x, (config.batch, config.length, 1), jnp.float64)
-    params = net.init(k_init, x[:1])["params"]
-    rec = params["rnn_0"]["cell"]["cell"]["h"]
-    params["rnn_0"]["cell"]["cell"]["h"] = {"kernel": rho * rec["kernel"]}
-    norms = jnp.linalg.norm(time_grads(net, params, x, lambda y: 0.5 * jnp.sum(y**2))[0], axis=-1)
-    ratio = norms[:, :-1] / norms[:, 1:]  # (B, T-1): ||dL/dh_t|| / ||dL/dh_{t+1}||
-    log_signal = jnp.mean(jnp.log10(norms / norms[:, -1:]), axis=0)
-    return log_signal, jnp.max(ratio), jnp.min(ratio)
-
-  keys = jax.random.split(jax.random.key(config.seed), config.seeds)
-  rhos = jnp.asarray(config.rhos, jnp.float64)
-  over_seeds = jax.vmap(one, in_axes=(None, 0))
-  log_signal, hi, lo = (np.asarray(a) for a in sweep(lambda rho: over_seeds(rho, keys), rhos))
-  steps_back = np.arange(config.length - 1, -1, -1)  # T - t
-  # Rate per step: least-squares slope of log10 signal against T - t, per seed.
-  slope = np.linalg.lstsq(steps_back[:, None].astype(float),
-                          log_signal.reshape(-1, config.length).T, rcond=None)[0]
-  rate = 10 ** slope.reshape(len(config.rhos), config.seeds)
-  return {"log10_signal": log_signal, "rate": rate, "max_step_ratio": hi, "min_step_ratio": lo,
-          "gamma": GAMMA[cell]}
-
-
-def trained_signal(config: Config, cell: str) -> dict:
-  """||dL/dh_t|| (mean over an evaluation batch), ``(seeds, T)``, at init and after training."""
-  net = RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init=config.init)
-  tx = training.make_optimizer(training.OptimizerConfig("adam", config.learning_rate))
-
-  def mse(pred, y):
-    return jnp.mean((pred - y) ** 2)
-
-  def one(key):
-    k_data, k_init, k_train = jax.random.split(key, 3)
-    x, y = tasks.sine_sequences(k_data, config.num_sequences, config.train_length)
-    params = net.init(k_init, x[:1])["params"]
-    x_eval, y_eval = x[:config.train_batch], y[:config.train_batch]
-
-    def loss_fn(p, state, batch):
-      return mse(net.apply({"params": p}, batch[0]), batch[1]), state
-
-    sample = lambda k: data.sample_batch(k, x, y, config.train_batch)  # noqa: E731
-    result = training.train(loss_fn, params, tx, sample, config.train_steps, key=k_train)
-
-    def signal(p):
-      g = time_grads(net, p, x_eval, lambda out: mse(out, y_eval))[0]
-      return jnp.linalg.norm(g, axis=-1).mean(0)
-
-    return signal(params), signal(result.params), result.loss
-
-  keys = jax.random.split(jax.random.key(config.seed + 1), config.seeds)
-  init, trained, loss = (np.asarray(a) for a in sweep(one, keys))
-  return {"init": init, "trained": trained, "train_loss": loss}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config) -> dict:
+  """Pascanu's measurement of every cell (seeds from ``config.seed``), then the trained cells'."""
   jobs = [("pascanu", c) for c in PASCANU_CELLS] + [("trained", c) for c in config.cells]
   results = {"config": config, "pascanu": {}, "trained": {}}
   for part, cell in _cli.progress(jobs, desc="rnn_time_gradients"):
     if part == "pascanu":
-      with jax.enable_x64(True):
-        results["pascanu"][cell] = pascanu(config, cell)
+      results["pascanu"][cell] = recurrent.pascanu_signal(
+          cell, config.rhos, length=config.length, hidden=config.hidden, batch=config.batch,
+          seeds=config.seeds, key=jax.random.key(config.seed))
     else:
-      results["trained"][cell] = trained_signal(config, cell)
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, config, out_dir)
+      results["trained"][cell] = recurrent.trained_signal(
+          RecurrentNet(cell=cell, hidden=config.hidden, recurrent_init=config.init),
+          length=config.train_length, num_sequences=config.num_sequences,
+          steps=config.train_steps, learning_rate=config.learning_rate,
+          batch=config.train_batch, seeds=config.seeds, key=jax.random.key(config.seed + 1))
   return results
 
 
-def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
+def _cell_label(cell: str) -> str:
+  return "linear" if cell == "linear" else "tanh"
+
+
+def plot(results: dict, out_dir: pathlib.Path) -> None:
+  plot_pascanu(results, out_dir)
+  plot_rate(results, out_dir)
+  plot_cells(results, out_dir)
+
+
+def plot_pascanu(results: dict, out_dir: pathlib.Path) -> None:
+  """``pascanu.png``: log10 ||dL/dh_t|| against T - t per rho, beside rho^(T-t)."""
+  config = results["config"]
   rhos = config.rhos
   steps_back = np.arange(config.length - 1, -1, -1)
   colors = {rho: plotting.plt.cm.coolwarm(i / max(len(rhos) - 1, 1)) for i, rho in enumerate(rhos)}
@@ -161,17 +115,20 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
                            label=f"ρ={rho:g}")
       plotting.theory_line(ax, steps_back, steps_back * np.log10(rho), color=colors[rho])
     ax.set(xlabel="steps back T − t", ylabel="log10 ‖dL/dh_t‖ / ‖dL/dh_T‖",
-           title=f"{'linear' if cell == 'linear' else 'tanh'} cell, W_rec = ρQ, T={config.length}")
+           title=f"{_cell_label(cell)} cell, W_rec = ρQ, T={config.length}")
   axes[0, 0].legend()
   fig.suptitle("dashed: ρ^(T−t), exact for linear, an upper bound for tanh (γ = max tanh' = 1)")
   plotting.save(fig, out_dir / "pascanu.png")
 
+
+def plot_rate(results: dict, out_dir: pathlib.Path) -> None:
+  """``rate.png``: the fitted per-step rate against rho, beside rho * gamma."""
+  rhos = results["config"].rhos
   fig, axes = plotting.figure(1, 1, panel=(4.2, 3.2))
   ax = axes[0, 0]
   for cell, marker in zip(PASCANU_CELLS, ("o", "s")):
-    r = results["pascanu"][cell]
-    plotting.median_band(ax, rhos, np.asarray(r["rate"]).T, marker=marker,
-                         label=f"{'linear' if cell == 'linear' else 'tanh'}: fitted rate")
+    plotting.median_band(ax, rhos, np.asarray(results["pascanu"][cell]["rate"]).T, marker=marker,
+                         label=f"{_cell_label(cell)}: fitted rate")
   plotting.theory_line(ax, rhos, rhos, color="k", label="ρ·γ (γ = 1)")
   ax.axhline(1.0, color="grey", linewidth=0.6)
   ax.set(xlabel="spectral radius ρ of W_rec", ylabel="per-step growth of ‖dL/dh_t‖ backwards",
@@ -179,6 +136,10 @@ def plot(results: dict, config: Config, out_dir: pathlib.Path) -> None:
   ax.legend()
   plotting.save(fig, out_dir / "rate.png")
 
+
+def plot_cells(results: dict, out_dir: pathlib.Path) -> None:
+  """``cells.png``: ||dL/dh_t|| of each trained cell at init and after training."""
+  config = results["config"]
   cells = list(results["trained"])
   fig, axes = plotting.figure(1, len(cells), panel=(2.8, 2.5))
   t = np.arange(1, config.train_length + 1)
@@ -200,9 +161,9 @@ def summary(results: dict) -> str:
   for cell, r in results["pascanu"].items():
     rate = np.asarray(r["rate"])
     for i, rho in enumerate(config.rhos):
-      q25, q50, q75 = np.percentile(rate[i], [25, 50, 75])
-      rows.append([cell if cell == "linear" else "tanh", float(rho), float(q50),
-                   f"[{q25:.4g}, {q75:.4g}]", float(np.max(r["max_step_ratio"][i])),
+      q = stats.quartiles(rate[i], keep_samples=False)
+      rows.append([_cell_label(cell), float(rho), float(q["median"]),
+                   f"[{q['q25']:.4g}, {q['q75']:.4g}]", float(np.max(r["max_step_ratio"][i])),
                    float(rho * r["gamma"])])
   table = _cli.format_table(header, rows)
   header = ["cell", "‖dL/dh_1‖/‖dL/dh_T‖ init", "trained", "final train loss"]
@@ -214,8 +175,8 @@ def summary(results: dict) -> str:
   return table + "\n\n" + _cli.format_table(header, rows)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__)
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary)
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

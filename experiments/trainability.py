@@ -29,18 +29,13 @@ import dataclasses
 import pathlib
 
 from experiments import _cli, _config
-from experiments.mean_field import scaled_init, unit_inits
 
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
-from jaxgrad import activations, data, plotting, theory, training  # noqa: E402
-from jaxgrad.models import DeepMLP  # noqa: E402
-from jaxgrad.sweep import sweep  # noqa: E402
+from jaxgrad import activations, data, plotting, training  # noqa: E402
+from jaxgrad.studies import trainability  # noqa: E402
 
-CHANCE = 0.1  # ten classes
 THEORY_POINTS = 61  # sigma_w^2 values on the 6 xi_c curve
 
 
@@ -87,151 +82,40 @@ class Config(_config.Checked):
     return training.OptimizerConfig(self.optimizer, rate, momentum=momentum)
 
 
-def train_many(model, dataset: data.Dataset, optimizer_config: training.OptimizerConfig,
-               sigma_w2: jax.Array, sigma_b2: jax.Array, keys: jax.Array, *,
-               budgets: tuple[int, ...], batch: int, eval_examples: int,
-               weights: str = "gaussian", step_scale: jax.Array | None = None
-               ) -> dict[str, np.ndarray]:
-  """Trains one network per (sigma_w2[i], sigma_b2[i], keys[i]) in one vmapped program.
-
-  Each run trains for ``budgets[-1]`` steps, in chunks that end at each budget
-  (the chunks draw the batches of one uninterrupted run), and its accuracy is
-  read at every budget. The model must use
-  :func:`experiments.mean_field.unit_inits`. ``step_scale[i]``, if given,
-  multiplies run i's every update (``optax.scale`` after the optimizer): for SGD
-  with momentum, exactly a learning rate ``step_scale[i]`` times the config's,
-  so runs at several learning rates share the program.
-
-  Returns:
-    numpy arrays with a leading run axis: ``loss`` (runs, budgets[-1]);
-    ``train_accuracy`` and ``test_accuracy`` (runs, budgets), on the first
-    ``eval_examples`` training and test examples; ``diverged_at`` (runs,).
-  """
-  x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-  evals = {"train": (x[:eval_examples], y[:eval_examples]),
-           "test": (jnp.asarray(dataset.x_test)[:eval_examples],
-                    jnp.asarray(dataset.y_test)[:eval_examples])}
-  optimizer = training.make_optimizer(optimizer_config)
-  if step_scale is None:
-    step_scale = np.ones(np.shape(sigma_w2), np.float32)
-
-  def loss_fn(params, state, b):
-    logits = model.apply({"params": params}, b[0])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, b[1]).mean(), state
-
-  def accuracy(params, split):
-    x_eval, y_eval = evals[split]
-    return jnp.mean(jnp.argmax(model.apply({"params": params}, x_eval), -1) == y_eval)
-
-  def one_run(s_w, s_b, key, scale):
-    k_init, k_data = jax.random.split(key)
-    scaled = optax.chain(optimizer, optax.scale(scale))
-    params = scaled_init(model, k_init, x[:1], s_w, s_b, weights)["params"]
-    opt_state, losses, scores, diverged_at, done = None, [], [], jnp.asarray(-1), 0
-    for budget in budgets:
-      result = training.train(loss_fn, params, scaled,
-                              lambda k: data.sample_batch(k, x, y, batch), budget - done,
-                              key=k_data, opt_state=opt_state, first_step=done)
-      diverged_at = jnp.where(diverged_at < 0, result.diverged_at, diverged_at)
-      params, opt_state, done = result.params, result.opt_state, budget
-      losses.append(result.loss)
-      scores.append(jnp.stack([accuracy(params, "train"), accuracy(params, "test")]))
-    return jnp.concatenate(losses), jnp.stack(scores), diverged_at
-
-  loss, scores, diverged = (np.asarray(a) for a in sweep(one_run, sigma_w2, sigma_b2, keys,
-                                                          step_scale))
-  return {"loss": loss, "train_accuracy": scores[..., 0], "test_accuracy": scores[..., 1],
-          "diverged_at": diverged}
-
-
-def six_xi_c(activation: str, sigma_w2: np.ndarray, sigma_b2: float) -> np.ndarray:
-  """6 xi_c on a grid of sigma_w^2 (float64)."""
-  with jax.enable_x64(True):
-    # lax.map, not vmap: each point's fixed-point iteration stops when it converges.
-    xi = jax.lax.map(lambda s: theory.depth_scales(activation, s, sigma_b2)["xi_c"],
-                     jnp.asarray(sigma_w2, jnp.float64))
-    return 6.0 * np.asarray(xi)
-
-
-def separation(accuracy: np.ndarray, depths, sigma_w2, activation: str, sigma_b2: float, *,
-               chance: float = CHANCE) -> dict:
-  """How well "trainable iff L < 6 xi_c" predicts one measured map (depths, grid).
-
-  A cell counts as trainable when its accuracy is above halfway between
-  chance and the best accuracy on the map.
-  """
-  best = float(np.nanmax(accuracy))
-  threshold = chance + 0.5 * (best - chance)
-  measured = np.nan_to_num(accuracy, nan=0.0) > threshold
-  predicted = np.asarray(depths)[:, None] < six_xi_c(activation, np.asarray(sigma_w2),
-                                                    sigma_b2)[None, :]
-  return {"threshold": threshold, "measured_trainable": measured, "predicted_trainable": predicted,
-          "agreement": float(np.mean(measured == predicted)),
-          "fraction_trainable": float(np.mean(measured)),
-          "false_trainable": int(np.sum(predicted & ~measured)),
-          "false_untrainable": int(np.sum(~predicted & measured))}
-
-
 def depth_name(depth: int) -> str:
   return f"L={depth}"
 
 
-def train_depth(config: Config, dataset: data.Dataset, depth: int) -> dict:
-  """Every sigma_w^2 and seed of one depth, in one program: accuracies (budgets, grid, seeds)."""
-  model = DeepMLP(depth=depth, width=config.width, out_features=dataset.num_classes,
-                  activation=config.activation, **unit_inits())
-  grid = np.repeat(np.asarray(config.sigma_w2, np.float32), config.seeds)
-  keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), depth), len(grid))
-  out = train_many(model, dataset, config.optimizer_config(depth), grid,
-                   np.full_like(grid, config.sigma_b2), keys, budgets=config.budgets,
-                   batch=config.batch, eval_examples=config.eval_examples)
-  cells = (len(config.sigma_w2), config.seeds)
-  by_budget = lambda a: np.moveaxis(a.reshape(*cells, -1), -1, 0)  # noqa: E731
-  return {"train_accuracy": by_budget(out["train_accuracy"]),
-          "test_accuracy": by_budget(out["test_accuracy"]),
-          "final_loss": out["loss"][:, -1].reshape(cells),
-          "diverged_at": out["diverged_at"].reshape(cells)}
-
-
-def run(config: Config, out_dir: pathlib.Path) -> dict:
+def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:
   """Trains every depth; ``results.json`` is rewritten after each (``results["settings"]``).
 
   A stopped run keeps the depths it finished, and a rerun of the same config
   into the same folder (through :func:`main`) trains only the others.
   """
   dataset = data.standardize(data.load(config.dataset))
-  done = _cli.finished_settings(out_dir, config)
   settings = {}
-  fine = np.linspace(min(config.sigma_w2), max(config.sigma_w2), config.theory_points)
   results = {
       "config": config, "depths": config.depths, "sigma_w2": config.sigma_w2,
       "budgets": config.budgets, "chance": 1.0 / dataset.num_classes,
-      "theory": {"sigma_w2": fine, "six_xi_c": six_xi_c(config.activation, fine, config.sigma_b2),
-                 "six_xi_c_on_grid": six_xi_c(config.activation, np.asarray(config.sigma_w2),
-                                              config.sigma_b2),
-                 "critical_sigma_w2": float(theory.critical_sigma_w2(config.activation,
-                                                                     config.sigma_b2))},
+      "theory": trainability.overlay(config.activation, config.sigma_w2, config.sigma_b2,
+                                     config.theory_points),
       "settings": settings}
   for depth in _cli.progress(config.depths, desc="trainability"):
     name = depth_name(depth)
-    settings[name] = done[name] if name in done else train_depth(config, dataset, depth)
-    _cli.write_json(out_dir / "results.json", results)
-  results.update(maps(results))
-  _cli.write_json(out_dir / "results.json", results)
-  plot(results, out_dir)
+    if name in checkpoint.done:
+      settings[name] = checkpoint.done[name]
+    else:
+      settings[name] = trainability.train_depth(
+          depth, config.sigma_w2, config.sigma_b2, width=config.width,
+          activation=config.activation, seeds=config.seeds, dataset=dataset,
+          optimizer_config=config.optimizer_config(depth), budgets=config.budgets,
+          batch=config.batch, eval_examples=config.eval_examples,
+          key=jax.random.fold_in(jax.random.key(config.seed), depth))
+    checkpoint.save(results)
+  results.update(trainability.phase_maps(
+      [settings[depth_name(d)] for d in config.depths], config.depths, config.sigma_w2,
+      config.activation, config.sigma_b2, chance=results["chance"]))
   return results
-
-
-def maps(results: dict) -> dict:
-  """The per-depth settings as maps (budgets, depths, grid): medians over seeds, and each budget's separation."""
-  per_depth = [results["settings"][depth_name(d)] for d in results["depths"]]
-  stack = {k: np.stack([np.asarray(s[k], dtype=float) for s in per_depth], axis=1)
-           for k in ("train_accuracy", "test_accuracy")}
-  train, test = (np.median(stack[k], axis=-1) for k in ("train_accuracy", "test_accuracy"))
-  config = results["config"]
-  return {"train_accuracy_median": train, "test_accuracy_median": test,
-          "separation": [separation(m, results["depths"], results["sigma_w2"], config.activation,
-                                    config.sigma_b2, chance=results["chance"]) for m in train]}
 
 
 def _edges(values) -> np.ndarray:
@@ -296,9 +180,9 @@ def summary(results: dict) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-  return _cli.main(__name__, Config, run, summary, argv, __doc__,
-                   settings=lambda config: [depth_name(d) for d in config.depths])
+EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
+                             settings=lambda config: [depth_name(d) for d in config.depths])
+main = EXPERIMENT.main
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from collections.abc import Sequence
 import pathlib
-import warnings
 
 import matplotlib
 
@@ -11,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxgrad import files  # noqa: E402
+from jaxgrad import files, stats  # noqa: E402
 
 STYLE = {
     "figure.dpi": 100,
@@ -45,11 +44,7 @@ def median_band(ax, x: Sequence[float], samples: np.ndarray, *, label: str | Non
   Non-finite samples are ignored (a diverged seed does not hide the others);
   a point where every seed is non-finite is left out of the line.
   """
-  samples = np.asarray(samples, dtype=float)
-  finite = np.where(np.isfinite(samples), samples, np.nan)
-  with warnings.catch_warnings():  # all-NaN columns are expected
-    warnings.simplefilter("ignore", RuntimeWarning)
-    lo, med, hi = np.nanpercentile(finite, [25, 50, 75], axis=0)
+  lo, med, hi = stats.finite_percentiles(samples, (25, 50, 75))
   (line,) = ax.plot(x, med, label=label, color=color, marker=marker, markersize=3)
   ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
   return line

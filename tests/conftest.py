@@ -1,13 +1,17 @@
 """Test configuration: single-threaded BLAS, strict rank promotion, an x64 fixture."""
 
+from collections.abc import Callable
 import os
+import pathlib
+import types
+from typing import NamedTuple
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/jax: see notes/jax-stack.md
 os.environ.setdefault("JAXGRAD_NO_PROGRESS", "1")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxgrad import compilation_cache  # noqa: E402
+from jaxgrad import compilation_cache, files  # noqa: E402
 
 # Tests use tiny shapes, so their time is compile time: skipping LLVM's
 # optimisation passes and the fusion emitters cuts it 2-5x (measured on
@@ -29,3 +33,56 @@ def _cache_dir(tmp_path_factory):
   """Datasets and compiled programs made by tests go to session-wide temporary caches."""
   os.environ.setdefault("JAXGRAD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
   os.environ.setdefault("JAXGRAD_COMPILE_CACHE", str(tmp_path_factory.getbasetemp() / "xla"))
+
+
+class SmokeRun(NamedTuple):
+  """One experiment's smoke run: its folder and its ``results.json`` as read back."""
+
+  out: pathlib.Path
+  results: dict
+
+
+@pytest.fixture(scope="session")
+def _smoke_runs(tmp_path_factory) -> Callable[[types.ModuleType], tuple[SmokeRun, dict]]:
+  """Each experiment's ``Config.smoke()`` run once per session: its files and its results as returned."""
+  done: dict[str, tuple[SmokeRun, dict]] = {}
+
+  def run(module: types.ModuleType) -> tuple[SmokeRun, dict]:
+    name = module.__name__.rsplit(".", 1)[-1]
+    if name not in done:
+      out = tmp_path_factory.mktemp(name)
+      returned = module.EXPERIMENT.execute(module.Config.smoke(), out)
+      done[name] = SmokeRun(out, files.read_json(out / "results.json")), returned
+    return done[name]
+
+  return run
+
+
+@pytest.fixture(scope="session")
+def smoke_run(_smoke_runs) -> Callable[[types.ModuleType], SmokeRun]:
+  """``smoke_run(module)``: the experiment's smoke run, shared by its tests.
+
+  The registry walk (``tests/test_experiments.py``) and each experiment's own
+  numeric tests use the same run; :func:`pytest_collection_modifyitems` keeps
+  them on one xdist worker.
+  """
+  return lambda module: _smoke_runs(module)[0]
+
+
+@pytest.fixture(scope="session")
+def smoke_returned(_smoke_runs) -> Callable[[types.ModuleType], dict]:
+  """``smoke_returned(module)``: the results of the same run as ``run`` returned them (arrays, the ``Config``)."""
+  return lambda module: _smoke_runs(module)[1]
+
+
+def experiment_group(name: str) -> pytest.MarkDecorator:
+  """The xdist group of an experiment's tests: its smoke run is made once, on one worker."""
+  return pytest.mark.xdist_group(f"experiment-{name}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Every test without an xdist group gets its file's: ``--dist loadgroup`` then splits by file."""
+  for item in items:
+    if item.get_closest_marker("xdist_group") is None:
+      item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -1,20 +1,19 @@
 """experiments.activations: smoke run, the seeds' maxima of phi', the depth bound."""
 
-import math
 
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import activations as exp
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("activations")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("activations")
-  exp.run(exp.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(exp)
 
 
 def test_smoke_writes_results_and_figures(smoke):
@@ -37,18 +36,6 @@ def test_seed_claims_sigmoid_quarter_tanh_one_at_zero(smoke):
   # relu: 1 on the whole positive half-line (jax's relu'(0) = 0).
   assert acts["relu"]["max_abs_derivative"] == 1.0
   assert acts["relu"]["attained_on"][0] > 0 and acts["relu"]["derivative_at_0"] == 0.0
-
-
-def test_gelu_maximum_is_at_sqrt2():
-  """GELU'' = phi(x)(2 - x^2): the maximum of GELU' is at x = sqrt(2), 1.1289."""
-  step = 1e-4
-  x = exp.grid(exp.Config(x_max=2.0, step=step))
-  stats = exp.derivative_maximum("gelu", x)
-  assert stats["argmax"] == pytest.approx(math.sqrt(2.0), abs=step / 2)
-  expected = 0.5 * (1 + math.erf(1.0)) + math.sqrt(2) * math.exp(-1.0) / math.sqrt(2 * math.pi)
-  # The nearest grid point is within step/2 of the maximum, where GELU'' = 0:
-  # the error is at most max|GELU'''| / 2 * (step/2)^2 < (step/2)^2.
-  assert expected - (step / 2) ** 2 <= stats["max_abs_derivative"] <= expected
 
 
 def test_product_of_maxima_and_float32_underflow_depth(smoke):

@@ -6,14 +6,16 @@ import pytest
 
 from jaxgrad import files
 from experiments import adding_problem as ap
+from jaxgrad.studies import recurrent
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("adding_problem")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("adding_problem")
-  ap.run(ap.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(ap)
 
 
 def test_smoke_structure_and_figures(smoke):
@@ -49,7 +51,7 @@ def test_clipping_arms_share_the_first_step(smoke):
   config = ap.Config.smoke()
   assert config.log_every == 1
   r = smoke[1]["settings"]
-  arm = ap.arm_name("lstm", config.forget_biases[0])
+  arm = recurrent.arm_name("lstm", config.forget_biases[0])
   a = r[ap.setting_name(arm, "none", config.lengths[0])]
   b = r[ap.setting_name(arm, "clip_norm", config.lengths[0])]
   np.testing.assert_allclose(np.asarray(a["loss"])[:, 0], np.asarray(b["loss"])[:, 0], **_tol.F32)
@@ -71,7 +73,7 @@ def test_a_stopped_run_keeps_the_settings_it_finished(tmp_path, monkeypatch):
   config = ap.Config(lengths=(6, 8), cells=("lstm",), forget_biases=(0.0,), clipping=("none",),
                      steps=4, log_every=2)
   with pytest.raises(KeyboardInterrupt):
-    ap.run(config, tmp_path)
+    ap.EXPERIMENT.execute(config, tmp_path)
   settings = files.read_json(tmp_path / "results.json")["settings"]
   assert list(settings) == [ap.setting_name("lstm b_f=0", "none", 6)]
   assert settings[ap.setting_name("lstm b_f=0", "none", 6)]["test_mse"] == [0.01, 0.1]

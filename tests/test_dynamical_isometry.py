@@ -2,18 +2,20 @@
 
 import copy
 
+import jax
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import dynamical_isometry as di
+from jaxgrad.studies import dynamical_isometry
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("dynamical_isometry")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("dynamical_isometry")
-  di.run(di.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(di)
 
 
 def test_smoke_writes_results_and_figures(smoke):
@@ -37,7 +39,7 @@ def test_smoke_writes_results_and_figures(smoke):
       rates = len(config.learning_rates)
       assert np.shape(arm["steps_to_target_per_rate"]) == (rates, config.train_seeds)
       np.testing.assert_allclose(arm["learning_rates"], config.learning_rates)
-      best = di.best_learning_rate(np.asarray(arm["steps_to_target_per_rate"], float),
+      best = dynamical_isometry.best_learning_rate(np.asarray(arm["steps_to_target_per_rate"], float),
                                    np.asarray(arm["final_loss_per_rate"], float))
       assert arm["best_learning_rate"] == pytest.approx(arm["learning_rates"][best])
       np.testing.assert_array_equal(np.asarray(arm["loss_per_seed"])[:, -1],
@@ -57,8 +59,8 @@ def test_theory_is_on_the_critical_line(smoke):
 
 def test_linear_orthogonal_spectrum_is_exactly_flat():
   """A linear net with orthogonal weights of gain 1: every log s = 0 at any depth."""
-  config = di.Config.smoke()
-  log_s = di.measure(config, "linear", "orthogonal", 1.0, 0.0, 1.0, 50)
+  log_s = dynamical_isometry.log_singular_values("linear", "orthogonal", 1.0, 0.0, 1.0, width=6,
+                                                 depth=50, seeds=2, key=jax.random.key(0))
   np.testing.assert_allclose(log_s, 0.0, atol=1e-4)
 
 
@@ -88,7 +90,7 @@ def test_steps_to_target_reads_the_running_mean():
   loss = np.array([[3.0, 3.0, 1.0, 1.0, 1.0, 1.0],    # running mean of 2 <= 1.0 first at steps 3..4
                    [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],    # never
                    [0.5, 0.5, np.nan, 0.5, 0.5, 0.5]])  # reached before it diverged
-  np.testing.assert_array_equal(di.steps_to_target(loss, 1.0, window=2), [4.0, np.nan, 2.0])
+  np.testing.assert_array_equal(dynamical_isometry.steps_to_target(loss, 1.0, window=2), [4.0, np.nan, 2.0])
 
 
 def test_best_learning_rate_takes_the_fewest_median_steps_else_the_lowest_loss():
@@ -97,7 +99,7 @@ def test_best_learning_rate_takes_the_fewest_median_steps_else_the_lowest_loss()
                     [80.0, 90.0, 70.0],   # median 80
                     [40.0, 60.0, nan]])   # median 60: fewest
   loss = np.ones((3, 3))
-  assert di.best_learning_rate(steps, loss) == 2
+  assert dynamical_isometry.best_learning_rate(steps, loss) == 2
   never = np.full((3, 2), nan)
   loss = np.array([[2.0, 2.1], [np.inf, 1.5], [1.9, 1.95]])  # a diverged seed counts as inf
-  assert di.best_learning_rate(never, loss) == 2
+  assert dynamical_isometry.best_learning_rate(never, loss) == 2

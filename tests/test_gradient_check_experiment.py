@@ -3,15 +3,16 @@
 
 import pytest
 
-from jaxgrad import files
 from experiments import gradient_check
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("gradient_check")
 
 
-def test_smoke_run_passes_real_models_and_fails_planted_bug(tmp_path):
+def test_smoke_run_passes_real_models_and_fails_planted_bug(smoke_run):
   config = gradient_check.Config.smoke()
-  gradient_check.run(config, tmp_path)
-  results = files.read_json(tmp_path / "results.json")
+  tmp_path, results = smoke_run(gradient_check)
   assert (tmp_path / "errors.png").stat().st_size > 0
   cases = results["cases"]
   assert list(cases) == list(config.models)

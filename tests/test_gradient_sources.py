@@ -1,18 +1,17 @@
 """gradient_sources: the four claims' measurements at smoke size, against their exact values."""
 
-import jax
 import numpy as np
 import pytest
 
 from experiments import gradient_sources as gs
-from jaxgrad import files
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("gradient_sources")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("gradient_sources")
-  gs.run(gs.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(gs)
 
 
 def test_relu_path_products_are_exactly_zero_or_one(smoke):
@@ -52,16 +51,3 @@ def test_clipping_never_enlarges_a_gradient(smoke):
   np.testing.assert_allclose(np.asarray(clip["norm_after_clip_value"])[small], before[small],
                              rtol=1e-5)
   assert (smoke[0] / "sources.png").stat().st_size > 10_000
-
-
-def test_wider_nets_measure_the_signal_factors():
-  """At N = 128 the measured factors sit near chi_1: ReLU 1, linear 1.2, tanh (finite width) below 1.342."""
-  config = gs.Config(width=128, depths=(16,), paths=10, depth=16, classes=2, logit_scales=2,
-                     seeds=8)
-
-  paths = gs.relu_paths(config, jax.random.key(0))
-  assert paths["signal_factor"] == pytest.approx(1.0, abs=0.05)
-  exploding = gs.exploding_from_weights(config, jax.random.key(1))
-  assert exploding["linear sigma_w2=1.2"]["growth"] == pytest.approx(1.2, rel=0.02)
-  tanh = exploding["tanh sigma_w2=4"]
-  assert 1.15 < tanh["growth"] <= tanh["chi1"] * 1.01

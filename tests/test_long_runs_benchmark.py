@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import long_runs, rnn
+from benchmarks import _timing, long_runs, rnn
 from experiments import adding_problem as ap
 from experiments import rnn_clipping as rc
 
@@ -89,8 +89,10 @@ def test_timed_splits_compile_from_run():
   assert long_runs.timed(lambda: f(x).block_until_ready())[0] == 0
 
 
-def test_matmul_rate_is_positive():
-  assert long_runs.matmul_rate(2, 4, 3, 5, chain=2) > 0
+def test_matmul_rates_are_positive():
+  assert _timing.matmul_flops_per_second(5, batch=4, k=3, replicas=2, chain=2) > 0  # rectangular
+  assert _timing.matmul_flops_per_second(4, batch=2) > 0  # square, the default
+  assert long_runs.Matmul(2, 4, 3, 5, count=1).rate > 0
 
 
 def test_tables_print():

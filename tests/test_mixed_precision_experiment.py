@@ -4,21 +4,22 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import mixed_precision as mpx
+from jaxgrad.studies import mixed_precision as study
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("mixed_precision")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("mixed_precision")
-  mpx.run(mpx.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(mpx)
 
 
 def test_smoke_structure_and_figures(smoke):
   out, results = smoke
   config = mpx.Config.smoke()
-  assert list(results["arms"]) == list(mpx.ARMS)
+  assert list(results["arms"]) == list(study.ARMS)
   assert len(results["layers"]) == config.depth
   for arm in results["arms"].values():
     assert np.shape(arm["loss"]) == (config.seeds, config.steps)

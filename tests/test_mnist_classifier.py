@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 
 from experiments import mnist_classifier as mc
-from jaxgrad import files, monitoring
+from jaxgrad import monitoring
+from jaxgrad.studies import classifiers as study
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("mnist_classifier")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("mnist_classifier")
-  mc.run(mc.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(mc)
 
 
 def test_smoke_writes_every_arm_and_figure(smoke):
@@ -25,7 +27,7 @@ def test_smoke_writes_every_arm_and_figure(smoke):
     assert np.shape(arm["loss"]) == (config.seeds, config.steps)
     assert all(0.0 <= a <= 1.0 for a in arm["test_accuracy"])
     np.testing.assert_array_equal(arm["steps_to_target"],
-                                  mc.steps_to_target(np.asarray(arm["loss"]), config.target_loss))
+                                  study.steps_to_target(np.asarray(arm["loss"]), config.target_loss))
   for name in ("grid.png", "seed_nets.png"):
     assert (out / name).stat().st_size > 5_000
 
@@ -43,12 +45,6 @@ def test_monitored_run_metrics_read_back(smoke):
   assert {"loss", "accuracy", "grad_norm/layer_0/dense", "update_ratio/layer_1/dense",
           "dead/layer_0/dense"} <= set(rows[0])
   assert results["monitored_run"]["alarms"] == len(monitoring.read_jsonl(out / "alarms.jsonl"))
-
-
-def test_steps_to_target():
-  loss = np.array([[3.0] * 10 + [0.1] * 20, [3.0] * 30])
-  # Window 10 ending at step 16 holds 3 x 3.0 + 7 x 0.1: mean 0.97 <= 1, the first such window.
-  np.testing.assert_array_equal(mc.steps_to_target(loss, 1.0), [16.0, np.nan])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,16 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import normalization as nm
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("normalization")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("normalization")
-  nm.run(nm.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(nm)
 
 
 def test_smoke_writes_results_and_figures(smoke):
@@ -60,14 +60,6 @@ def test_unnormalized_signal_shrinks_by_chi1_per_layer(smoke):
   case = smoke[1]["cases"]["relu/none"]
   assert case["signal_growth_init"]["median"] == pytest.approx(
       case["theory_signal_growth_init"], rel=0.5)
-
-
-def test_growth_per_layer_recovers_a_geometric_signal():
-  layers = np.arange(10)
-  signal = np.stack([3.0 * 1.2 ** (-layers), 0.5 * 0.9 ** (-layers)])  # squared: 1.44, 0.81
-  np.testing.assert_allclose(nm.growth_per_layer(signal), [1.44, 0.81], rtol=1e-10)
-  signal[1, 4] = 0.0  # an underflowed signal is NaN, not a number
-  assert np.isnan(nm.growth_per_layer(signal)[1])
 
 
 @pytest.mark.parametrize("argv, message", [

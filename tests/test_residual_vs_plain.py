@@ -4,15 +4,15 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import residual_vs_plain as rvp
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("residual_vs_plain")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("residual_vs_plain")
-  rvp.run(rvp.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(rvp)
 
 
 def test_smoke_writes_results_and_figures(smoke):

@@ -4,15 +4,16 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import resnet_vs_plain
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("resnet_vs_plain")
 
 
-def test_smoke_run_writes_results_and_figures(tmp_path):
+def test_smoke_run_writes_results_and_figures(smoke_run):
   config = resnet_vs_plain.Config.smoke()
-  resnet_vs_plain.run(config, tmp_path)
-  results = files.read_json(tmp_path / "results.json")
+  tmp_path, results = smoke_run(resnet_vs_plain)
   assert (tmp_path / "grad_flow.png").stat().st_size > 0
   assert (tmp_path / "jacobian.png").stat().st_size > 0
   blocks = sum(resnet_vs_plain.STAGES[config.depths[0]])

@@ -8,14 +8,17 @@ import pytest
 
 from jaxgrad import files
 from experiments import rnn_clipping as rc
+from jaxgrad.models.recurrent import RecurrentNet
+from jaxgrad.studies import recurrent
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("rnn_clipping")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("rnn_clipping")
-  rc.run(rc.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(rc)
 
 
 def test_smoke_structure_and_figures(smoke):
@@ -39,7 +42,11 @@ def test_first_step_matches_an_independent_gradient(smoke):
   """Step 0 of seed 0: loss and pre-clip norm equal jax.grad on the sampler's first batch."""
   config = rc.Config.smoke()
   key = jax.random.split(jax.random.key(config.seed), config.seeds)[0]
-  params, loss_fn, sample, k_train = rc.replica(config, "simple", key)
+  net = RecurrentNet(cell="simple", hidden=config.hidden, layers=config.layers,
+                     recurrent_init=config.init, rho=config.rho, unroll=config.unroll)
+  params, loss_fn, sample, k_train = recurrent.sine_replica(
+      net, key, num_sequences=config.num_sequences, length=config.length,
+      batch_size=config.batch_size, epochs=config.epochs)
   batch = sample(jax.random.fold_in(k_train, 0))
   assert float(batch.weight.sum()) == config.batch_size
   (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, {}, batch)
@@ -59,7 +66,7 @@ def test_a_stopped_run_resumes_from_the_arms_it_kept(smoke, tmp_path, monkeypatc
                    {**full, "settings": {first: full["settings"][first]}})
   trained, train_arm = [], rc.train_arm
   monkeypatch.setattr(rc, "train_arm", lambda c, arm: trained.append(arm) or train_arm(c, arm))
-  rc.run(config, tmp_path)
+  rc.EXPERIMENT.execute(config, tmp_path)
   assert trained == list(config.arms[1:])
   assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
 

@@ -4,16 +4,16 @@
 import numpy as np
 import pytest
 
-from jaxgrad import files
 from experiments import rnn_time_gradients as tg
 from tests import _tol
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("rnn_time_gradients")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("rnn_time_gradients")
-  tg.run(tg.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(tg)
 
 
 def test_smoke_structure_and_figures(smoke):

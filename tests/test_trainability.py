@@ -1,22 +1,23 @@
 """trainability experiment: smoke run, the 6 xi_c overlay against theory, the separation score."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import trainability as tr
-from experiments.mean_field import unit_inits
 from jaxgrad import data, files, training
 from jaxgrad.models import DeepMLP
+from jaxgrad.studies import trainability
+from jaxgrad.studies.mean_field import unit_inits
+from tests.conftest import experiment_group
+
+pytestmark = experiment_group("trainability")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-  out = tmp_path_factory.mktemp("trainability")
-  tr.run(tr.Config.smoke(), out)
-  return out, files.read_json(out / "results.json")
+def smoke(smoke_run):
+  return smoke_run(tr)
 
 
 def test_smoke_writes_results_and_figure(smoke):
@@ -43,9 +44,9 @@ def test_chunks_at_the_budgets_are_one_uninterrupted_run():
   model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
   grid = np.asarray([1.0, 3.0], np.float32)
   keys = jax.random.split(jax.random.key(0), 2)
-  run = lambda budgets: tr.train_many(model, dataset, config.optimizer_config(), grid,  # noqa: E731
-                                      np.full_like(grid, 0.05), keys, budgets=budgets, batch=4,
-                                      eval_examples=32)
+  run = lambda budgets: trainability.train_many(  # noqa: E731
+      model, dataset, config.optimizer_config(), grid, np.full_like(grid, 0.05), keys,
+      budgets=budgets, batch=4, eval_examples=32)
   chunked, whole = run((2, 5)), run((5,))
   np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-6)
   np.testing.assert_array_equal(chunked["train_accuracy"][:, -1], whole["train_accuracy"][:, 0])
@@ -58,7 +59,7 @@ def test_a_step_scale_is_that_multiple_of_the_learning_rate():
   model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
   grid = np.asarray([1.5, 1.5], np.float32)
   keys = jnp.concatenate([jax.random.split(jax.random.key(1), 1)] * 2)
-  run = lambda lr, **kw: tr.train_many(  # noqa: E731
+  run = lambda lr, **kw: trainability.train_many(  # noqa: E731
       model, dataset, training.OptimizerConfig("sgd", lr, momentum=0.9), grid,
       np.full_like(grid, 0.05), keys, budgets=(6,), batch=4, eval_examples=32, **kw)
   scaled = run(0.01, step_scale=np.asarray([1.0, 2.0], np.float32))["loss"]
@@ -80,8 +81,9 @@ def test_a_stopped_run_resumes_from_the_depths_it_kept(smoke, tmp_path, monkeypa
   config = tr.Config.smoke()
   files.write_json(tmp_path / "config.json", config)
   files.write_json(tmp_path / "results.json", {"settings": full["settings"]})
-  monkeypatch.setattr(tr, "train_depth", lambda *a: pytest.fail("trained a finished depth"))
-  tr.run(config, tmp_path)
+  monkeypatch.setattr(trainability, "train_depth",
+                      lambda *a, **kw: pytest.fail("trained a finished depth"))
+  tr.EXPERIMENT.execute(config, tmp_path)
   assert (tmp_path / "results.json").read_text() == (out / "results.json").read_text()
 
 
@@ -101,7 +103,7 @@ def test_separation_counts_agreement():
   depths, grid = (10, 100), (1.0, 1.75, 4.0)
   # 6 xi_c: 21.8, ~1000s, 41.9 -> predicted trainable: depth 10 everywhere, depth 100 at 1.75 only.
   accuracy = np.array([[0.9, 0.9, 0.9], [0.1, 0.9, 0.9]])
-  sep = tr.separation(accuracy, depths, grid, "tanh", 0.05)
+  sep = trainability.separation(accuracy, depths, grid, "tanh", 0.05)
   assert sep["threshold"] == pytest.approx(0.5)
   assert sep["false_untrainable"] == 1 and sep["false_trainable"] == 0
   assert sep["agreement"] == pytest.approx(5 / 6)

@@ -1,0 +1,376 @@
+r"""Gradients through a deep MLP at initialisation: initialisation arms, per-layer measurement, mean field.
+
+The network is seed 000's ``DeepNet`` (:func:`seed_network`): ``depth`` Dense
+layers ``in_features -> width -> ... -> width -> 1``, biases 0, MSE against
+random targets on one random batch (:func:`random_batches`). An *arm* is an
+(activation, kernel initializer) pair; :func:`measure_arms` draws ``seeds``
+networks of every arm and measures, per layer, the weight-gradient norm
+:math:`\|\partial L/\partial W_l\|_F` and the backprop signal
+:math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|` (:math:`z_l` the
+pre-activation), in two jitted programs for all arms and seeds.
+
+Mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) predicts the
+signal from the output back (:func:`predicted_signal`):
+:math:`\mathbb E\|\delta_{l-1}\|^2 = \sigma_{w,l}^2\,\mu_1(q_{l-1})\,
+\mathbb E\|\delta_l\|^2`, with :math:`\sigma_{w,l}^2 = \mathrm{fan\_in}_l
+\mathrm{Var}(W_l)` (:func:`layer_sigma_w2`) and
+:math:`\mu_1(q) = \mathbb E[\phi'(\sqrt q z)^2]`; at the fixed point every
+factor is :math:`\chi_1 = \sigma_w^2 \mu_1(q^*)`. He et al. (2015) choose
+:math:`\sigma_w^2 = 2` so that relu's :math:`\chi_1 = 1`; Glorot & Bengio
+(2010) average fan-in and fan-out.
+
+Float32 underflow: gradients are computed in float32 but their norms reduced
+in float64 (:func:`gradient_profile`); the naive float32 norms, which flush to
+0 when the squared entries fall below 1.2e-38, are kept beside them and
+counted (:func:`summarize_arm`).
+"""
+
+from collections.abc import Callable, Sequence
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgrad import activations, diagnostics, initializers, probe, stats, theory
+from jaxgrad.models import DeepMLP
+from jaxgrad.sweep import sweep
+
+INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "orthogonal",
+         "uniform_small", "normal_small")
+KAIMING_GAINS = ("he", "torch")
+# torch.nn.init.calculate_gain(nonlinearity)
+TORCH_GAIN = {"relu": math.sqrt(2.0), "tanh": 5.0 / 3.0, "sigmoid": 1.0, "linear": 1.0,
+              "selu": 0.75}
+SMALL = 0.01  # the seed's U(-0.01, 0.01) and N(0, 0.01^2)
+# JAX's default PRNG, threefry. "rbg" compiled faster when a switch drew every
+# initializer for every network, but its normals run at 38 M/s here against
+# threefry's 67 M/s, and under vmap it draws a whole batch from ONE of its keys,
+# so vmapped draws are not the draws of each key. Warm runs with threefry:
+# init_comparison 8.4 -> 7.5 s, depth_comparison 15.1 -> 12.0 s; cold the same.
+PRNG_IMPL = "threefry2x32"
+# Layers per compiled length-map program: every depth up to 128 shares one
+# program per activation (one per depth was 15 programs in depth_comparison).
+MEAN_FIELD_LAYERS = 128
+
+
+def seed_network(depth: int, width: int) -> Callable[..., DeepMLP]:
+  """Seed 000's ``DeepNet``: ``make_model(activation=..., kernel_init=...) -> DeepMLP``.
+
+  Args:
+    depth: Dense layers, input and output included.
+    width: hidden units per layer.
+
+  Returns:
+    :class:`~jaxgrad.models.DeepMLP` with one output and zero biases, its
+    other fields given by the caller.
+  """
+  return functools.partial(DeepMLP, depth, width, 1, bias_init="zeros")
+
+
+def kernel_init(name: str, activation: str, kaiming_gain: str = "he"):
+  """The Flax initializer for one of :data:`INITS` (He with PyTorch's gain if asked).
+
+  Args:
+    name: one of :data:`INITS`.
+    activation: the arm's activation (PyTorch's gain depends on it).
+    kaiming_gain: ``"he"``, Var = 2 / fan_in (He et al. 2015) for every
+      activation; ``"torch"``, Var = gain^2 / fan_in with
+      ``torch.nn.init.calculate_gain(activation)`` (tanh: 5/3), as the seed's
+      ``kaiming_*_(w, nonlinearity=activation)``.
+
+  Returns:
+    The initializer; the same initializer is the same object whatever the
+    activation it is asked for, so :func:`init_arms` draws its arms together.
+  """
+  if kaiming_gain == "torch" and name in ("he_normal", "he_uniform"):
+    return _torch_kaiming(name, TORCH_GAIN[activation])
+  return _registered(name)
+
+
+@functools.cache
+def _registered(name: str):
+  return initializers.get(name)
+
+
+@functools.cache
+def _torch_kaiming(name: str, gain: float):
+  distribution = "normal" if name == "he_normal" else "uniform"
+  return jax.nn.initializers.variance_scaling(gain**2, "fan_in", distribution)
+
+
+def weight_variance(name: str, fan_in: int, fan_out: int, activation: str,
+                    kaiming_gain: str = "he") -> float:
+  r"""Var(W_ij) of :func:`kernel_init` (the table in :mod:`jaxgrad.initializers`).
+
+  Xavier :math:`2/(\mathrm{fan\_in} + \mathrm{fan\_out})` (Glorot & Bengio
+  2010), He :math:`g^2/\mathrm{fan\_in}` with :math:`g^2 = 2` or PyTorch's
+  gain squared (He et al. 2015), orthogonal :math:`1/\max(\mathrm{fan\_in},
+  \mathrm{fan\_out})` (Saxe et al. 2014), U(-0.01, 0.01) :math:`0.01^2/3`,
+  N(0, 0.01^2) :math:`0.01^2`.
+  """
+  if name.startswith("xavier"):
+    return 2.0 / (fan_in + fan_out)
+  if name.startswith("he"):
+    gain2 = TORCH_GAIN[activation] ** 2 if kaiming_gain == "torch" else 2.0
+    return gain2 / fan_in
+  if name == "orthogonal":
+    return 1.0 / max(fan_in, fan_out)
+  if name == "uniform_small":
+    return SMALL**2 / 3.0
+  if name == "normal_small":
+    return SMALL**2
+  raise ValueError(f"unknown init {name!r}; valid choices: {INITS}")
+
+
+def layer_fans(depth: int, width: int, in_features: int, out_features: int = 1) -> list[tuple[int, int]]:
+  """(fan_in, fan_out) of the ``depth`` Dense layers of :class:`~jaxgrad.models.DeepMLP`."""
+  return [(in_features, width)] + [(width, width)] * (depth - 2) + [(width, out_features)]
+
+
+def layer_sigma_w2(name: str, activation: str, fans: Sequence[tuple[int, int]],
+                   kaiming_gain: str = "he") -> list[float]:
+  r""":math:`\sigma_{w,l}^2 = \mathrm{fan\_in}_l \mathrm{Var}(W_l)` of every layer, input to output.
+
+  Args:
+    name: one of :data:`INITS`.
+    activation: the arm's activation.
+    fans: (fan_in, fan_out) per layer (:func:`layer_fans`).
+    kaiming_gain: as in :func:`kernel_init`.
+  """
+  return [fi * weight_variance(name, fi, fo, activation, kaiming_gain) for fi, fo in fans]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _derivative_moments(activation: str, q1: float, sigma_w2: float, layers: int) -> jax.Array:
+  r""":math:`\mu_1(q_l)` along the length map's iterates from ``q1``, zero bias, one program
+  (op by op it was ten small compiles, each traced again on every run)."""
+  q = theory.length_map_iterates(activation, q1, sigma_w2, 0.0, layers)
+  return theory.derivative_moment(activation, q)
+
+
+def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.0) -> np.ndarray:
+  r"""Mean-field backprop signal per layer, relative to the output layer's.
+
+  Args:
+    activation: registered name.
+    sigma_w2: :math:`\sigma_{w,l}^2 = \mathrm{fan\_in}_l \mathrm{Var}(W_l)` for
+      the L layers, input to output; the hidden ones (2..L-1) must be equal,
+      as in :class:`~jaxgrad.models.DeepMLP`.
+    q_input: mean squared input coordinate.
+
+  Returns:
+    (L,) float64: :math:`\sqrt{\mathbb E\|\delta_l\|^2 / \mathbb E\|\delta_L\|^2}`
+    with :math:`\mathbb E\|\delta_{l-1}\|^2 = \sigma_{w,l}^2 \mu_1(q_{l-1})
+    \mathbb E\|\delta_l\|^2`, :math:`q_1 = \sigma_{w,1}^2 q_{in}` and
+    :math:`q_l = \sigma_{w,l}^2 \mathbb E[\phi(\sqrt{q_{l-1}} z)^2]` (no bias;
+    Schoenholz et al. 2017). With equal factors the first entry is
+    :math:`\chi_1^{(L-1)/2}`.
+  """
+  depth = len(sigma_w2)
+  if len(set(sigma_w2[1:-1])) > 1:
+    raise ValueError(f"hidden layers must share sigma_w2, got {sigma_w2[1:-1]}")
+  hidden = sigma_w2[1] if depth > 2 else 1.0
+  with jax.enable_x64(True):
+    padded = -(-(depth - 1) // MEAN_FIELD_LAYERS) * MEAN_FIELD_LAYERS
+    mu1 = np.asarray(_derivative_moments(activation, sigma_w2[0] * q_input, hidden,
+                                         padded))[:depth - 1]
+  factors = np.asarray(sigma_w2[1:], dtype=np.float64) * mu1  # delta_{l+1} -> delta_l, l = 1..L-1
+  log_sq = np.concatenate([np.cumsum(np.log(factors)[::-1])[::-1], [0.0]])
+  return np.exp(0.5 * log_sq)
+
+
+def _cast(tree, dtype):
+  return jax.tree.map(lambda a: a.astype(dtype), tree)
+
+
+def _naive_example_norm(g: jax.Array) -> jax.Array:
+  """mean_b sqrt(sum g[b]^2), reduced in g's dtype as ``jnp.linalg.norm`` does (may underflow)."""
+  return jnp.mean(jnp.linalg.norm(g.reshape(g.shape[0], -1), axis=-1))
+
+
+def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array) -> dict:
+  r"""Per-layer gradient measurements of one network on one batch, input to output.
+
+  One backward pass, with respect to ``params`` and ``perturbations``
+  together, gives :math:`\partial L/\partial W_l` and
+  :math:`\partial L/\partial z_l`. It runs in float32 (the parameters'
+  dtype); norms are reduced in float64 (must run under ``jax.enable_x64``):
+  the loss is written as a function of float64 variables cast to float32, so
+  its gradient is the float32 gradient, converted exactly, and casting it back
+  to float32 recovers the float32 gradient bit for bit.
+
+  Args:
+    model: the network; its loss is :math:`L = \mathrm{mean}_b (f(x_b) - t_b)^2`.
+    variables: from ``model.init``, float32.
+    x: (batch, in_features) inputs.
+    target: (batch, out_features) targets.
+
+  Returns:
+    dict of (L,) arrays: ``weight`` (||dL/dW_l||_F, float64 reduction),
+    ``weight_f32`` (the same reduced naively in float32, sqrt(sum g^2) as
+    ``jnp.linalg.norm`` computes it), ``signal`` and ``signal_f32`` (backprop
+    signal E_b||dL/dz_l[b]||, likewise), ``zero_entries``
+    (number of exactly-zero entries of dL/dW_l).
+  """
+  def loss64(v):
+    return jnp.mean((model.apply(_cast(v, jnp.float32), x) - target) ** 2)
+
+  grads = jax.grad(loss64)(_cast(variables, jnp.float64))
+  weights, preacts = grads["params"], grads[diagnostics.PERTURBATIONS]
+  layout = probe.layout(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  return {
+      "weight": diagnostics.layer_grad_norms(weights, layout=layout).stack(),
+      "weight_f32": diagnostics.per_layer(_cast(weights, jnp.float32), "kernel",
+                                         jnp.linalg.norm, layout=layout).stack(),
+      "signal": diagnostics.signal_norms(preacts, layout=layout).stack(),
+      "signal_f32": diagnostics.per_layer(_cast(preacts, jnp.float32), "preact",
+                                         _naive_example_norm, layout=layout).stack(),
+      "zero_entries": diagnostics.per_layer(weights, "kernel", lambda g: jnp.sum(g == 0),
+                                           layout=layout).stack(),
+  }
+
+
+def random_batches(key: jax.Array, seeds: int, batch: int, in_features: int,
+                   out_features: int = 1) -> tuple[jax.Array, jax.Array]:
+  """The seed's data, one batch per seed: x, t ~ N(0, 1), float32, (seeds, batch, features)."""
+  kx, kt = jax.random.split(key)
+  x = jax.random.normal(kx, (seeds, batch, in_features), jnp.float32)
+  t = jax.random.normal(kt, (seeds, batch, out_features), jnp.float32)
+  return x, t
+
+
+def switch_activation(arm: jax.Array, names: list[str]) -> Callable:
+  """The activation ``names[arm]``, ``arm`` possibly traced (``lax.switch``).
+
+  Under ``vmap`` over ``arm`` every arm runs through ONE traced model (each
+  activation is evaluated, ``lax.switch`` selects), so arms that differ only
+  in the activation share a program; the cost is elementwise, the matmuls are
+  shared.
+  """
+  branches = [activations.get(n) for n in names]
+  if len(branches) == 1:
+    return branches[0]
+  return lambda z: jax.lax.switch(arm, branches, z)
+
+
+def init_arms(make_model: Callable[..., DeepMLP], inits: list[Callable], keys: jax.Array,
+              x: jax.Array):
+  """Variables of every arm x seed, stacked (arms, seeds, ...), in one jitted program.
+
+  Arms are grouped by initializer (by identity: :func:`kernel_init` returns
+  one object per initializer), and each group is drawn by its own vmapped
+  ``init``: a traced switch between initializers would, under ``vmap``, draw
+  every initializer for every network (7x the random numbers here) and keep
+  one. A plain ``jit``, not a :func:`~jaxgrad.sweep.sweep` over seeds:
+  seeds-outer (a sweep over seeds, each group's arms vmapped inside, the
+  measurement likewise), depth_comparison compiled in 48 s cold against 38 s,
+  for 1.8 s saved warm.
+
+  Args:
+    make_model: ``make_model(kernel_init=...) -> DeepMLP``.
+    inits: the Flax kernel initializer of each arm.
+    keys: (arms, seeds) PRNG keys. Under ``vmap`` an ``rbg`` key array draws
+      a whole group from one of its keys (JAX's batching rule for XLA's
+      RngBitGenerator): statistically independent networks, but not the draws
+      of each key alone; threefry keys give exactly those.
+    x: (seeds, batch, in_features), fixes the perturbation shapes.
+  """
+  groups = list(dict.fromkeys(inits))
+  members = [[a for a, i in enumerate(inits) if i is init] for init in groups]
+  order = np.argsort(np.concatenate(members), kind="stable")
+
+  def draw(keys, x):
+    parts = []
+    for init, arms in zip(groups, members):
+      over_seeds = jax.vmap(make_model(kernel_init=init).init)
+      parts.append(jax.vmap(over_seeds, in_axes=(0, None))(keys[np.asarray(arms)], x))
+    return jax.tree.map(lambda *p: jnp.concatenate(p)[order], *parts)
+
+  return jax.jit(draw)(keys, x)
+
+
+def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Callable]],
+                 key: jax.Array, seeds: int, batch: int, in_features: int) -> dict[str, np.ndarray]:
+  """Every arm (activation, initializer) x every seed: two jitted programs in all.
+
+  :func:`init_arms` draws the networks; :func:`gradient_profile` measures
+  them in one :func:`~jaxgrad.sweep.sweep` over arms (vmapped over seeds),
+  the activation a traced switch (:func:`switch_activation`).
+
+  Args:
+    make_model: ``make_model(activation=..., kernel_init=...) -> DeepMLP``
+      (e.g. :func:`seed_network`); all arms share every other field.
+    arms: ``(activation name, Flax kernel initializer)`` per arm.
+    key: split into the data key and the parameter key; arm a, seed s is
+      initialised with ``split(fold_in(params_key, a), seeds)[s]`` (but see
+      :func:`init_arms` on ``rbg`` keys).
+    seeds: networks per arm; seed s uses the same random batch in every arm.
+    batch: examples per batch.
+    in_features: input width.
+
+  Must run under ``jax.enable_x64`` (see :func:`gradient_profile`).
+
+  Returns:
+    The :func:`gradient_profile` entries with shape (arms, seeds, L).
+  """
+  names = list(dict.fromkeys(a for a, _ in arms))
+  k_data, k_params = jax.random.split(key)
+  out_features = make_model().out_features
+  x, t = random_batches(k_data, seeds, batch, in_features, out_features)
+  keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
+                    for a in range(len(arms))])
+  variables = init_arms(make_model, [i for _, i in arms], keys, x)
+
+  def one(act, v, x, t):
+    return gradient_profile(make_model(activation=switch_activation(act, names)), v, x, t)
+
+  over_seeds = jax.vmap(one, in_axes=(None, 0, 0, 0))
+  out = sweep(lambda act, v: over_seeds(act, v, x, t),
+              jnp.asarray([names.index(a) for a, _ in arms]), variables)
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def summarize_arm(m: dict[str, np.ndarray], activation: str, sigma_w2: list[float]) -> dict:
+  r"""One arm's (seeds, L) measurements: quartiles over seeds, underflow counts, the mean-field line.
+
+  Args:
+    m: the :func:`gradient_profile` entries of one arm, each (seeds, L).
+    activation: the arm's activation.
+    sigma_w2: the arm's :math:`\sigma_{w,l}^2` (:func:`layer_sigma_w2`).
+
+  Returns:
+    ``weight`` and ``signal`` (:func:`jaxgrad.stats.quartiles` over seeds,
+    with ``per_seed``), the median float32 norms, ``zeros`` (per layer: seeds
+    whose float32 norm underflows to 0 though the float64 one does not, seeds
+    whose whole gradient is 0, median count of exactly-zero entries),
+    ``sigma_w2``, and ``theory_signal``: :func:`predicted_signal` anchored at
+    the measured median signal of the last layer.
+  """
+  arm = {
+      "weight": stats.quartiles(m["weight"]),
+      "signal": stats.quartiles(m["signal"]),
+      "weight_f32_median": np.median(m["weight_f32"], axis=0),
+      "signal_f32_median": np.median(m["signal_f32"], axis=0),
+      "zeros": {
+          # Seeds whose float32 norm of layer l is exactly 0, though the
+          # float64 norm of the same float32 gradient is not: norm underflow.
+          "weight_f32_norm_underflow": np.sum((m["weight_f32"] == 0) & (m["weight"] > 0), axis=0),
+          "signal_f32_norm_underflow": np.sum((m["signal_f32"] == 0) & (m["signal"] > 0), axis=0),
+          # Seeds whose whole float32 gradient of layer l is exactly 0.
+          "weight_all_zero": np.sum(m["weight"] == 0, axis=0),
+          "signal_all_zero": np.sum(m["signal"] == 0, axis=0),
+          # Exactly-zero entries of dL/dW_l, median over seeds (dead ReLUs, underflow).
+          "zero_entries_median": np.median(m["zero_entries"], axis=0),
+      },
+      "sigma_w2": sigma_w2,
+  }
+  arm["theory_signal"] = predicted_signal(activation, sigma_w2) * arm["signal"]["median"][-1]
+  return arm
+
+
+def first_over_last(per_seed: np.ndarray) -> np.ndarray:
+  """(seeds, L) -> (seeds,) first layer / last layer; 0/0 and x/0 stay NaN/inf."""
+  with np.errstate(all="ignore"):
+    return per_seed[:, 0] / per_seed[:, -1]
