@@ -18,7 +18,7 @@ initialization, on random data with an MSE loss:
   forward-mode pass per network;
 
 next to the mean-field predictions (:mod:`jaxgrad.studies.residual`, from
-:func:`jaxgrad.models.residual.signal_theory` and :mod:`jaxgrad.theory`). The
+:func:`jaxgrad.theory.residual_signal` and :mod:`jaxgrad.theory`). The
 identity path does stop vanishing, but without normalization the same product
 ``prod (I + dF/dx)`` makes the gradient *explode*, by a factor ``1 + chi_F``
 per block (3 for He-init ReLU), as fast as the stream's variance grows;

@@ -29,14 +29,26 @@ def require_real(name: str, value: Any) -> None:
     raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
 
 
+def require_int(name: str, value: Any, minimum: int = 1) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is an integer ``>= minimum``.
+
+  Python and numpy integers pass; booleans (``True`` is an ``int`` to Python,
+  never a width or a depth), floats and strings are refused.
+
+  Args:
+    name: the argument's name, for the message.
+    value: the value given.
+    minimum: the smallest value allowed.
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def require_positive_int(**values: Any) -> None:
   """Raises ``ValueError`` naming the first argument that is not an integer >= 1.
-
-  Python and numpy integers pass; booleans, floats and strings are refused.
 
   Args:
     **values: argument name -> the value given.
   """
   for name, value in values.items():
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    require_int(name, value)

@@ -593,3 +593,55 @@ def relu_log_norm_moments(widths: Sequence[int]) -> dict[str, float]:
   beta = sum(1.0 / n for n in widths[1:])
   return {"mean": mean, "var": var, "beta": beta, "mean_5beta": -2.5 * beta,
           "var_5beta": 5.0 * beta}
+
+
+def residual_signal(activation: str, sigma1_w2: float, sigma2_w2: float, q0: float,
+                    num_blocks: int, norm: str | None = None) -> dict[str, np.ndarray]:
+  r"""Mean-field signal propagation through residual blocks :math:`x_{l+1} = x_l + F_l(x_l)`.
+
+  The branch is :math:`F(x) = W_2\, \phi(\mathrm{norm}(W_1 x))` with zero
+  biases (:class:`jaxgrad.models.ResidualBlock`). The cross term of
+  :math:`\|(I + \partial F/\partial x)^\top g\|^2` has mean zero, so the
+  squared backprop signal grows by :math:`1 + \chi_F(q_l)` per block, and the
+  stream's second moment by the branch's.
+
+  Args:
+    activation: the branch's activation.
+    sigma1_w2, sigma2_w2: :math:`\sigma^2` of :math:`W_1` and :math:`W_2`
+      (entries :math:`\mathcal N(0, \sigma^2/N)`; 2 for He, 1 for Xavier at
+      equal fan-in and fan-out).
+    q0: second moment per unit of the stream entering the first block.
+    num_blocks: ``B``.
+    norm: ``None`` or ``"layer"`` (LayerNorm after :math:`W_1`, unit scale).
+
+  Returns:
+    ``q``: the stream's second moment :math:`q_l` entering block ``l``
+    (length ``B + 1``, the last one leaving the stack); ``chi``: the
+    per-block factor :math:`1 + \chi_F(q_l)` of the squared backprop signal
+    (length ``B``); ``signal_sq``: :math:`\|\partial L/\partial x_l\|^2 /
+    \|\partial L/\partial x_B\|^2 = \prod_{k \ge l} (1 + \chi_F(q_k))`
+    (length ``B + 1``, ending in 1). Without norm
+    :math:`\chi_F = \sigma_1^2\sigma_2^2 \mu_1(\sigma_1^2 q)` and
+    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(\sqrt{\sigma_1^2 q_l} z)^2`;
+    with LayerNorm the branch's pre-activation has unit variance, so
+    :math:`\chi_F = \sigma_2^2 \mu_1(1) / q_l` and
+    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(z)^2`.
+
+  Raises:
+    ValueError: for ``norm`` other than ``None`` / ``"layer"``.
+  """
+  if norm not in (None, "layer"):
+    raise ValueError(f"residual_signal supports norm None or 'layer', got {norm!r}")
+  phi = activations.get(activation)
+  q = [float(q0)]
+  growth = []
+  for _ in range(num_blocks):
+    pre = 1.0 if norm == "layer" else sigma1_w2 * q[-1]
+    mu1 = float(derivative_moment(activation, pre))
+    branch_sq = sigma2_w2 * float(gaussian_expectation(lambda u: phi(u) ** 2, pre))
+    chi_f = sigma2_w2 * mu1 / q[-1] if norm == "layer" else sigma1_w2 * sigma2_w2 * mu1
+    growth.append(1.0 + chi_f)
+    q.append(q[-1] + branch_sq)
+  growth = np.asarray(growth)
+  signal_sq = np.append(np.cumprod(growth[::-1])[::-1], 1.0)
+  return {"q": np.asarray(q), "chi": growth, "signal_sq": signal_sq}

@@ -1,12 +1,16 @@
-"""jaxgrad.models.DeepMLP / DenseStack: shapes, scan structure, bad input, gradients."""
+"""jaxgrad.models.DeepMLP / DenseStack: shapes, scan structure, norms, bad input, gradients."""
+
+import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
 import pytest
 
-from jaxgrad.models import DeepMLP, DenseStack
+from jaxgrad.models import DeepMLP, DenseBlock, DenseStack
+from tests import _programs, _tol
 
 X = jnp.ones((3, 5))
 
@@ -113,18 +117,31 @@ def test_gradients_match_float64_finite_differences(x64, activation, norm):
   check_grads(loss, (v["params"],), order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-6)
 
 
-def test_remat_changes_memory_not_gradients():
-  """remat=True puts a checkpoint (remat) primitive in the gradient's program; the gradients agree."""
-  x = jax.random.normal(jax.random.key(0), (4, 5))
+def test_remat_changes_memory_not_gradients(x64):
+  """remat=True rematerialises the hidden layers: a checkpoint in the gradient's program, less
+  scratch memory (every layer's tanh and LayerNorm intermediates are no longer kept), same gradients."""
+  x = jax.random.normal(jax.random.key(0), (64, 128), jnp.float64)
 
-  def grad_fn(remat):
-    model = DeepMLP(depth=6, width=8, out_features=1, activation="tanh", remat=remat)
-    v = model.init(jax.random.key(1), x)
-    return jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)), v["params"]
+  def grad_and_params(remat):
+    model = DeepMLP(depth=34, width=128, out_features=1, activation="tanh", norm="layer",
+                    param_dtype=jnp.float64, remat=remat)
+    params = jax.jit(model.init)(jax.random.key(1), x)["params"]
+    return jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2)), params
 
-  for remat in (True, False):
-    fn, params = grad_fn(remat)
-    program = str(jax.make_jaxpr(fn)(params))  # nested jaxprs print inline
-    assert any(name in program for name in ("checkpoint[", "remat")) == remat
-  chex.assert_trees_all_close(jax.jit(grad_fn(True)[0])(grad_fn(True)[1]),
-                              jax.jit(grad_fn(False)[0])(grad_fn(False)[1]), rtol=1e-6, atol=1e-7)
+  (remat, params), (plain, _) = grad_and_params(True), grad_and_params(False)
+  assert _programs.has_remat(remat, params) and not _programs.has_remat(plain, params)
+  assert _programs.temp_bytes(remat, params) < 0.5 * _programs.temp_bytes(plain, params)
+  chex.assert_trees_all_close(jax.jit(remat)(params), jax.jit(plain)(params), **_tol.F64)
+
+
+def test_norm_may_be_a_module_constructor():
+  """``norm="layer"`` is resolved to the constructor ``partial(nn.LayerNorm, ...)``; passing one
+  directly builds the same submodule ``norm``, and any other constructor is used as given."""
+  x = jax.random.normal(jax.random.key(1), (4, 6))
+  by_name = DenseBlock(6, norm="layer")
+  by_constructor = DenseBlock(6, norm=functools.partial(nn.LayerNorm, param_dtype=jnp.float32))
+  v = by_name.init(jax.random.key(0), x)
+  chex.assert_trees_all_equal(v, by_constructor.init(jax.random.key(0), x))
+  chex.assert_trees_all_equal(by_name.apply(v, x), by_constructor.apply(v, x))
+  rms = DenseStack(2, 6, norm=nn.RMSNorm).init(jax.random.key(0), x)["params"]
+  assert set(rms["layers"]["norm"]) == {"scale"}

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnostics, probe
+from jaxgrad import diagnostics, probe, theory
 from jaxgrad.models import DeepMLP, ResidualBlock, ResidualMLP
-from jaxgrad.models.residual import ResidualBranch, signal_theory
+from jaxgrad.models.residual import ResidualBranch
 from tests import _tol
 
 WIDTH = 8
@@ -102,19 +102,6 @@ def test_bad_input_is_a_clear_error(kwargs, message):
     model.init(jax.random.key(0), jnp.ones((2, 3)))
 
 
-def test_theory_closed_forms():
-  """He-init ReLU: q and the squared signal grow by 1 + 2 * 2 * 1/2 = 3 per block;
-  with LayerNorm q_l = q_0 + l and the squared signal is q_B / q_l."""
-  plain = signal_theory("relu", 2.0, 2.0, 1.0, 5)
-  np.testing.assert_allclose(plain["chi"], 3.0, rtol=1e-4)
-  np.testing.assert_allclose(plain["signal_sq"], 3.0 ** np.arange(5, -1, -1), rtol=1e-3)
-  ln = signal_theory("relu", 2.0, 2.0, 1.0, 5, norm="layer")
-  np.testing.assert_allclose(ln["q"], 1.0 + np.arange(6), rtol=1e-4)
-  np.testing.assert_allclose(ln["signal_sq"], ln["q"][-1] / ln["q"], rtol=1e-4)
-  with pytest.raises(ValueError, match="norm None or 'layer', got 'batch'"):
-    signal_theory("relu", 2.0, 2.0, 1.0, 5, norm="batch")
-
-
 def test_measured_growth_matches_mean_field_theory():
   """E||dL/dx_0||^2 / E||dL/dx_B||^2 over 256 random He-ReLU nets of width 16 vs 3^B."""
   blocks, width = 3, 16
@@ -131,5 +118,5 @@ def test_measured_growth_matches_mean_field_theory():
 
   sq = jax.jit(jax.vmap(ratio))(jax.random.split(jax.random.key(0), 256)).mean(0)
   measured = sq[0] / sq[-1]
-  predicted = signal_theory("relu", 2.0, 2.0, 1.0, blocks)["signal_sq"][0] / 3.0
+  predicted = theory.residual_signal("relu", 2.0, 2.0, 1.0, blocks)["signal_sq"][0] / 3.0
   assert measured == pytest.approx(predicted, rel=0.2)

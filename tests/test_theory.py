@@ -243,3 +243,16 @@ def test_ordered_relu_network_shrinks_the_signal_by_chi1_per_layer():
 
   measured = float(jnp.exp(jnp.mean(jnp.log(jax.jit(jax.vmap(ratios))(keys)))))
   assert measured == pytest.approx(float(theory.chi1("relu", 1.5, 0.0)), rel=0.05)
+
+
+def test_residual_signal_closed_forms():
+  """Residual blocks, He-init ReLU: q and the squared signal grow by 1 + 2 * 2 * 1/2 = 3 per block;
+  with LayerNorm q_l = q_0 + l and the squared signal is q_B / q_l."""
+  plain = theory.residual_signal("relu", 2.0, 2.0, 1.0, 5)
+  np.testing.assert_allclose(plain["chi"], 3.0, rtol=1e-4)
+  np.testing.assert_allclose(plain["signal_sq"], 3.0 ** np.arange(5, -1, -1), rtol=1e-3)
+  ln = theory.residual_signal("relu", 2.0, 2.0, 1.0, 5, norm="layer")
+  np.testing.assert_allclose(ln["q"], 1.0 + np.arange(6), rtol=1e-4)
+  np.testing.assert_allclose(ln["signal_sq"], ln["q"][-1] / ln["q"], rtol=1e-4)
+  with pytest.raises(ValueError, match="norm None or 'layer', got 'batch'"):
+    theory.residual_signal("relu", 2.0, 2.0, 1.0, 5, norm="batch")

@@ -12,37 +12,29 @@ The pre-activation ``z`` of every layer is exposed through
 ``'perturbations'`` collection gives the backprop signal dL/dz of each layer
 (see :func:`jaxgrad.diagnostics.backprop_signal`).
 
-Naming convention relied upon by :mod:`jaxgrad.diagnostics`: a scanned stack of
-layers is a submodule named ``layers`` whose variables carry a leading layer
-axis; diagnostics expand it into one entry per layer.
+The hidden layers are one :func:`jaxgrad.models.stack.scan_layers` stack: a
+submodule named ``layers`` whose variables carry a leading layer axis;
+diagnostics expand it into one entry per layer.
 """
 
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgrad import _checks
 from jaxgrad import activations
 from jaxgrad import initializers
-
-NORMS = (None, "batch", "layer")
-STACK_NAME = "layers"
+from jaxgrad.models.norms import NormLike
+from jaxgrad.models.norms import check_norm
+from jaxgrad.models.norms import norm_layer
+from jaxgrad.models.stack import scan_layers
 
 ActivationLike = str | Callable[[jax.Array], jax.Array]
 InitializerLike = str | Callable[..., jax.Array] | tuple[str, dict[str, Any]]
-
-
-def check_norm(norm: str | None) -> None:
-  """Raises ``ValueError`` naming ``norm`` and the valid choices."""
-  if norm not in NORMS:
-    raise ValueError(f"unknown norm {norm!r}; valid choices: {NORMS}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-  if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class DenseBlock(nn.Module):
@@ -53,7 +45,8 @@ class DenseBlock(nn.Module):
     activation: name in :mod:`jaxgrad.activations` or a callable.
     kernel_init: name, ``(name, kwargs)`` or Flax initializer for ``W``.
     bias_init: the same for ``b``.
-    norm: ``None``, ``"batch"`` (BatchNorm over the batch axis) or ``"layer"``.
+    norm: ``None``, ``"batch"`` (BatchNorm over the batch axis), ``"layer"``, or a
+      module constructor (see :mod:`jaxgrad.models.norms`); the submodule ``norm``.
     residual: add the identity shortcut ``h + y`` (needs ``h.shape[-1] == features``).
     param_dtype: dtype of the parameters (``jnp.float64`` for float64 analyses).
   """
@@ -62,7 +55,7 @@ class DenseBlock(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   residual: bool = False
   param_dtype: Any = jnp.float32
 
@@ -79,30 +72,18 @@ class DenseBlock(nn.Module):
         name="dense",
     )(h)
     z = self.perturb("preact", z)
-    if self.norm == "batch":
-      z = nn.BatchNorm(
-          use_running_average=not train, param_dtype=self.param_dtype, name="norm"
-      )(z)
-    elif self.norm == "layer":
-      z = nn.LayerNorm(param_dtype=self.param_dtype, name="norm")(z)
+    norm = norm_layer(self.norm, train=train, param_dtype=self.param_dtype)
+    if norm is not None:
+      z = norm(name="norm")(z)
     y = activations.resolve(self.activation)(z)
     return h + y if self.residual else y
-
-
-class _ScannedBlock(DenseBlock):
-  """A :class:`DenseBlock` with the ``(carry, x) -> (carry, y)`` signature of scan."""
-
-  train: bool = False
-
-  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
-    h = super().__call__(h, self.train)
-    return h, h
 
 
 class DenseStack(nn.Module):
   """``depth`` identical :class:`DenseBlock` layers of width ``features``, scanned.
 
-  Parameters carry a leading layer axis (``layers/dense/kernel`` has shape
+  One :func:`jaxgrad.models.stack.scan_layers` stack: parameters carry a
+  leading layer axis (``layers/dense/kernel`` has shape
   ``(depth, features, features)``), so the traced program, and the compile
   time, do not grow with depth. With ``remat=True`` each layer is
   rematerialised (``nn.remat``) in the backward pass: reverse-mode memory
@@ -119,37 +100,24 @@ class DenseStack(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   residual: bool = False
   param_dtype: Any = jnp.float32
   remat: bool = False
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    _check_int("depth", self.depth, 1)
-    _check_int("features", self.features, 1)
+    _checks.require_int("features", self.features, 1)
     check_norm(self.norm)
     activations.resolve(self.activation)
     if h.shape[-1] != self.features:
       raise ValueError(f"each layer maps width features={self.features} to itself, so the "
                        f"input width {h.shape[-1]} must equal it (put a Dense before the stack)")
-    scan = nn.scan(
-        nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
-        variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
-        split_rngs={"params": True},
-        length=self.depth,
-    )
-    return scan(
-        features=self.features,
-        activation=self.activation,
-        kernel_init=self.kernel_init,
-        bias_init=self.bias_init,
-        norm=self.norm,
-        residual=self.residual,
-        param_dtype=self.param_dtype,
-        train=train,
-        name=STACK_NAME,
-    )(h, None)
+    block = functools.partial(
+        DenseBlock, self.features, activation=self.activation, kernel_init=self.kernel_init,
+        bias_init=self.bias_init, norm=self.norm, residual=self.residual,
+        param_dtype=self.param_dtype)
+    return scan_layers(block, self.depth, h, train, remat=self.remat)
 
 
 class DeepMLP(nn.Module):
@@ -187,16 +155,16 @@ class DeepMLP(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   residual: bool = False
   param_dtype: Any = jnp.float32
   remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_int("depth", self.depth, 2)
-    _check_int("width", self.width, 1)
-    _check_int("out_features", self.out_features, 1)
+    _checks.require_int("depth", self.depth, 2)
+    _checks.require_int("width", self.width, 1)
+    _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
     block = dict(
         activation=self.activation,
@@ -220,3 +188,6 @@ class DeepMLP(nn.Module):
         name="last",
     )(h)
 
+
+
+__all__ = ["DeepMLP", "DenseBlock", "DenseStack"]

@@ -25,7 +25,7 @@ ReLU branches, while the stream's second moment
 grows by the same factor. With LayerNorm inside ``F`` the branch output no
 longer scales with :math:`q_l`, so :math:`q_l` grows linearly and
 :math:`\chi_F \propto 1/q_l`: polynomial instead of exponential growth.
-:func:`jaxgrad.models.residual.signal_theory` evaluates these recursions.
+:func:`jaxgrad.theory.residual_signal` evaluates these recursions.
 
 Unlike seed 004's block there is no activation after the addition (the
 "pre-activation" ResNet of He et al. 2016b), so the identity path is exact.
@@ -36,22 +36,23 @@ Every block exposes its *input* (the residual stream :math:`x_l`) as
 :math:`\|\partial L / \partial x_l\|`.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxgrad import _checks
 from jaxgrad import activations
 from jaxgrad import initializers
-from jaxgrad import theory
 from jaxgrad.models.mlp import ActivationLike
 from jaxgrad.models.mlp import DenseBlock
 from jaxgrad.models.mlp import InitializerLike
-from jaxgrad.models.mlp import STACK_NAME
-from jaxgrad.models.mlp import _check_int
-from jaxgrad.models.mlp import check_norm
+from jaxgrad.models.norms import NormLike
+from jaxgrad.models.norms import check_norm
+from jaxgrad.models.norms import norm_layer
+from jaxgrad.models.stack import Stack
 
 
 class ResidualBranch(nn.Module):
@@ -65,7 +66,7 @@ class ResidualBranch(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -75,11 +76,9 @@ class ResidualBranch(nn.Module):
         bias_init=initializers.resolve(self.bias_init), param_dtype=self.param_dtype,
         name=name)
     z = dense("dense1")(x)
-    if self.norm == "batch":
-      z = nn.BatchNorm(use_running_average=not train, param_dtype=self.param_dtype,
-                       name="norm")(z)
-    elif self.norm == "layer":
-      z = nn.LayerNorm(param_dtype=self.param_dtype, name="norm")(z)
+    norm = norm_layer(self.norm, train=train, param_dtype=self.param_dtype)
+    if norm is not None:
+      z = norm(name="norm")(z)
     return dense("dense2")(activations.resolve(self.activation)(z))
 
 
@@ -93,7 +92,7 @@ class ResidualBlock(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
@@ -102,47 +101,6 @@ class ResidualBlock(nn.Module):
     branch = ResidualBranch(self.activation, self.kernel_init, self.bias_init, self.norm,
                             self.param_dtype, name="branch")
     return x + branch(x, train)
-
-
-class _ScannedResidualBlock(ResidualBlock):
-  """A :class:`ResidualBlock` with the ``(carry, x) -> (carry, y)`` signature of scan."""
-
-  train: bool = False
-
-  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
-    h = super().__call__(h, self.train)
-    return h, h
-
-
-class ResidualStack(nn.Module):
-  """``num_blocks`` :class:`ResidualBlock` s, scanned (submodule ``layers``).
-
-  Returns:
-    ``(h, hs)``: the residual stream after the last block and after every
-    block, ``hs.shape == (num_blocks, *h.shape)``.
-  """
-
-  num_blocks: int
-  activation: ActivationLike = "relu"
-  kernel_init: InitializerLike = "he_normal"
-  bias_init: InitializerLike = "zeros"
-  norm: str | None = None
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    _check_int("num_blocks", self.num_blocks, 1)
-    check_norm(self.norm)
-    activations.resolve(self.activation)
-    scan = nn.scan(
-        _ScannedResidualBlock,
-        variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
-        split_rngs={"params": True},
-        length=self.num_blocks,
-    )
-    return scan(activation=self.activation, kernel_init=self.kernel_init,
-                bias_init=self.bias_init, norm=self.norm, param_dtype=self.param_dtype,
-                train=train, name=STACK_NAME)(h, None)
 
 
 class ResidualMLP(nn.Module):
@@ -157,7 +115,7 @@ class ResidualMLP(nn.Module):
   ``DeepMLP(depth=2 * num_blocks + 2)``, its plain twin: the input layer
   (``first``) and the head (``last``) are :class:`jaxgrad.models.DenseBlock` s
   as in :class:`jaxgrad.models.DeepMLP`; the blocks form the scanned
-  :class:`ResidualStack` ``hidden``, so the parameter tree and the compile
+  :class:`jaxgrad.models.Stack` ``hidden``, so the parameter tree and the compile
   time do not grow with depth.
 
   Attributes:
@@ -180,68 +138,23 @@ class ResidualMLP(nn.Module):
   activation: ActivationLike = "relu"
   kernel_init: InitializerLike = "he_normal"
   bias_init: InitializerLike = "zeros"
-  norm: str | None = None
+  norm: NormLike = None
   param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    _check_int("num_blocks", self.num_blocks, 1)
-    _check_int("width", self.width, 1)
-    _check_int("out_features", self.out_features, 1)
+    _checks.require_int("num_blocks", self.num_blocks, 1)
+    _checks.require_int("width", self.width, 1)
+    _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
+    activations.resolve(self.activation)
     common = dict(kernel_init=self.kernel_init, bias_init=self.bias_init,
                   param_dtype=self.param_dtype)
     h = DenseBlock(self.width, activation=self.activation, norm=self.norm, **common,
                    name="first")(x, train)
-    h, _ = ResidualStack(self.num_blocks, activation=self.activation, norm=self.norm,
-                         **common, name="hidden")(h, train)
+    block = functools.partial(ResidualBlock, self.activation, norm=self.norm, **common)
+    h, _ = Stack(block, self.num_blocks, name="hidden")(h, train)
     return DenseBlock(self.out_features, activation="linear", **common, name="last")(h)
 
 
-def signal_theory(activation: str, sigma1_w2: float, sigma2_w2: float, q0: float,
-                  num_blocks: int, norm: str | None = None) -> dict[str, np.ndarray]:
-  r"""Mean-field prediction for a stack of residual blocks with zero biases.
-
-  Args:
-    activation: the branch's activation.
-    sigma1_w2, sigma2_w2: :math:`\sigma^2` of :math:`W_1` and :math:`W_2`
-      (entries :math:`\mathcal N(0, \sigma^2/N)`; 2 for He, 1 for Xavier at
-      equal fan-in and fan-out).
-    q0: second moment per unit of the stream entering the first block.
-    num_blocks: ``B``.
-    norm: ``None`` or ``"layer"`` (LayerNorm after :math:`W_1`, unit scale).
-
-  Returns:
-    ``q``: the stream's second moment :math:`q_l` entering block ``l``
-    (length ``B + 1``, the last one leaving the stack); ``chi``: the
-    per-block factor :math:`1 + \chi_F(q_l)` of the squared backprop signal
-    (length ``B``); ``signal_sq``: :math:`\|\partial L/\partial x_l\|^2 /
-    \|\partial L/\partial x_B\|^2 = \prod_{k \ge l} (1 + \chi_F(q_k))`
-    (length ``B + 1``, ending in 1). Without norm
-    :math:`\chi_F = \sigma_1^2\sigma_2^2 \mu_1(\sigma_1^2 q)` and
-    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(\sqrt{\sigma_1^2 q_l} z)^2`;
-    with LayerNorm the branch's pre-activation has unit variance, so
-    :math:`\chi_F = \sigma_2^2 \mu_1(1) / q_l` and
-    :math:`q_{l+1} = q_l + \sigma_2^2 \mathbb E\phi(z)^2`.
-
-  Raises:
-    ValueError: for ``norm`` other than ``None`` / ``"layer"``.
-  """
-  if norm not in (None, "layer"):
-    raise ValueError(f"signal_theory supports norm None or 'layer', got {norm!r}")
-  phi = activations.get(activation)
-  q = [float(q0)]
-  growth = []
-  for _ in range(num_blocks):
-    pre = 1.0 if norm == "layer" else sigma1_w2 * q[-1]
-    mu1 = float(theory.derivative_moment(activation, pre))
-    branch_sq = sigma2_w2 * float(theory.gaussian_expectation(lambda u: phi(u) ** 2, pre))
-    chi_f = sigma2_w2 * mu1 / q[-1] if norm == "layer" else sigma1_w2 * sigma2_w2 * mu1
-    growth.append(1.0 + chi_f)
-    q.append(q[-1] + branch_sq)
-  growth = np.asarray(growth)
-  signal_sq = np.append(np.cumprod(growth[::-1])[::-1], 1.0)
-  return {"q": np.asarray(q), "chi": growth, "signal_sq": signal_sq}
-
-
-__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP", "ResidualStack", "signal_theory"]
+__all__ = ["ResidualBlock", "ResidualBranch", "ResidualMLP"]

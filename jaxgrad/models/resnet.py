@@ -28,14 +28,16 @@ uses the running averages.
 """
 
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgrad import _checks
 from jaxgrad import initializers
-from jaxgrad.models.mlp import STACK_NAME
+from jaxgrad.models.stack import scan_layers
 
 InitializerLike = initializers.Initializer | str | tuple[str, dict[str, Any]]
 RESNET18 = (2, 2, 2, 2)
@@ -100,15 +102,6 @@ class BasicBlock(nn.Module):
     return nn.relu(z)
 
 
-class _ScannedBlock(BasicBlock):
-  """A stride-1 :class:`BasicBlock` with scan's ``(carry, x) -> (carry, y)`` signature."""
-
-  train: bool = False
-
-  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, None]:
-    return super().__call__(h, self.train), None
-
-
 class ResNetStage(nn.Module):
   """``num_blocks`` blocks: ``block0`` (stride ``strides``), then ``num_blocks - 1`` scanned.
 
@@ -132,13 +125,7 @@ class ResNetStage(nn.Module):
                  kernel_init=self.kernel_init, param_dtype=self.param_dtype)
     x = BasicBlock(strides=self.strides, **block, name="block0")(x, train)
     if self.num_blocks > 1:
-      scan = nn.scan(
-          _ScannedBlock,
-          variable_axes={"params": 0, "batch_stats": 0, "perturbations": 0},
-          split_rngs={"params": True},
-          length=self.num_blocks - 1,
-      )
-      x, _ = scan(**block, train=train, name=STACK_NAME)(x, None)
+      x, _ = scan_layers(functools.partial(BasicBlock, **block), self.num_blocks - 1, x, train)
     return x
 
 
@@ -178,8 +165,7 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _check_stage_sizes(self.stage_sizes)
-    if not isinstance(self.width, int) or self.width < 1:
-      raise ValueError(f"width must be an integer >= 1, got {self.width!r}")
+    _checks.require_int("width", self.width, 1)
     if x.ndim != 4:
       raise ValueError(f"ResNet expects (batch, H, W, C) inputs, got shape {x.shape}")
     h = nn.Conv(self.width, (3, 3), padding="SAME", use_bias=not self.norm,

@@ -34,6 +34,7 @@ stack's input :math:`x_0` as ``'stream_in'``; every attention matrix and its
 """
 
 from collections.abc import Callable
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -41,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad import initializers
-from jaxgrad.models.mlp import STACK_NAME
+from jaxgrad.models.stack import scan_layers
 
 InitializerLike = initializers.Initializer | str | tuple[str, dict[str, Any]]
 Activation = Callable[[jax.Array], jax.Array]
@@ -150,11 +151,6 @@ class TransformerBlock(nn.Module):
     return x
 
 
-class _ScannedBlock(TransformerBlock):
-  def __call__(self, x: jax.Array, _: Any) -> tuple[jax.Array, None]:
-    return super().__call__(x), None
-
-
 class TransformerStack(nn.Module):
   """``depth`` :class:`TransformerBlock` s stacked with ``nn.scan`` (submodule ``layers``).
 
@@ -185,18 +181,11 @@ class TransformerStack(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     check_norm_position(self.norm_position)
-    if not isinstance(self.depth, int) or self.depth < 1:
-      raise ValueError(f"depth must be an integer >= 1, got {self.depth!r}")
-    scan = nn.scan(
-        nn.remat(_ScannedBlock) if self.remat else _ScannedBlock,
-        variable_axes={"params": 0, "perturbations": 0, "intermediates": 0, STREAM: 0},
-        split_rngs={"params": True},
-        length=self.depth,
-    )
+    block = functools.partial(
+        TransformerBlock, self.num_heads, self.d_ff, self.norm_position, self.scale_attention,
+        self.causal, self.kernel_init, self.param_dtype, self.activation, self.attention)
     self.sow(STREAM, STREAM_IN, x)
-    x, _ = scan(self.num_heads, self.d_ff, self.norm_position, self.scale_attention,
-                self.causal, self.kernel_init, self.param_dtype, self.activation, self.attention,
-                name=STACK_NAME)(x, None)
+    x, _ = scan_layers(block, self.depth, x, remat=self.remat)
     if self.norm_position == "pre":
       x = nn.LayerNorm(param_dtype=self.param_dtype, name="output_ln")(x)
     return x

@@ -34,7 +34,7 @@ import optax
 
 from jaxgrad import diagnostics, optimizers, probe, training
 from jaxgrad.models import transformer
-from jaxgrad.models.mlp import STACK_NAME
+from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.stats import quartiles
 from jaxgrad.sweep import sweep, sweep_grid
 

@@ -20,14 +20,14 @@ Example:
   ((2, 5), (2, 3, 8))
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import activations, diagnostics, probe, theory
-from jaxgrad.models import DeepMLP, DenseStack, ResidualMLP
-from jaxgrad.models.residual import ResidualStack
-from jaxgrad.models.residual import signal_theory
+from jaxgrad.models import DeepMLP, DenseStack, ResidualBlock, ResidualMLP, Stack
 from jaxgrad.sweep import sweep
 
 ARCHS = ("residual", "plain")
@@ -56,12 +56,12 @@ def model(arch: str, activation: str, norm: str, *, width: int, blocks: int,
 
 
 def stack(arch: str, activation: str, norm: str, *, width: int, blocks: int,
-          dtype=jnp.float32) -> ResidualStack | DenseStack:
+          dtype=jnp.float32) -> Stack | DenseStack:
   """The :func:`model`'s scanned ``hidden`` stack on its own (same parameters, ``params['hidden']``)."""
   common = dict(activation=activation, kernel_init=KERNEL_INIT[activation][0], bias_init="zeros",
                 norm=None if norm == "none" else norm, param_dtype=dtype)
   if arch == "residual":
-    return ResidualStack(blocks, **common)
+    return Stack(functools.partial(ResidualBlock, **common), blocks)
   return DenseStack(2 * blocks, width, **common)
 
 
@@ -168,8 +168,8 @@ def _residual_theory(activation: str, norm: str, blocks: int) -> dict:
   q0 = (float(theory.gaussian_expectation(lambda u: activations.get(activation)(u) ** 2, 1.0))
         if norm == "layer" else float(theory.length_map(activation, q=sigma_w2, sigma_w2=1.0,
                                                         sigma_b2=0.0)))
-  t = signal_theory(activation, sigma_w2, sigma_w2, q0, blocks,
-                    norm=None if norm == "none" else norm)
+  t = theory.residual_signal(activation, sigma_w2, sigma_w2, q0, blocks,
+                             norm=None if norm == "none" else norm)
   return {"signal_at": positions("residual", blocks)[1:-1],
           "signal_sq": sigma_w2 * t["signal_sq"][:-1],
           "mean_sq": np.cumprod(t["chi"]),
@@ -192,7 +192,7 @@ def _plain_theory(activation: str, blocks: int) -> dict:
 def predicted(arch: str, activation: str, norm: str, blocks: int) -> dict | None:
   r"""Mean-field predictions for one case (zero biases, the :data:`KERNEL_INIT` scales).
 
-  Residual: :func:`jaxgrad.models.residual.signal_theory`; plain: the length map
+  Residual: :func:`jaxgrad.theory.residual_signal`; plain: the length map
   :math:`q_{l+1} = \sigma_w^2 \mathbb E[\phi(\sqrt{q_l} z)^2]` and
   :math:`\chi_l = \sigma_w^2 \mathbb E[\phi'(\sqrt{q_l} z)^2]` (Poole et al. 2016,
   Schoenholz et al. 2017).
