@@ -35,7 +35,7 @@ compilation_cache.prefer_fast_compile()
 import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
-from jaxgrad import plotting  # noqa: E402
+from jaxgrad import plotting, sweep  # noqa: E402
 from jaxgrad.studies import gradient_check as study  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def run(config: Config) -> dict:
     todo = [m for m in config.models if m in available]
     for i, name in enumerate(_cli.progress(todo, desc="gradient checks")):
       cases[name] = study.check(
-          *available[name], key=study.model_key(config.seed + i),
+          *available[name], key=sweep.rbg_key(config.seed + i),
           check_key=jax.random.key(config.seed), num_directions=config.num_directions,
           max_coordinates=config.max_coordinates, epsilon=config.epsilon)
   return {"config": config, "cases": cases,

@@ -62,9 +62,9 @@ def _smoke_runs(tmp_path_factory) -> Callable[[types.ModuleType], tuple[SmokeRun
 def smoke_run(_smoke_runs) -> Callable[[types.ModuleType], SmokeRun]:
   """``smoke_run(module)``: the experiment's smoke run, shared by its tests.
 
-  The registry walk (``tests/test_experiments.py``) and each experiment's own
-  numeric tests use the same run; :func:`pytest_collection_modifyitems` keeps
-  them on one xdist worker.
+  An experiment's numeric tests and its contract test
+  (:func:`tests._contract.harness_test`) sit in one file, which ``--dist
+  loadfile`` keeps on one worker: the run is made once.
   """
   return lambda module: _smoke_runs(module)[0]
 
@@ -73,16 +73,3 @@ def smoke_run(_smoke_runs) -> Callable[[types.ModuleType], SmokeRun]:
 def smoke_returned(_smoke_runs) -> Callable[[types.ModuleType], dict]:
   """``smoke_returned(module)``: the results of the same run as ``run`` returned them (arrays, the ``Config``)."""
   return lambda module: _smoke_runs(module)[1]
-
-
-def experiment_group(name: str) -> pytest.MarkDecorator:
-  """The xdist group of an experiment's tests: its smoke run is made once, on one worker."""
-  return pytest.mark.xdist_group(f"experiment-{name}")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-  """Every test without an xdist group gets its file's: ``--dist loadgroup`` then splits by file."""
-  for item in items:
-    if item.get_closest_marker("xdist_group") is None:
-      item.add_marker(pytest.mark.xdist_group(item.path.stem))

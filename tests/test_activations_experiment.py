@@ -6,9 +6,9 @@ import pytest
 
 from experiments import activations as exp
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("activations")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(exp)
 
 
 @pytest.fixture(scope="module")

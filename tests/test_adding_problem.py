@@ -8,9 +8,9 @@ from jaxgrad import files
 from experiments import adding_problem as ap
 from jaxgrad.studies import recurrent
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("adding_problem")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(ap)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""experiments.depth_comparison: smoke run, ratios, the chi_1 prediction (science: test_signal_propagation)."""
+"""experiments.depth_comparison: smoke run, ratios, the chi_1 prediction (science: test_studies_signal_propagation)."""
 
 import numpy as np
 import pytest
 
 from experiments import depth_comparison as dc
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("depth_comparison")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(dc)
 
 
 @pytest.fixture(scope="module")

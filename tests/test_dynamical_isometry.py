@@ -8,9 +8,9 @@ import pytest
 
 from experiments import dynamical_isometry as di
 from jaxgrad.studies import dynamical_isometry
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("dynamical_isometry")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(di)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 
 from experiments import gradient_check
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("gradient_check")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(gradient_check)
 
 
 def test_smoke_run_passes_real_models_and_fails_planted_bug(smoke_run):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from experiments import gradient_sources as gs
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("gradient_sources")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(gs)
 
 
 @pytest.fixture(scope="module")

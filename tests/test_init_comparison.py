@@ -1,4 +1,4 @@
-"""experiments.init_comparison: smoke run, the mean-field line, config errors (science: test_signal_propagation)."""
+"""experiments.init_comparison: smoke run, the mean-field line, config errors (science: test_studies_signal_propagation)."""
 
 import dataclasses
 
@@ -7,9 +7,9 @@ import pytest
 
 from experiments import init_comparison as ic
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("init_comparison")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(ic)
 
 
 @pytest.fixture(scope="module")

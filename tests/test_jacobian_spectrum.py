@@ -1,4 +1,4 @@
-"""The headline experiment: smoke run, the published theory lines, CLI errors (science: test_jacobian_spectra)."""
+"""The headline experiment: smoke run, the published theory lines, CLI errors (science: test_studies_jacobian_spectra)."""
 
 import json
 
@@ -7,9 +7,9 @@ import pytest
 
 from experiments import jacobian_spectrum as js
 from jaxgrad import theory
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("jacobian_spectrum")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(js)
 
 
 @pytest.fixture(scope="module")

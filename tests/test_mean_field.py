@@ -8,9 +8,9 @@ import pytest
 from experiments import mean_field as mf
 from jaxgrad.models import DenseStack
 from jaxgrad.studies import mean_field
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("mean_field")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(mf)
 
 # Agreement bar at small width (N = 64): finite-width corrections to q^l and chi_1 are O(1/N).
 SMALL_WIDTH_RTOL = 0.1

@@ -6,9 +6,9 @@ import pytest
 
 from experiments import mixed_precision as mpx
 from jaxgrad.studies import mixed_precision as study
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("mixed_precision")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(mpx)
 
 
 @pytest.fixture(scope="module")

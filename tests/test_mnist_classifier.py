@@ -7,9 +7,9 @@ import pytest
 from experiments import mnist_classifier as mc
 from jaxgrad import logs
 from jaxgrad.studies import classifiers as study
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("mnist_classifier")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(mc)
 
 
 @pytest.fixture(scope="module")

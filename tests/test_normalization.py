@@ -7,9 +7,9 @@ import pytest
 
 from experiments import normalization as nm
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("normalization")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(nm)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""experiments.relu_explosion: smoke run, gradients = weight products, the wrong init (science: test_relu_chains)."""
+"""experiments.relu_explosion: smoke run, gradients = weight products, the wrong init (science: test_studies_relu_chains)."""
 
 import numpy as np
 import pytest
 
 from experiments import relu_explosion as exp
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("relu_explosion")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(exp)
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from experiments import residual_vs_plain as rvp
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("residual_vs_plain")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(rvp)
 
 
 @pytest.fixture(scope="module")

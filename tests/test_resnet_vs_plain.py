@@ -6,9 +6,9 @@ import pytest
 
 from experiments import resnet_vs_plain
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("resnet_vs_plain")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(resnet_vs_plain)
 
 
 def test_smoke_run_writes_results_and_figures(smoke_run):

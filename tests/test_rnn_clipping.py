@@ -11,9 +11,9 @@ from experiments import rnn_clipping as rc
 from jaxgrad.models.recurrent import RecurrentNet
 from jaxgrad.studies import recurrent
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("rnn_clipping")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(rc)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 
 from experiments import rnn_time_gradients as tg
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("rnn_time_gradients")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(tg)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from jaxgrad import data, files, optimizers
 from jaxgrad.models import DeepMLP
 from jaxgrad.studies import trainability
 from jaxgrad.studies.mean_field import unit_inits
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("trainability")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(tr)
 
 
 @pytest.fixture(scope="module")

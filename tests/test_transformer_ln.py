@@ -7,9 +7,9 @@ import pytest
 
 from experiments import transformer_ln
 from tests import _tol
-from tests.conftest import experiment_group
+from tests import _contract
 
-pytestmark = experiment_group("transformer_ln")
+test_smoke_run_keeps_the_harness_contract = _contract.harness_test(transformer_ln)
 
 
 def test_smoke_run_writes_results_and_figures(smoke_run):

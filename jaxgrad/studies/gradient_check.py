@@ -13,10 +13,11 @@ Every builder is lazy: call :func:`zoo` and the builders under
 
 Example:
   >>> import jax
+  >>> from jaxgrad import sweep
   >>> from jaxgrad.studies import gradient_check as study
   >>> with jax.enable_x64(True):
   ...   build, expected = study.zoo()["mlp_tanh"]
-  ...   case = study.check(build, expected, key=study.model_key(0), check_key=jax.random.key(0))
+  ...   case = study.check(build, expected, key=sweep.rbg_key(0), check_key=jax.random.key(0))
   >>> case["passed"], case["as_expected"]
   (True, True)
 """
@@ -53,10 +54,6 @@ def tanh_wrong_sign(x: jax.Array) -> jax.Array:
 tanh_wrong_sign.defvjp(lambda x: (jnp.tanh(x), x),
                        lambda x, g: (-g * (1.0 - jnp.tanh(x) ** 2),))
 
-
-def model_key(seed: int) -> jax.Array:
-  """The key a model of the zoo is initialised with (``rbg``, as the experiment's were drawn)."""
-  return jax.random.key(seed, impl="rbg")
 
 
 def _out(result: Any) -> jax.Array:
@@ -193,7 +190,7 @@ def check(build: Builder, expected: bool, *, key: jax.Array, check_key: jax.Arra
   Args:
     build: a :data:`Builder` from :func:`zoo`, :func:`regression` or :func:`classifier`.
     expected: whether the model should pass (False for the planted bug).
-    key: initialises the model (:func:`model_key`).
+    key: initialises the model (:func:`jaxgrad.sweep.rbg_key`).
     check_key: draws the random directions of the check.
     num_directions: random unit directions per tensor larger than ``max_coordinates``.
     max_coordinates: tensors of at most this many entries are checked along every coordinate.

@@ -18,7 +18,7 @@ target[t] = token[T-1-t], cross-entropy per position), a
 * :func:`train_arms`: Adam with a constant rate vs a linear warmup
   (:func:`warmup_schedule`).
 
-Keys use JAX's ``rbg`` PRNG (:func:`rbg_key`): XLA's CPU compile of threefry for
+Keys use JAX's ``rbg`` PRNG (:func:`~jaxgrad.sweep.rbg_key`): XLA's CPU compile of threefry for
 many tensors is ~8x slower.
 """
 
@@ -36,7 +36,7 @@ from jaxgrad import diagnostics, optimizers, probe, training
 from jaxgrad.models import transformer
 from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.stats import quartiles
-from jaxgrad.sweep import sweep, sweep_grid
+from jaxgrad.sweep import rbg_key, sweep, sweep_grid
 
 FFN_OUT = "mlp_out"
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}  # nn.gelu: the tanh form the model always used
@@ -51,10 +51,6 @@ ABLATIONS = {
                                  "kernel_init": "lecun_normal"},
 }
 
-
-def rbg_key(seed: int) -> jax.Array:
-  """RngBitGenerator keys: XLA's CPU compile of threefry for many tensors is ~8x slower."""
-  return jax.random.key(seed, impl="rbg")
 
 
 @dataclasses.dataclass(frozen=True)

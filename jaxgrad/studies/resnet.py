@@ -12,7 +12,7 @@ with and without BatchNorm, on random inputs and labels:
   Jacobian :math:`dh_\text{out}/dh_\text{in}` (BatchNorm in train mode, so the
   Jacobian includes the example's effect on the batch statistics).
 
-Keys use JAX's ``rbg`` PRNG (:func:`rbg_key`): XLA compiles the default threefry
+Keys use JAX's ``rbg`` PRNG (:func:`~jaxgrad.sweep.rbg_key`): XLA compiles the default threefry
 generator for ~60 conv tensors about 8x slower on CPU.
 """
 
@@ -23,17 +23,13 @@ import optax
 
 from jaxgrad import diagnostics, probe
 from jaxgrad.models import resnet
-from jaxgrad.sweep import sweep
+from jaxgrad.sweep import rbg_key, sweep
 
 STAGES = {10: (1, 1, 1, 1), 18: resnet.RESNET18, 34: resnet.RESNET34}
 NUM_CLASSES = 10
 # Singular values below ZERO_RTOL * s_max are zero up to float32 rounding.
 ZERO_RTOL = 1e-5
 
-
-def rbg_key(seed: int) -> jax.Array:
-  """A typed ``rbg`` key: XLA's CPU compile of threefry for many tensors is ~8x slower."""
-  return jax.random.key(seed, impl="rbg")
 
 
 def _stage_of(layer: str) -> str:
@@ -71,7 +67,7 @@ def gradient_flow(depth: int, residual: bool, norm: bool, *, width: int, image_s
     norm: BatchNorm after every convolution.
     width: base channels (the seed's ResNet-18: 64).
     image_size, batch: the input's spatial size and batch.
-    seeds: random networks; seed ``seed`` roots the keys (:func:`rbg_key`).
+    seeds: random networks; seed ``seed`` roots the keys (:func:`jaxgrad.sweep.rbg_key`).
 
   Returns:
     ``block_signal`` (seeds, blocks), ``stage_names``, ``stage_grad_norm``
