@@ -197,11 +197,6 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
   return Parsed(config, args.out, args.overwrite)
 
 
-def write_json(path: pathlib.Path, obj: Any) -> pathlib.Path:
-  """Writes ``obj`` to ``path`` as strict JSON, atomically (:func:`jaxgrad.files.write_json`)."""
-  return files.write_json(path, obj)
-
-
 def finished_settings(out_dir: pathlib.Path, config: Any) -> dict[str, Any]:
   """The settings that an earlier run of this same ``config`` left in ``out_dir``, by name.
 
@@ -356,17 +351,17 @@ class Experiment:
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if self.settings is None:
-      write_json(out_dir / CONFIG_FILE, config)
-      results = self.run(config)
+    resumes = self.settings is not None
+    done = finished_settings(out_dir, config) if resumes else {}  # before config.json is written
+    files.write_json(out_dir / CONFIG_FILE, config)
+    if resumes:
+      save = functools.partial(files.write_json, out_dir / RESULTS_FILE)
+      results = self.run(config, Checkpoint(done, save))
     else:
-      done = finished_settings(out_dir, config)
-      write_json(out_dir / CONFIG_FILE, config)
-      results = self.run(config, Checkpoint(done, functools.partial(write_json,
-                                                                     out_dir / RESULTS_FILE)))
+      results = self.run(config)
     if self.logs is not None:
       results.update(self.logs(config, out_dir))
-    write_json(out_dir / RESULTS_FILE, results)
+    files.write_json(out_dir / RESULTS_FILE, results)
     self.plot(results, out_dir)
     return results
 

@@ -8,20 +8,12 @@ experiment to having it.
 
 from collections.abc import Callable
 import inspect
-import json
 import types
 
 from jaxgrad import files
+from tests._json import strict_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def strict_json(text: str):
-  """``json.loads`` refusing the non-standard constants ``NaN`` and ``Infinity``."""
-  def refuse(constant):
-    raise ValueError(f"non-standard JSON constant {constant}")
-
-  return json.loads(text, parse_constant=refuse)
 
 
 def harness_test(module: types.ModuleType) -> Callable:

@@ -6,7 +6,6 @@ directory; the rest call ``main`` in-process with a fake trainer (no JAX work).
 
 import contextlib
 import gc
-import json
 import os
 import pathlib
 import signal
@@ -20,6 +19,7 @@ import pytest
 from experiments import _cli
 from experiments import adding_problem as ap
 from jaxgrad import files
+from tests._json import strict_json
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,13 +41,6 @@ def _python_m(name: str, *argv: str, cwd: pathlib.Path, **kwargs) -> subprocess.
                           **kwargs)
 
 
-def _strict(text: str):
-  def refuse(token):
-    raise AssertionError(f"non-strict JSON token {token}")
-
-  return json.loads(text, parse_constant=refuse)
-
-
 def test_help_shows_the_module_and_the_default_folder(tmp_path):
   proc = _python_m("activations", "--help", cwd=tmp_path)
   out, err = proc.communicate(timeout=300)
@@ -65,8 +58,8 @@ def test_python_m_writes_runs_name_in_the_working_directory(tmp_path):
   run_dir = tmp_path / "runs" / "activations"
   assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["activations"]
   assert {"config.json", "results.json"} <= {p.name for p in run_dir.iterdir()}
-  assert _strict((run_dir / "config.json").read_text())["activations"] == ["sigmoid", "tanh"]
-  results = _strict((run_dir / "results.json").read_text())
+  assert strict_json((run_dir / "config.json").read_text())["activations"] == ["sigmoid", "tanh"]
+  results = strict_json((run_dir / "results.json").read_text())
   assert set(results["activations"]) == {"sigmoid", "tanh"}
   assert "wrote runs/activations/" in out
 
@@ -109,7 +102,7 @@ def test_a_rerun_resumes_and_ends_with_the_uninterrupted_results(tmp_path, monke
   monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls))
   ap.main(ARGV + ["--out", str(tmp_path / "whole")])
   whole = (tmp_path / "whole" / "results.json").read_text()
-  _strict(whole)
+  strict_json(whole)
 
   calls.clear()
   monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls, interrupt_at=3))

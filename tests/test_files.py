@@ -1,7 +1,6 @@
 """jaxgrad.files: strict JSON (one encoding of NaN/±inf, read back), atomic writes, JSON lines."""
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -12,14 +11,7 @@ import numpy as np
 import pytest
 
 from jaxgrad import files, plotting
-
-
-def _strict(text: str):
-  """json.loads that refuses NaN, Infinity and -Infinity tokens."""
-  def refuse(token):
-    raise AssertionError(f"non-strict JSON token {token}")
-
-  return json.loads(text, parse_constant=refuse)
+from tests._json import strict_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +34,7 @@ def _diverged_results():
 
 def test_a_diverged_run_is_strict_json_and_round_trips():
   text = files.to_json(_diverged_results())
-  raw = _strict(text)
+  raw = strict_json(text)
   assert raw["loss"] == [[0.5, "nan"], ["inf", "-inf"]]
   assert raw["config"] == {"depths": [2, 4], "clip_norm": "inf", "out": "runs/x"}
   back = files.loads(text)
@@ -58,7 +50,7 @@ def test_a_diverged_run_is_strict_json_and_round_trips():
 def test_write_json_is_strict_atomic_and_reads_back(tmp_path):
   path = files.write_json(tmp_path / "new" / "results.json", _diverged_results())
   assert path == tmp_path / "new" / "results.json"
-  _strict(path.read_text())
+  strict_json(path.read_text())
   np.testing.assert_array_equal(files.read_json(path)["grad_norm"], [1.0, np.inf, np.nan])
   files.write_json(path, {"a": 1})
   assert files.read_json(path) == {"a": 1}
@@ -87,7 +79,7 @@ def test_jsonl_appends_strict_lines_and_reads_them_back(tmp_path):
   files.append_jsonl(path, {"step": 1, "loss": np.float32(0.25)})
   files.append_jsonl(path, {"step": 2, "loss": np.float32(np.nan)}, {"step": 3, "loss": jnp.inf})
   lines = path.read_text().splitlines()
-  assert len(lines) == 3 and all(_strict(line) for line in lines)
+  assert len(lines) == 3 and all(strict_json(line) for line in lines)
   rows = files.read_jsonl(path)
   assert [r["step"] for r in rows] == [1, 2, 3]
   assert rows[0]["loss"] == 0.25 and math.isnan(rows[1]["loss"]) and rows[2]["loss"] == math.inf

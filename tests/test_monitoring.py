@@ -3,7 +3,6 @@
 The Monitor runs in a hand-written loop on a plain Flax model with the user's own Optax chain.
 """
 
-import json
 import math
 import textwrap
 
@@ -19,6 +18,7 @@ from jaxgrad import files, logs, metrics, optimizers, probe, training
 from jaxgrad.diagnostics import layer_grad_norms, unit_fractions
 from jaxgrad.models import DeepMLP
 from tests import _tol
+from tests._json import strict_json
 
 MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
 LAYOUT = probe.layout(MODEL, jnp.ones((4, 5)))  # execution order, the scanned stack expanded
@@ -168,15 +168,11 @@ def test_alarms_for_update_ratios_outside_the_range():
       ("exploding_update_ratio", "update_ratio/b", 1.0)]
 
 
-def _raise(constant):
-  raise ValueError(f"non-strict JSON constant {constant}")
-
-
 def test_jsonl_is_strict_json_and_reads_back(tmp_path):
   rows = [{"step": 0, "loss": math.nan, "grad_norm": math.inf, "x": -math.inf, "y": 1.5}]
   logs.write_jsonl(tmp_path / "m.jsonl", rows)
   (line,) = (tmp_path / "m.jsonl").read_text().splitlines()
-  assert json.loads(line, parse_constant=_raise) == {
+  assert strict_json(line) == {
       "step": 0, "loss": "nan", "grad_norm": "inf", "x": "-inf", "y": 1.5}
   (back,) = logs.read_jsonl(tmp_path / "m.jsonl")
   assert math.isnan(back["loss"]) and back["grad_norm"] == math.inf and back["x"] == -math.inf
@@ -248,13 +244,13 @@ def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path):
   monitor = logs.Monitor(tmp_path, every=2)
   events = _user_loop(monitor, loss_fn, params, optax.sgd(1e3), sample(None), 12)
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  raw = [json.loads(line, parse_constant=_raise) for line in lines]
+  raw = [strict_json(line) for line in lines]
   assert [r["step"] for r in raw] == list(range(0, 12, 2))
   assert raw[-1]["loss"] == "nan" and raw[-1]["grad_norm"] == "nan"  # diverged, NaN encoded
   rows = logs.read_jsonl(tmp_path / "metrics.jsonl")
   assert math.isnan(rows[-1]["loss"]) and math.isfinite(rows[0]["loss"])
   for line in (tmp_path / "alarms.jsonl").read_text().splitlines():
-    json.loads(line, parse_constant=_raise)
+    strict_json(line)
   written = logs.read_jsonl(tmp_path / "alarms.jsonl")
   key = lambda e: (e["step"], e["event"], e["metric"])  # noqa: E731
   assert [key(e) for e in written] == [key(e) for e in events]
