@@ -37,34 +37,38 @@ def test_smoke_writes_results_and_figure(smoke):
   assert (out / "phase_diagram.png").stat().st_size > 10_000
 
 
-def test_chunks_at_the_budgets_are_one_uninterrupted_run():
-  """Reading the accuracy at 2 and 5 steps trains the run that 5 steps in one go would."""
-  config = tr.Config.smoke()
-  dataset = data.standardize(data.digits())
-  model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
-  grid = np.asarray([1.0, 3.0], np.float32)
-  keys = jax.random.split(jax.random.key(0), 2)
-  run = lambda budgets: trainability.train_many(  # noqa: E731
-      model, dataset, config.optimizer_config(), grid, np.full_like(grid, 0.05), keys,
-      budgets=budgets, batch=4, eval_examples=32)
-  chunked, whole = run((2, 5)), run((5,))
-  np.testing.assert_allclose(chunked["loss"], whole["loss"], rtol=1e-6)
-  np.testing.assert_array_equal(chunked["train_accuracy"][:, -1], whole["train_accuracy"][:, 0])
-  np.testing.assert_array_equal(chunked["test_accuracy"][:, -1], whole["test_accuracy"][:, 0])
+@pytest.fixture(scope="module")
+def sgd_runs():
+  """Three ``train_many`` programs, one network trained twice per program at SGD with momentum.
 
-
-def test_a_step_scale_is_that_multiple_of_the_learning_rate():
-  """Runs at scales 1 and 2 in one program equal runs at lr and 2 lr, each in its own."""
+  ``"chunked"``: lr 0.01, read at 2 and 6 steps, step scales 1 and 2 in one
+  program; ``"lr"`` and ``"2lr"``: lr 0.01 and 0.02, each read at 6 steps in
+  one go. The two runs of a program share their initialisation and batches.
+  """
   dataset = data.standardize(data.digits())
   model = DeepMLP(depth=3, width=8, out_features=dataset.num_classes, **unit_inits())
   grid = np.asarray([1.5, 1.5], np.float32)
   keys = jnp.concatenate([jax.random.split(jax.random.key(1), 1)] * 2)
-  run = lambda lr, **kw: trainability.train_many(  # noqa: E731
+  run = lambda lr, budgets, **kw: trainability.train_many(  # noqa: E731
       model, dataset, optimizers.OptimizerConfig("sgd", lr, momentum=0.9), grid,
-      np.full_like(grid, 0.05), keys, budgets=(6,), batch=4, eval_examples=32, **kw)
-  scaled = run(0.01, step_scale=np.asarray([1.0, 2.0], np.float32))["loss"]
-  np.testing.assert_allclose(scaled[0], run(0.01)["loss"][0], rtol=1e-6)
-  np.testing.assert_allclose(scaled[1], run(0.02)["loss"][1], rtol=1e-5)
+      np.full_like(grid, 0.05), keys, budgets=budgets, batch=4, eval_examples=32, **kw)
+  return {"chunked": run(0.01, (2, 6), step_scale=np.asarray([1.0, 2.0], np.float32)),
+          "lr": run(0.01, (6,)), "2lr": run(0.02, (6,))}
+
+
+def test_chunks_at_the_budgets_are_one_uninterrupted_run(sgd_runs):
+  """Reading the accuracy at 2 and 6 steps trains the run that 6 steps in one go would."""
+  chunked, whole = sgd_runs["chunked"], sgd_runs["lr"]
+  np.testing.assert_allclose(chunked["loss"][0], whole["loss"][0], rtol=1e-6)
+  np.testing.assert_array_equal(chunked["train_accuracy"][0, -1], whole["train_accuracy"][0, 0])
+  np.testing.assert_array_equal(chunked["test_accuracy"][0, -1], whole["test_accuracy"][0, 0])
+
+
+def test_a_step_scale_is_that_multiple_of_the_learning_rate(sgd_runs):
+  """Runs at scales 1 and 2 in one program equal runs at lr and 2 lr, each in its own."""
+  scaled = sgd_runs["chunked"]["loss"]
+  np.testing.assert_allclose(scaled[0], sgd_runs["lr"]["loss"][0], rtol=1e-6)
+  np.testing.assert_allclose(scaled[1], sgd_runs["2lr"]["loss"][1], rtol=1e-5)
   assert not np.allclose(scaled[0], scaled[1], rtol=1e-3)
 
 
