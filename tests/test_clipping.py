@@ -3,6 +3,8 @@
 The pre-clip norm is train()'s: loss = <g, p> makes the raw gradient exactly g.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,31 +22,39 @@ def _grads(scale):
 
 
 def _one_step(grads, tx):
-  """One train() step from p = 0 of loss <grads, p>, whose gradient is ``grads``."""
+  """One train() step from p = 0 of loss <grads, p>, whose gradient is ``grads`` (callers jit it)."""
   params = jax.tree.map(jnp.zeros_like, grads)
   loss_fn = lambda p, s, b: (optax.tree.vdot(grads, p), s)  # noqa: E731
-  return jax.jit(lambda p: train(loss_fn, p, tx, lambda k: None, 1, key=jax.random.key(0)))(params)
+  return train(loss_fn, params, tx, lambda k: None, 1, key=jax.random.key(0))
 
 
-@pytest.mark.parametrize("scale", [0.01, 1.0, 7.0])
-@pytest.mark.parametrize("c", [0.5, 1.0])
-def test_clip_by_global_norm_gives_min_of_norm_and_threshold(x64, scale, c):
-  """SGD with lr 1 makes the update -clip(g): its norm is min(||g||, c), direction kept."""
-  grads = _grads(scale)
-  result = _one_step(grads, make_optimizer(OptimizerConfig("sgd", 1.0, clip_norm=c)))
-  norm = 13.0 * scale
-  np.testing.assert_allclose(result.grad_norm, [norm], **_tol.F64)  # before clipping
-  np.testing.assert_allclose(result.update_norm, [min(norm, c)], **_tol.F64)
-  np.testing.assert_allclose(jnp.sqrt(sum(jnp.sum(u**2) for u in jax.tree.leaves(result.params))),
-                             min(norm, c), **_tol.F64)
-  factor = min(1.0, c / norm)
-  jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -factor * g, **_tol.F64),
-               result.params, grads)
+def test_clip_by_global_norm_gives_min_of_norm_and_threshold(x64):
+  """SGD with lr 1 makes the update -clip(g): its norm is min(||g||, c), direction kept.
+
+  Every (scale, c) pair in one vmapped program, the threshold traced.
+  """
+  cases = list(itertools.product([0.01, 1.0, 7.0], [0.5, 1.0]))
+  scales, thresholds = (jnp.asarray(v, jnp.float64) for v in zip(*cases))
+  step = lambda scale, c: _one_step(  # noqa: E731
+      _grads(scale), make_optimizer(OptimizerConfig("sgd", 1.0, clip_norm=c)))
+  results = jax.device_get(jax.jit(jax.vmap(step))(scales, thresholds))
+  for i, (scale, c) in enumerate(cases):
+    result, grads = jax.tree.map(lambda a: a[i], results), jax.device_get(_grads(scale))
+    norm = 13.0 * scale
+    np.testing.assert_allclose(result.grad_norm, [norm], **_tol.F64)  # before clipping
+    np.testing.assert_allclose(result.update_norm, [min(norm, c)], **_tol.F64)
+    np.testing.assert_allclose(
+        np.sqrt(sum(np.sum(u**2) for u in jax.tree.leaves(result.params))), min(norm, c),
+        **_tol.F64)
+    factor = min(1.0, c / norm)
+    jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -factor * g, **_tol.F64),
+                 result.params, grads)
 
 
 def test_clip_by_value_clamps_each_entry(x64):
   grads = _grads(1.0)
-  result = _one_step(grads, make_optimizer(OptimizerConfig("sgd", 1.0, clip_value=3.5)))
+  tx = make_optimizer(OptimizerConfig("sgd", 1.0, clip_value=3.5))
+  result = jax.jit(lambda: _one_step(grads, tx))()
   jax.tree.map(lambda u, g: np.testing.assert_allclose(u, -np.clip(g, -3.5, 3.5), **_tol.F64),
                result.params, grads)
   np.testing.assert_allclose(result.grad_norm, [13.0], **_tol.F64)

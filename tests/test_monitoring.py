@@ -22,6 +22,7 @@ from tests._json import strict_json
 
 MODEL = DeepMLP(depth=4, width=8, out_features=3, activation="tanh")
 LAYOUT = probe.layout(MODEL, jnp.ones((4, 5)))  # execution order, the scanned stack expanded
+INIT = jax.jit(MODEL.init)  # one compiled init for the fixture and the tests (same shapes)
 
 
 def hidden_outputs(variables, x):
@@ -49,7 +50,7 @@ def hidden_outputs(variables, x):
 def monitored():
   x = jax.random.normal(jax.random.key(0), (32, 5))
   y = jnp.arange(32) % 3
-  variables = jax.jit(MODEL.init)(jax.random.key(1), x[:4])
+  variables = INIT(jax.random.key(1), x[:4])
   params = variables["params"]
 
   def loss_fn(p, state, batch):
@@ -95,12 +96,12 @@ def test_recorded_layer_norms_and_update_ratios_equal_direct_computation(monitor
 
 def test_intercepted_hidden_outputs_reproduce_the_model():
   x = jax.random.normal(jax.random.key(3), (4, 5))
-  v = jax.jit(MODEL.init)(jax.random.key(1), x)
+  v = INIT(jax.random.key(1), x)
   outs = jax.jit(hidden_outputs)(v, x)
   assert list(outs) == ["first/dense", "hidden/layers_000/dense", "hidden/layers_001/dense"]
   last = v["params"]["last"]["dense"]
   np.testing.assert_allclose(outs["hidden/layers_001/dense"] @ last["kernel"] + last["bias"][None],
-                             MODEL.apply(v, x), **_tol.F32)
+                             jax.jit(MODEL.apply)(v, x), **_tol.F32)
 
 
 def test_unit_fractions_on_hand_built_activations():
@@ -194,11 +195,13 @@ class _MLP(nn.Module):
     return nn.Dense(1)(x)
 
 
-def _user_setup(lr=1e-2):
+@pytest.fixture(scope="module")
+def user_setup():
+  """``(model, params, loss_fn, sample)`` of a regression by the user's ``_MLP``, shared by the tests."""
   x = jax.random.normal(jax.random.key(0), (32, 4))
   y = jnp.sum(x, -1, keepdims=True)
   model = _MLP()
-  params = model.init(jax.random.key(1), x)["params"]
+  params = jax.jit(model.init)(jax.random.key(1), x)["params"]
 
   def loss_fn(p, state, batch):
     return jnp.mean((model.apply({"params": p}, batch[0]) - batch[1]) ** 2), state
@@ -222,8 +225,8 @@ def _user_loop(monitor, loss_fn, params, tx, batch, steps):
   return events
 
 
-def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path):
-  _, params, loss_fn, sample = _user_setup()
+def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path, user_setup):
+  _, params, loss_fn, sample = user_setup
   tx = optax.chain(optax.clip_by_global_norm(0.1), optax.adamw(1e-2))
   monitor = logs.Monitor(tmp_path / "own", update_ratio_range=None)
   assert _user_loop(monitor, loss_fn, params, tx, sample(None), 4) == []
@@ -239,8 +242,8 @@ def test_monitor_in_a_hand_written_loop_equals_train_and_its_recorder(tmp_path):
   assert all(r["grad_norm"] > 0.1 for r in own)  # pre-clip: the clipped norm would be 0.1
 
 
-def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path):
-  _, params, loss_fn, sample = _user_setup()
+def test_monitor_on_a_diverging_run_writes_strict_json_and_alarms(tmp_path, user_setup):
+  _, params, loss_fn, sample = user_setup
   monitor = logs.Monitor(tmp_path, every=2)
   events = _user_loop(monitor, loss_fn, params, optax.sgd(1e3), sample(None), 12)
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -272,12 +275,11 @@ def test_module_docstring_example_runs_as_pasted(tmp_path, monkeypatch):
   assert {"grad_norm/Dense_0", "update_ratio/Dense_2", "update_norm"} <= set(rows[0])
 
 
-def test_monitor_dead_units_tensorboard_and_errors(tmp_path):
+def test_monitor_dead_units_tensorboard_and_errors(tmp_path, user_setup):
   pytest.importorskip("tensorboardX")
-  model, params, loss_fn, sample = _user_setup()
-  x, _ = sample(None)
-  grads = jax.grad(lambda p: loss_fn(p, {}, sample(None))[0])(params)
-  updates = jax.tree.map(lambda g: -0.1 * g, grads)
+  _, params, loss_fn, sample = user_setup
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, {}, sample(None))[0]))(params)
+  updates = jax.jit(lambda gs: jax.tree.map(lambda g: -0.1 * g, gs))(grads)
   h = jnp.concatenate([jnp.zeros((32, 2)), jnp.ones((32, 6))], -1)  # 2 of 8 units dead
   with logs.Monitor(tmp_path, tensorboard=True, activation="relu") as monitor:
     metrics = jax.jit(lambda g, p, u: monitor.measure(g, p, u, outputs={"Dense_0": h}))(
@@ -299,7 +301,7 @@ def test_monitor_dead_units_tensorboard_and_errors(tmp_path):
     logs.Monitor(tmp_path, activation="gelu")
   with pytest.raises(ValueError, match="needs Monitor\\(activation=...\\)"):
     logs.Monitor(tmp_path).measure(grads, params, updates, outputs={"Dense_0": h})
-  stacked = jax.vmap(lambda g: monitor.measure(g, params, updates))(
+  stacked = jax.jit(jax.vmap(lambda g: monitor.measure(g, params, updates)))(
       jax.tree.map(lambda g: jnp.stack([g, g]), grads))
   with pytest.raises(ValueError, match="expected \\(\\): log one step of one run"):
     logs.Monitor(tmp_path).log(0, stacked)
@@ -316,7 +318,7 @@ def test_monitor_reads_dead_units_from_the_probe_on_an_unedited_model(tmp_path):
 
   x = jax.random.normal(jax.random.key(0), (16, 4))
   model = MLP()
-  variables = model.init(jax.random.key(1), x)
+  variables = jax.jit(model.init)(jax.random.key(1), x)
   pr = probe.trace(model, variables, x)
   tx = optax.adamw(1e-3)
   opt_state = tx.init(variables["params"])

@@ -1,5 +1,7 @@
 """Optimizer factory against raw Optax, schedules, train() with any Optax chain and any data."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -35,6 +37,7 @@ def _params_and_grads(steps=3):
 
 
 def _run(tx, params, grads):
+  """``tx``'s updates at each of ``grads`` from ``params``, and its final state (callers jit it)."""
   state = tx.init(params)
   out = []
   for g in grads:
@@ -72,15 +75,15 @@ CASES = {
 def test_factory_matches_the_raw_optax_chain(name):
   ours, raw = CASES[name]
   params, grads = _params_and_grads()
-  got, _ = _run(optimizers.make_optimizer(ours), params, grads)
-  want, _ = _run(raw, params, grads)
+  tx = optimizers.make_optimizer(ours)
+  got, want = jax.jit(lambda p, gs: (_run(tx, p, gs)[0], _run(raw, p, gs)[0]))(params, grads)
   chex.assert_trees_all_close(got, want, **_tol.F32)
 
 
 def test_clip_by_value_clamps_every_entry():
   params, grads = _params_and_grads(1)
   tx = optax.chain(optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_value=0.25)))
-  (updates,), _ = _run(tx, params, grads)
+  (updates,), _ = jax.jit(lambda p, gs: _run(tx, p, gs))(params, grads)
   for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads[0])):
     np.testing.assert_allclose(u, -jnp.clip(g, -0.25, 0.25), **_tol.F32)
     assert float(jnp.max(jnp.abs(u))) == pytest.approx(0.25)  # some entries were clipped
@@ -90,7 +93,7 @@ def test_clip_by_global_norm_gives_the_threshold(x64):
   params, grads = _params_and_grads(1)
   params, grads = jax.tree.map(lambda a: a.astype(jnp.float64), (params, grads))
   tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_norm=0.5))
-  (updates,), _ = _run(tx, params, grads)
+  (updates,), _ = jax.jit(lambda p, gs: _run(tx, p, gs))(params, grads)
   np.testing.assert_allclose(optax.tree.norm(updates), 0.5, **_tol.F64)
   assert float(optax.tree.norm(grads[0])) > 0.5
 
@@ -105,9 +108,10 @@ def test_vmapped_clip_thresholds_equal_separate_chains(x64):
     tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 1.0, clip_norm=clip_norm))
     return tx.update(grads[0], tx.init(params), params)[0]
 
-  vmapped = jax.vmap(updates)(jnp.asarray([0.5, jnp.inf]))
-  chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], vmapped), updates(0.5), **_tol.F64)
-  chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], vmapped), updates(None), **_tol.F64)
+  vmapped = jax.jit(jax.vmap(updates))(jnp.asarray([0.5, jnp.inf]))
+  separate = jax.jit(lambda: (updates(0.5), updates(None)))()
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[0], vmapped), separate[0], **_tol.F64)
+  chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], vmapped), separate[1], **_tol.F64)
 
 
 def test_grad_norms_equal_a_direct_computation():
@@ -163,12 +167,14 @@ REGRESSION_MODEL = DeepMLP(depth=3, width=8, out_features=1, activation="tanh")
 REGRESSION_LAYOUT = probe.layout(REGRESSION_MODEL, jnp.ones((2, 4)))
 
 
-def _regression():
+@pytest.fixture(scope="module")
+def regression():
+  """``(loss_fn, params, sample)`` of a linear regression by REGRESSION_MODEL, shared by the tests."""
   model = REGRESSION_MODEL
   w = jnp.linspace(-1.0, 1.0, 4)
   x = jax.random.normal(jax.random.key(2), (64, 4))
   y = (x @ w)[:, None]
-  params = model.init(jax.random.key(0), x[:2])["params"]
+  params = jax.jit(model.init)(jax.random.key(0), x[:2])["params"]
 
   def loss_fn(p, state, batch):
     xb, yb = batch
@@ -185,8 +191,8 @@ def _regression():
     optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-2, clip_norm=0.5)),
     optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(1e-2)),
 ], ids=["make_optimizer", "plain_optax"])
-def test_train_records_norms_and_metrics_and_is_vmappable(tx):
-  loss_fn, params, sample = _regression()
+def test_train_records_norms_and_metrics_and_is_vmappable(tx, regression):
+  loss_fn, params, sample = regression
   record = lambda info: {"step": info.step, "grad_norm": optax.tree.norm(info.grads)}  # noqa: E731
   run = jax.jit(jax.vmap(lambda k: training.train(loss_fn, params, tx, sample, 30, key=k,
                                                   record=record, layout=REGRESSION_LAYOUT)))
@@ -199,8 +205,8 @@ def test_train_records_norms_and_metrics_and_is_vmappable(tx):
   np.testing.assert_array_equal(res.diverged_at, [-1, -1])
 
 
-def test_train_in_chunks_equals_one_run():
-  loss_fn, params, sample = _regression()
+def test_train_in_chunks_equals_one_run(regression):
+  loss_fn, params, sample = regression
   tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 0.05, momentum=0.9))
   key = jax.random.key(4)
   whole = training.train(loss_fn, params, tx, sample, 10, key=key)
@@ -211,8 +217,8 @@ def test_train_in_chunks_equals_one_run():
   chex.assert_trees_all_close(b.params, whole.params, **_tol.F32)
 
 
-def test_divergence_is_recorded_not_raised():
-  loss_fn, params, sample = _regression()
+def test_divergence_is_recorded_not_raised(regression):
+  loss_fn, params, sample = regression
   tx = optimizers.make_optimizer(optimizers.OptimizerConfig("sgd", 50.0))
   res = jax.jit(lambda k: training.train(loss_fn, params, tx, sample, 20, key=k))(jax.random.key(0))
   assert 0 < int(res.diverged_at) < 20
@@ -234,13 +240,19 @@ def _hand_written(loss_fn, params, tx, batches):
   return params, np.asarray(norms)
 
 
+@functools.cache
+def _drawer(sample):
+  """``sample``'s batch of step ``i`` under ``key``: one compiled program for every key and step."""
+  return jax.jit(lambda key, i: sample(jax.random.fold_in(key, i)))
+
+
 def _batches(sample, key, steps, first=0):
-  draw = jax.jit(lambda i: sample(jax.random.fold_in(key, i)))
-  return [draw(first + i) for i in range(steps)]
+  draw = _drawer(sample)
+  return [draw(key, first + i) for i in range(steps)]
 
 
-def test_plain_adamw_matches_a_hand_written_loop():
-  loss_fn, params, sample = _regression()
+def test_plain_adamw_matches_a_hand_written_loop(regression):
+  loss_fn, params, sample = regression
   tx, key = optax.adamw(1e-2), jax.random.key(5)
   res = jax.jit(lambda p: training.train(loss_fn, p, tx, sample, 12, key=key,
                                          layout=REGRESSION_LAYOUT))(params)
@@ -250,11 +262,11 @@ def test_plain_adamw_matches_a_hand_written_loop():
   assert list(res.layer_grad_norms) == ["first/dense", "hidden/layers_000/dense", "last/dense"]
 
 
-def test_pre_clip_norm_is_the_raw_gradients_with_clipping_in_the_users_chain():
+def test_pre_clip_norm_is_the_raw_gradients_with_clipping_in_the_users_chain(regression):
   # The user's own chain, clipping first: the recorded norm is the raw
   # gradient's at every step (above c, so the clipped one would differ), the
   # update norm lr * min(||g||, c).
-  loss_fn, params, sample = _regression()
+  loss_fn, params, sample = regression
   c, lr, key = 0.05, 0.1, jax.random.key(6)
   tx = optax.chain(optax.clip_by_global_norm(c), optax.sgd(lr))
   res = training.train(loss_fn, params, tx, sample, 8, key=key)
@@ -269,8 +281,8 @@ def _record(info):
   return {"step": info.step, "update_ratio": metrics.update_ratios(info.updates, info.params)}
 
 
-def test_iterator_and_sampler_give_identical_runs():
-  loss_fn, params, sample = _regression()
+def test_iterator_and_sampler_give_identical_runs(regression):
+  loss_fn, params, sample = regression
   tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(1e-2))
   key, first = jax.random.key(7), 3
   by_sampler = training.train(loss_fn, params, tx, sample, 6, key=key, record=_record,
@@ -285,30 +297,30 @@ def test_iterator_and_sampler_give_identical_runs():
     chex.assert_trees_all_close(res, by_sampler, **_tol.F32)
 
 
-def test_jit_equals_eager():
-  loss_fn, params, sample = _regression()
+def test_jit_equals_eager(regression):
+  loss_fn, params, sample = regression
   tx, key = optax.adamw(1e-2), jax.random.key(8)
   run = lambda p: training.train(loss_fn, p, tx, sample, 5, key=key, record=_record)  # noqa: E731
   chex.assert_trees_all_close(jax.jit(run)(params), run(params), **_tol.F32)
 
 
-def test_the_loss_reaches_a_chain_that_asks_for_it():
+def test_the_loss_reaches_a_chain_that_asks_for_it(regression):
   # reduce_on_plateau reads `value`; a chain gets the step's loss.
-  loss_fn, params, sample = _regression()
+  loss_fn, params, sample = regression
   tx = optax.chain(optax.sgd(1e-2), optax.contrib.reduce_on_plateau(patience=1, factor=0.5))
   res = training.train(loss_fn, params, tx, sample, 6, key=jax.random.key(9))
   assert np.isfinite(res.loss).all()
 
 
 @pytest.mark.parametrize("steps", [2.5, 0, -1, True, "3"])
-def test_steps_must_be_a_positive_integer(steps):
-  loss_fn, params, sample = _regression()
+def test_steps_must_be_a_positive_integer(steps, regression):
+  loss_fn, params, sample = regression
   with pytest.raises(ValueError, match=f"steps must be an integer >= 1, got {steps!r}"):
     training.train(loss_fn, params, optax.sgd(0.1), sample, steps, key=jax.random.key(0))
 
 
-def test_bad_data_and_optimizer_are_clear_errors():
-  loss_fn, params, sample = _regression()
+def test_bad_data_and_optimizer_are_clear_errors(regression):
+  loss_fn, params, sample = regression
   batches = _batches(sample, jax.random.key(0), 3)
   with pytest.raises(ValueError, match="data ran out after 3 batches; steps=5"):
     training.train(loss_fn, params, optax.sgd(0.1), iter(batches), 5)
