@@ -130,7 +130,7 @@ def test_user_scan_with_perturbation_axes_gives_a_signal_per_layer():
 
   x = jax.random.normal(KEY, (4, 8))
   model = Stack()
-  report = diagnose(model, model.init(KEY, x), x, _xent)
+  report = diagnose(model, jax.jit(model.init)(KEY, x), x, _xent)
   assert len(report.layers) == 8
   assert all(l.signal_kind == "output" and l.signal > 0 for l in report.layers)
 
@@ -146,7 +146,7 @@ class _Overflow(nn.Module):
 def test_first_nonfinite_names_the_layer_that_overflows():
   x = jnp.abs(jax.random.normal(KEY, (4, 3))) + 1.0
   model = _Overflow()
-  report = diagnose(model, model.init(KEY, x), x, _xent)
+  report = diagnose(model, jax.jit(model.init)(KEY, x), x, _xent)
   assert report.first_nonfinite == {"module": "c", "direction": "forward"}
   assert report["c"].verdict == "exploding" and not report["c"].finite
   assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["first_nonfinite"]["module"] == "c"
@@ -166,8 +166,8 @@ def test_unedited_signal_equals_the_model_written_with_perturb():
   report = diagnose(model, variables, x, _xent)
   twin = _PerturbedListMLP(widths=model.widths, activation=model.activation,
                            kernel_init=model.kernel_init)
-  pert = twin.init(KEY, x)["perturbations"]
-  g = jax.grad(lambda p: _xent(twin.apply({**variables, "perturbations": p}, x)))(pert)
+  pert = jax.jit(twin.init)(KEY, x)["perturbations"]
+  g = jax.jit(jax.grad(lambda p: _xent(twin.apply({**variables, "perturbations": p}, x))))(pert)
   by_hand = [jnp.mean(jnp.linalg.norm(g[k], axis=-1)) for k in [f"d{i}" for i in range(6)] + ["out"]]
   chex.assert_trees_all_close([l.signal for l in report.layers], [float(v) for v in by_hand],
                               **_tol.F32)
@@ -178,7 +178,7 @@ def test_probe_jit_equals_eager_and_vmaps_over_seeds():
   pr = probe.trace(model, variables, x)
   fn = lambda v: pr.value_and_grad(v, x, _xent)  # noqa: E731
   chex.assert_trees_all_close(jax.jit(fn)(variables), fn(variables), **_tol.F32)
-  seeds = jax.vmap(lambda k: model.init(k, x))(jax.random.split(KEY, 3))
+  seeds = jax.jit(jax.vmap(lambda k: model.init(k, x)))(jax.random.split(KEY, 3))
   batched = jax.jit(jax.vmap(fn))(seeds)
   for s in range(3):
     one = fn(jax.tree.map(lambda a, s=s: a[s], seeds))
@@ -222,7 +222,7 @@ class _RematDropout(nn.Module):
 def test_remat_dropout_rngs_and_apply_kwargs():
   x = jax.random.normal(KEY, (16, 8))
   model = _RematDropout()
-  variables = model.init(KEY, x, train=False)
+  variables = jax.jit(model.init, static_argnames="train")(KEY, x, train=False)
   report = diagnose(model, variables, x, _xent, rngs={"dropout": jax.random.key(3)}, train=True)
   assert [l.name for l in report.layers] == [f"block{i}/Dense_{j}" for i in range(3)
                                              for j in (0, 1)] + ["head"]
@@ -244,7 +244,7 @@ class _BackwardOverflow(nn.Module):
 def test_first_nonfinite_in_the_backward_pass():
   x = jax.random.normal(KEY, (4, 3))
   model = _BackwardOverflow()
-  report = diagnose(model, model.init(KEY, x), x, _xent)
+  report = diagnose(model, jax.jit(model.init)(KEY, x), x, _xent)
   assert report.first_nonfinite == {"module": "a", "direction": "backward"}
   assert report["b"].finite and not report["a"].finite
 
@@ -261,7 +261,7 @@ class _SharedAtTwoShapes(nn.Module):
 def test_a_module_called_at_two_shapes_is_one_row_with_the_first_calls_signal():
   x = jax.random.normal(KEY, (4, 3))
   model = _SharedAtTwoShapes()
-  variables = model.init(KEY, x)
+  variables = jax.jit(model.init)(KEY, x)
   report = diagnose(model, variables, x, _xent)
   assert [l.name for l in report.layers] == ["shared", "head"]
   # The signal at the first call's output: dL/dy of y = dense(x) alone.
@@ -273,7 +273,7 @@ def test_a_module_called_at_two_shapes_is_one_row_with_the_first_calls_signal():
     h = y1 + jnp.mean(y2, axis=0, keepdims=True)
     return _xent(h @ p["head"]["kernel"] + p["head"]["bias"][None])
 
-  g = jax.grad(loss_of_shift)(jnp.zeros((4, 3)))
+  g = jax.jit(jax.grad(loss_of_shift))(jnp.zeros((4, 3)))
   np.testing.assert_allclose(report["shared"].signal, jnp.mean(jnp.linalg.norm(g, axis=-1)),
                              **_tol.F32)
 
@@ -288,8 +288,8 @@ class _RootOwnsAParam(nn.Module):
 def test_diagnose_and_layer_grad_norms_name_and_order_layers_alike():
   x = jax.random.normal(KEY, (4, 3))
   model = _RootOwnsAParam()
-  variables = model.init(KEY, x)
-  grads = jax.grad(lambda p: _xent(model.apply({"params": p}, x)))(variables["params"])
+  variables = jax.jit(model.init)(KEY, x)
+  grads = jax.jit(jax.grad(lambda p: _xent(model.apply({"params": p}, x))))(variables["params"])
   norms = diagnostics.layer_grad_norms(grads, layout=probe.layout(model, x))
   report = diagnose(model, variables, x, _xent)
   assert list(norms) == [l.name for l in report.layers] == ["Dense_0", "(root)"]

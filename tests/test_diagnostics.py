@@ -21,11 +21,13 @@ def _data(dtype=jnp.float32):
   return (jax.random.normal(kx, (BATCH, IN), dtype), jax.random.normal(ky, (BATCH, OUT), dtype))
 
 
+@functools.cache
 def _mlp_and_variables(activation="tanh", dtype=jnp.float32):
+  """The DeepMLP, its variables and a batch; made once per activation and shared (read-only)."""
   model = DeepMLP(depth=DEPTH, width=WIDTH, out_features=OUT, activation=activation,
                   bias_init=("normal", {"stddev": 0.1}), param_dtype=dtype)
   x, y = _data(dtype)
-  return model, model.init(jax.random.key(0), x), x, y
+  return model, jax.jit(model.init)(jax.random.key(0), x), x, y
 
 
 def _unstacked_weights(params):

@@ -1,5 +1,7 @@
 """tests/foreign_models.py: each public-style model inits, applies, keeps its quirks."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,28 +21,40 @@ FACTORIES = {
 }
 
 
-def _output(model, variables, x, kwargs):
-  out = model.apply(variables, x, **kwargs)
-  return out[0] if "mutable" in kwargs else out
+@functools.cache
+def _built(name):
+  """``FACTORIES[name](key 0)`` made once and shared by the tests that read it."""
+  return FACTORIES[name](jax.random.key(0))
+
+
+@functools.cache
+def _applied(name):
+  """The factory's model applied to its own batch once: ``model.apply(variables, x, **kwargs)``.
+
+  Jitted: one compile, where op-by-op it was one per distinct operation.
+  """
+  model, variables, x, kwargs = _built(name)
+  return jax.jit(functools.partial(model.apply, **kwargs))(variables, x)
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_factory_inits_and_applies(name):
-  model, variables, x, kwargs = FACTORIES[name](jax.random.key(0))
+  _, variables, x, kwargs = _built(name)
   assert "params" in variables
-  out = _output(model, variables, x, kwargs)
+  out = _applied(name)
+  out = out[0] if "mutable" in kwargs else out  # then apply returns (output, updates)
   assert out.shape == (x.shape[0], 10)
   assert bool(jnp.all(jnp.isfinite(out)))
 
 
 def test_resnet_zero_last_bn_scale_and_batch_stats_update():
-  model, variables, x, kwargs = fm.make_resnet(jax.random.key(0))
+  variables = _built("resnet")[1]
   params = variables["params"]
   for block in ("ResNetBlock_0", "ResNetBlock_1"):
     np.testing.assert_array_equal(params[block]["BatchNorm_1"]["scale"], 0.0)
     assert np.all(np.asarray(params[block]["BatchNorm_0"]["scale"]) == 1.0)
   assert "conv_proj" in params["ResNetBlock_1"] and "conv_proj" not in params["ResNetBlock_0"]
-  _, updates = model.apply(variables, x, **kwargs)
+  _, updates = _applied("resnet")
   old, new = variables["batch_stats"]["bn_init"], updates["batch_stats"]["bn_init"]
   assert not np.allclose(old["mean"], new["mean"])
   assert jax.tree.structure(updates["batch_stats"]) == jax.tree.structure(
@@ -48,8 +62,7 @@ def test_resnet_zero_last_bn_scale_and_batch_stats_update():
 
 
 def test_vit_head_is_zero_unless_asked():
-  _, variables, _, _ = fm.make_vit(jax.random.key(0))
-  params = variables["params"]
+  params = _built("vit")[1]["params"]
   np.testing.assert_array_equal(params["head"]["kernel"], 0.0)
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 5, 16)
   assert {"encoderblock_0", "encoderblock_1", "encoder_norm"} <= set(params["Transformer"])

@@ -1,6 +1,7 @@
 """jaxgrad.diagnose on nnx models as written: order, verdicts, signals against hand computations."""
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 import warnings
 
 import chex
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from jaxgrad import diagnose, nnx_probe
+from jaxgrad.diagnostics.diagnose import report_from_values
+from jaxgrad.diagnostics.report import Report
 from tests import _tol
 
 KEY = jax.random.key(0)
@@ -78,9 +81,37 @@ def _hand_signals(weights, x, activation) -> np.ndarray:
   return np.array([np.mean(np.linalg.norm(np.asarray(g, np.float64), axis=1)) for g in grads])
 
 
-def test_he_relu_mlp_rows_in_execution_order_and_healthy():
+class Measured(NamedTuple):
+  """One MLP measured once, shared by the tests that read it."""
+
+  model: MLP
+  x: jax.Array
+  activation: Callable[[jax.Array], jax.Array]
+  loss: float
+  values: list[dict]
+  report: Report
+  before: tuple | None = None  # the output and _snapshot before anything ran on the model
+
+
+@pytest.fixture(scope="module")
+def relu_mlp():
+  """The He-ReLU MLP measured and diagnosed once, its output and snapshot taken before either."""
   model, x = _mlp()
-  report = diagnose(model, None, x, _xent)
+  before = np.asarray(model(x)), _snapshot(model)
+  loss, values = nnx_probe.measure(model, x, _xent)
+  return Measured(model, x, nnx.relu, loss, values, diagnose(model, None, x, _xent), before)
+
+
+@pytest.fixture(scope="module")
+def sigmoid_mlp():
+  """The small-init sigmoid MLP measured once; its report is built from that measurement."""
+  model, x = _mlp(nnx.sigmoid, SMALL_NORMAL, 8)
+  loss, values = nnx_probe.measure(model, x, _xent)
+  return Measured(model, x, nnx.sigmoid, loss, values, report_from_values(values, loss))
+
+
+def test_he_relu_mlp_rows_in_execution_order_and_healthy(relu_mlp):
+  model, report = relu_mlp.model, relu_mlp.report
   n = len(model.layers)
   assert [l.name for l in report.layers] == [f"layers/{i}" for i in reversed(range(n))]
   assert {l.kind for l in report.layers} == {"Linear"}
@@ -90,9 +121,8 @@ def test_he_relu_mlp_rows_in_execution_order_and_healthy():
   np.testing.assert_allclose([l.chi1 for l in report.layers[:-2]], 1.0, rtol=0.3)
 
 
-def test_small_sigmoid_mlp_vanishes_towards_the_input():
-  model, x = _mlp(activation=nnx.sigmoid, kernel_init=SMALL_NORMAL, depth=8)
-  report = diagnose(model, None, x, _xent)
+def test_small_sigmoid_mlp_vanishes_towards_the_input(sigmoid_mlp):
+  report = sigmoid_mlp.report
   assert report.verdict == "vanishing"
   assert [l.verdict for l in report.layers[:3]] == ["vanishing"] * 3
   assert report.layers[0].ratio < 1e-8
@@ -101,19 +131,21 @@ def test_small_sigmoid_mlp_vanishes_towards_the_input():
   np.testing.assert_allclose([l.chi1 for l in report.layers[:-2]], 1e-4, rtol=0.3)
 
 
-@pytest.mark.parametrize("activation, kernel_init, depth", [
-    (nnx.relu, HE_NORMAL, 6), (nnx.sigmoid, SMALL_NORMAL, 8)])
-def test_signal_at_each_linear_is_dL_dshift_of_a_plain_function(activation, kernel_init, depth):
-  model, x = _mlp(activation, kernel_init, depth)
-  _, values = nnx_probe.measure(model, x, _xent)
-  hand = _hand_signals(_weights(model), x, activation)
-  np.testing.assert_allclose([v["signal"] for v in values], hand, **F32_RTOL)
+def test_diagnose_on_an_nnx_model_reports_what_measure_measured(relu_mlp):
+  m = relu_mlp
+  assert m.report.to_dict() == report_from_values(m.values, m.loss).to_dict()
+
+
+@pytest.mark.parametrize("mlp", ["relu", "sigmoid"])
+def test_signal_at_each_linear_is_dL_dshift_of_a_plain_function(mlp, relu_mlp, sigmoid_mlp):
+  m = relu_mlp if mlp == "relu" else sigmoid_mlp
+  hand = _hand_signals(_weights(m.model), m.x, m.activation)
+  np.testing.assert_allclose([v["signal"] for v in m.values], hand, **F32_RTOL)
   assert hand[0] > 0  # tiny under the sigmoid (about 1e-17), not flushed to zero
 
 
-def test_grad_norms_are_nnx_grads_and_weight_statistics_are_the_params():
-  model, x = _mlp()
-  _, values = nnx_probe.measure(model, x, _xent)
+def test_grad_norms_are_nnx_grads_and_weight_statistics_are_the_params(relu_mlp):
+  model, x, values = relu_mlp.model, relu_mlp.x, relu_mlp.values
   grads = nnx.to_pure_dict(nnx.grad(lambda m: _xent(m(x)))(model))["layers"]
   n = len(model.layers)
   order = list(reversed(range(n)))
@@ -137,8 +169,8 @@ def test_grad_norms_are_nnx_grads_and_weight_statistics_are_the_params():
   assert all(isinstance(v, float) for v in stats.values())
 
 
-def test_linen_twin_with_the_same_weights_gives_the_same_report():
-  model, x = _mlp()
+def test_linen_twin_with_the_same_weights_gives_the_same_report(relu_mlp):
+  model, x, ours = relu_mlp.model, relu_mlp.x, relu_mlp.report
   weights = _weights(model)
 
   class Twin(nn.Module):
@@ -153,7 +185,6 @@ def test_linen_twin_with_the_same_weights_gives_the_same_report():
   variables = {"params": {f"dense_{i}": {"kernel": w, "bias": b}
                           for i, (w, b) in enumerate(weights)}}
   linen = diagnose(Twin(), variables, x, _xent)
-  ours = diagnose(model, None, x, _xent)
   assert len(linen.layers) == len(ours.layers)
   for field in ("signal", "grad_norm", "weight_norm", "ratio", "chi1", "growth"):
     np.testing.assert_allclose([getattr(l, field) for l in ours.layers[:-1]],
@@ -211,11 +242,9 @@ def test_batchnorm_and_dropout_model_runs_and_is_left_unchanged():
   assert second.loss == first.loss
 
 
-def test_mlp_output_and_classes_unchanged_after_diagnose():
-  model, x = _mlp()
-  before = np.asarray(model(x))
-  graphdef, classes, state = _snapshot(model)
-  diagnose(model, None, x, _xent)
+def test_mlp_output_and_classes_unchanged_after_diagnose(relu_mlp):
+  model, x = relu_mlp.model, relu_mlp.x
+  before, (graphdef, classes, state) = relu_mlp.before
   assert all(type(l) is nnx.Linear for l in model.layers)
   after_graphdef, after_classes, after_state = _snapshot(model)
   assert after_classes == classes and after_graphdef == graphdef
