@@ -5,6 +5,8 @@ configs it compiles four training programs (about 20 s each on the shared
 2-core machine), far past a unit test's budget.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -33,10 +35,12 @@ def test_adding_flops_arms_and_lengths_by_hand():
 
 
 def test_clipping_flops_by_hand():
-  # Smoke: arms none, clip_norm (simple), gru; 2 seeds; 20 sequences in batches of 8: 3 steps
-  # per epoch (the last padded), 2 epochs = 6 steps. Per example: simple 6 * 2 (1 + 4) 4 + 8
-  # = 248, GRU 6 * 2 (1 + 4) 12 + 8 = 728. 3 x 6 steps x batch 8 x 2 seeds = 288 passes.
-  assert long_runs.clipping_flops(rc.Config.smoke()) == 352_512 == 288 * (248 + 248 + 728)
+  # The smoke sizes with arms none, clip_norm (simple), gru; 2 seeds; 20 sequences in batches
+  # of 8: 3 steps per epoch (the last padded), 2 epochs = 6 steps. Per example: simple
+  # 6 * 2 (1 + 4) 4 + 8 = 248, GRU 6 * 2 (1 + 4) 12 + 8 = 728. 3 x 6 steps x batch 8 x 2 seeds
+  # = 288 passes.
+  three_arms = dataclasses.replace(rc.Config.smoke(), arms=("none", "clip_norm", "gru"))
+  assert long_runs.clipping_flops(three_arms) == 352_512 == 288 * (248 + 248 + 728)
   two_layers = rc.Config(arms=("lstm",), seeds=1, num_sequences=4, length=3, hidden=2, layers=2,
                          batch_size=4, epochs=1)
   # Layer 0 reads 1 feature: 2 (1 + 2) 8 = 48; layer 1 reads H: 2 (2 + 2) 8 = 64; head 4.
