@@ -91,16 +91,22 @@ def _case(act: str, depth: int, m: dict[str, np.ndarray], config: Config) -> dic
 
 
 def run(config: Config) -> dict:
-  """One program per depth (every activation an arm), each case against mean field."""
+  """One program per depth (every activation an arm), each case against mean field.
+
+  Every depth's program is dispatched before any is read, so tracing the next
+  depth overlaps running the previous one.
+  """
   cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
   arms = [(act, sp.kernel_init(INIT_FOR[act], act)) for act in config.activations]
   with jax.enable_x64(True):
-    for j, depth in enumerate(_cli.progress(config.depths, desc="depths")):
-      key = jax.random.fold_in(jax.random.key(config.seed, impl=sp.PRNG_IMPL), j)
-      measured = sp.measure_arms(sp.seed_network(depth, config.width), arms, key, config.seeds,
-                                 config.batch, config.in_features)
+    key = jax.random.key(config.seed, impl=sp.PRNG_IMPL)
+    measured = jax.device_get([
+        sp.measure_arms(sp.seed_network(depth, config.width), arms, jax.random.fold_in(key, j),
+                        config.seeds, config.batch, config.in_features)
+        for j, depth in enumerate(_cli.progress(config.depths, desc="depths traced"))])
+    for depth, m in zip(config.depths, measured):
       for a, act in enumerate(config.activations):
-        cases[act][str(depth)] = _case(act, depth, {k: v[a] for k, v in measured.items()}, config)
+        cases[act][str(depth)] = _case(act, depth, {k: v[a] for k, v in m.items()}, config)
   return {"config": config, "depths": config.depths, "cases": cases}
 
 

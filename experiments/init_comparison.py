@@ -92,10 +92,11 @@ def run(config: Config) -> dict:
   fans = sp.layer_fans(config.depth, config.width, config.in_features)
   arms = [(act, name) for act in config.activations for name in config.inits]
   with jax.enable_x64(True):
-    m = sp.measure_arms(sp.seed_network(config.depth, config.width),
-                        [(act, sp.kernel_init(name, act, config.kaiming_gain)) for act, name in arms],
-                        jax.random.key(config.seed, impl=sp.PRNG_IMPL), config.seeds, config.batch,
-                        config.in_features)
+    m = jax.device_get(sp.measure_arms(
+        sp.seed_network(config.depth, config.width),
+        [(act, sp.kernel_init(name, act, config.kaiming_gain)) for act, name in arms],
+        jax.random.key(config.seed, impl=sp.PRNG_IMPL), config.seeds, config.batch,
+        config.in_features))
     per_activation = {act: {} for act in config.activations}
     for a, (act, name) in enumerate(arms):
       sigma_w2 = sp.layer_sigma_w2(name, act, fans, config.kaiming_gain)

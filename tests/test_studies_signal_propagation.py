@@ -22,7 +22,7 @@ def test_vmapped_arms_equal_a_direct_per_arm_computation():
   arms = [(act, sp.kernel_init(init, act)) for act, init in names]
   key = jax.random.key(3, impl=sp.PRNG_IMPL)
   with jax.enable_x64(True):
-    m = sp.measure_arms(make_model, arms, key, seeds, batch, in_features)
+    m = jax.device_get(sp.measure_arms(make_model, arms, key, seeds, batch, in_features))
     k_data, k_params = jax.random.split(key)
     x, t = sp.random_batches(k_data, seeds, batch, in_features)
     for a, (act, init) in enumerate(arms):
@@ -85,9 +85,9 @@ def test_seed_kaiming_gain_for_tanh_is_five_thirds():
 def test_measured_signal_follows_mean_field_for_relu_he():
   """Width 64, depth 8, He + relu: s_1/s_L = 1 in theory; median over 16 seeds within 25%."""
   with jax.enable_x64(True):
-    m = sp.measure_arms(functools.partial(DeepMLP, 8, 64, 1),
-                        [("relu", sp.kernel_init("he_normal", "relu"))],
-                        jax.random.key(0, impl=sp.PRNG_IMPL), 16, 8, 8)
+    m = jax.device_get(sp.measure_arms(functools.partial(DeepMLP, 8, 64, 1),
+                                       [("relu", sp.kernel_init("he_normal", "relu"))],
+                                       jax.random.key(0, impl=sp.PRNG_IMPL), 16, 8, 8))
   ratio = np.median(m["signal"][0, :, 0] / m["signal"][0, :, -1])
   assert ratio == pytest.approx(1.0, rel=0.25)
 

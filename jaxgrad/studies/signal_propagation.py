@@ -7,7 +7,7 @@ random targets on one random batch (:func:`random_batches`). An *arm* is an
 networks of every arm and measures, per layer, the weight-gradient norm
 :math:`\|\partial L/\partial W_l\|_F` and the backprop signal
 :math:`s_l = \mathbb E_b\|\partial L/\partial z_l[b]\|` (:math:`z_l` the
-pre-activation), in two jitted programs for all arms and seeds.
+pre-activation), in one jitted program for all arms and seeds.
 
 Mean-field theory (Poole et al. 2016; Schoenholz et al. 2017) predicts the
 signal from the output back (:func:`predicted_signal`):
@@ -35,7 +35,6 @@ import numpy as np
 
 from jaxgrad import activations, diagnostics, initializers, probe, stats, theory
 from jaxgrad.models import DeepMLP
-from jaxgrad.sweep import sweep
 
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "orthogonal",
          "uniform_small", "normal_small")
@@ -181,8 +180,21 @@ def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.
   return np.exp(0.5 * log_sq)
 
 
-def _cast(tree, dtype):
-  return jax.tree.map(lambda a: a.astype(dtype), tree)
+def _float64_norm(g: jax.Array) -> jax.Array:
+  r""":func:`jaxgrad.diagnostics.safe_norm` of a float32 array, reduced in float64.
+
+  :math:`s\,\|g/s\|_2` with :math:`s = \max_i |g_i|` taken in float32 (exact)
+  and the sum of squares in float64: the array is converted inside the one
+  reduction that reads it, so XLA never holds a float64 copy of it.
+  """
+  s = jnp.max(jnp.abs(g)).astype(jnp.float64)
+  scaled = g.astype(jnp.float64) / jnp.where(s > 0, s, 1)
+  return jnp.where(jnp.isinf(s), s, s * jnp.sqrt(jnp.sum(scaled * scaled)))
+
+
+def _float64_example_norm(g: jax.Array) -> jax.Array:
+  """mean_b of :func:`_float64_norm` of g[b] (as :func:`jaxgrad.diagnostics.signal_norms`)."""
+  return jnp.mean(jax.vmap(_float64_norm)(g.reshape(g.shape[0], -1)))
 
 
 def _naive_example_norm(g: jax.Array) -> jax.Array:
@@ -196,10 +208,11 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
   One backward pass, with respect to ``params`` and ``perturbations``
   together, gives :math:`\partial L/\partial W_l` and
   :math:`\partial L/\partial z_l`. It runs in float32 (the parameters'
-  dtype); norms are reduced in float64 (must run under ``jax.enable_x64``):
-  the loss is written as a function of float64 variables cast to float32, so
-  its gradient is the float32 gradient, converted exactly, and casting it back
-  to float32 recovers the float32 gradient bit for bit.
+  dtype); norms are reduced in float64 (must run under ``jax.enable_x64``),
+  each layer's float32 gradient converted exactly inside its reduction
+  (:func:`_float64_norm`). Float64 copies of the parameters and gradients,
+  which converting them whole would hold, doubled the scratch memory of
+  depth_comparison's programs.
 
   Args:
     model: the network; its loss is :math:`L = \mathrm{mean}_b (f(x_b) - t_b)^2`.
@@ -214,21 +227,22 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
     signal E_b||dL/dz_l[b]||, likewise), ``zero_entries``
     (number of exactly-zero entries of dL/dW_l).
   """
-  def loss64(v):
-    return jnp.mean((model.apply(_cast(v, jnp.float32), x) - target) ** 2)
+  def loss(v):
+    return jnp.mean((model.apply(v, x) - target) ** 2)
 
-  grads = jax.grad(loss64)(_cast(variables, jnp.float64))
+  grads = jax.grad(loss)(variables)
   weights, preacts = grads["params"], grads[diagnostics.PERTURBATIONS]
   layout = probe.layout(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+
+  def per_layer(tree, leaf, reduce):
+    return diagnostics.per_layer(tree, leaf, reduce, layout=layout).stack()
+
   return {
-      "weight": diagnostics.layer_grad_norms(weights, layout=layout).stack(),
-      "weight_f32": diagnostics.per_layer(_cast(weights, jnp.float32), "kernel",
-                                         jnp.linalg.norm, layout=layout).stack(),
-      "signal": diagnostics.signal_norms(preacts, layout=layout).stack(),
-      "signal_f32": diagnostics.per_layer(_cast(preacts, jnp.float32), "preact",
-                                         _naive_example_norm, layout=layout).stack(),
-      "zero_entries": diagnostics.per_layer(weights, "kernel", lambda g: jnp.sum(g == 0),
-                                           layout=layout).stack(),
+      "weight": per_layer(weights, "kernel", _float64_norm),
+      "weight_f32": per_layer(weights, "kernel", jnp.linalg.norm),
+      "signal": per_layer(preacts, "preact", _float64_example_norm),
+      "signal_f32": per_layer(preacts, "preact", _naive_example_norm),
+      "zero_entries": per_layer(weights, "kernel", lambda g: jnp.sum(g == 0, dtype=jnp.int32)),
   }
 
 
@@ -244,10 +258,10 @@ def random_batches(key: jax.Array, seeds: int, batch: int, in_features: int,
 def switch_activation(arm: jax.Array, names: list[str]) -> Callable:
   """The activation ``names[arm]``, ``arm`` possibly traced (``lax.switch``).
 
-  Under ``vmap`` over ``arm`` every arm runs through ONE traced model (each
-  activation is evaluated, ``lax.switch`` selects), so arms that differ only
-  in the activation share a program; the cost is elementwise, the matmuls are
-  shared.
+  Arms that differ only in the activation share one traced model, so one
+  program. Under ``jax.lax.map`` over ``arm`` (:func:`measure_arms`) each step
+  runs its own branch only; under ``vmap`` every activation is evaluated and
+  ``lax.switch`` selects (an elementwise cost, the matmuls are shared).
   """
   branches = [activations.get(n) for n in names]
   if len(branches) == 1:
@@ -292,12 +306,21 @@ def init_arms(make_model: Callable[..., DeepMLP], inits: list[Callable], keys: j
 
 
 def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Callable]],
-                 key: jax.Array, seeds: int, batch: int, in_features: int) -> dict[str, np.ndarray]:
-  """Every arm (activation, initializer) x every seed: two jitted programs in all.
+                 key: jax.Array, seeds: int, batch: int, in_features: int) -> dict[str, jax.Array]:
+  """Every arm (activation, initializer) x every seed, in one jitted program.
 
-  :func:`init_arms` draws the networks; :func:`gradient_profile` measures
-  them in one :func:`~jaxgrad.sweep.sweep` over arms (vmapped over seeds),
-  the activation a traced switch (:func:`switch_activation`).
+  The program draws the batches (:func:`random_batches`) and the networks
+  (:func:`init_arms`), then measures them (:func:`gradient_profile`) one arm
+  after another (``jax.lax.map``), each arm's seeds vmapped, the activation a
+  traced switch (:func:`switch_activation`). One arm at a time keeps the
+  scratch memory to one arm's gradients (vmapping every arm held all of
+  them: 1.9 GB at depth 100, three arms, 20 seeds, against 0.7 GB), and the
+  switch then runs only the arm's own activation.
+
+  It returns as soon as the program is dispatched: a caller that measures
+  several configurations dispatches them all, then reads them
+  (``jax.device_get``), so that tracing the next program overlaps running
+  this one.
 
   Args:
     make_model: ``make_model(activation=..., kernel_init=...) -> DeepMLP``
@@ -313,23 +336,28 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
   Must run under ``jax.enable_x64`` (see :func:`gradient_profile`).
 
   Returns:
-    The :func:`gradient_profile` entries with shape (arms, seeds, L).
+    The :func:`gradient_profile` entries with shape (arms, seeds, L), as
+    device arrays.
   """
   names = list(dict.fromkeys(a for a, _ in arms))
-  k_data, k_params = jax.random.split(key)
+  arm_activation = np.asarray([names.index(a) for a, _ in arms])
+  inits = [i for _, i in arms]
   out_features = make_model().out_features
-  x, t = random_batches(k_data, seeds, batch, in_features, out_features)
-  keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
-                    for a in range(len(arms))])
-  variables = init_arms(make_model, [i for _, i in arms], keys, x)
 
   def one(act, v, x, t):
     return gradient_profile(make_model(activation=switch_activation(act, names)), v, x, t)
 
   over_seeds = jax.vmap(one, in_axes=(None, 0, 0, 0))
-  out = sweep(lambda act, v: over_seeds(act, v, x, t),
-              jnp.asarray([names.index(a) for a, _ in arms]), variables)
-  return {k: np.asarray(v) for k, v in out.items()}
+
+  def program(key):
+    k_data, k_params = jax.random.split(key)
+    x, t = random_batches(k_data, seeds, batch, in_features, out_features)
+    keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
+                      for a in range(len(arms))])
+    variables = init_arms(make_model, inits, keys, x)
+    return jax.lax.map(lambda arm: over_seeds(*arm, x, t), (arm_activation, variables))
+
+  return jax.jit(program)(key)
 
 
 def summarize_arm(m: dict[str, np.ndarray], activation: str, sigma_w2: list[float]) -> dict:
