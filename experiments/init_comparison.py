@@ -8,11 +8,11 @@ is the median over ``--seeds`` networks (each with its own batch, shared by
 every activation and initialization) with an interquartile band, beside the
 per-layer backprop signal :math:`s_l = \mathbb E_b \|\partial L/\partial z_l[b]\|`
 (z_l the pre-activation; :func:`jaxgrad.diagnostics.backprop_signal`). All
-seeds, both activations and all seven initializations run in ONE vmapped,
-jitted program that differentiates once per network (the activation a
-traced switch: every arm has the same shapes), after one that draws every
-network, grouped by initializer
-(:func:`jaxgrad.studies.signal_propagation.measure_arms`).
+seeds, both activations and all seven initializations run in ONE jitted
+program that draws every network and differentiates it once, one arm after
+another with its seeds vmapped (the activation and the initializer traced
+switches: every arm has the same shapes;
+:func:`jaxgrad.studies.signal_propagation.measure_arms`).
 
 Mean-field theory (dashed) predicts the backprop signal from the output back:
 :math:`\mathbb E\|\delta_{l-1}\|^2 = \sigma_{w,l}^2\,\mu_1(q_{l-1})\,
@@ -39,7 +39,7 @@ tanh uses PyTorch's gain 5/3, Var = (25/9) / fan_in. jaxgrad's ``he_*`` is
 Var = 2 / fan_in for every activation (``--kaiming-gain he``, the default);
 ``--kaiming-gain torch`` reproduces the seed (relu's gain sqrt(2) is the same).
 
-    python -m experiments.init_comparison            # 20 seeds: 17 s on 2 cores cold, 7.5 s warm cache
+    python -m experiments.init_comparison            # 20 seeds: 9 s on 2 cores cold, 4.4 s warm cache
     python -m experiments.init_comparison --quick    # 8 seeds
     python -m experiments.init_comparison --kaiming-gain torch
 

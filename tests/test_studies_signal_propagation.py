@@ -14,7 +14,7 @@ from tests import _tol
 
 
 def test_vmapped_arms_equal_a_direct_per_arm_computation():
-  """Grouped draws and switched activations = each arm drawn and measured alone."""
+  """Switched initializers and activations = each arm drawn and measured alone."""
   depth, width, in_features, batch, seeds = 6, 8, 3, 4, 3
   make_model = functools.partial(DeepMLP, depth, width, 1)
   # One initializer under two activations (drawn together, switched apart) and a second one.

@@ -81,7 +81,8 @@ def kernel_init(name: str, activation: str, kaiming_gain: str = "he"):
 
   Returns:
     The initializer; the same initializer is the same object whatever the
-    activation it is asked for, so :func:`init_arms` draws its arms together.
+    activation it is asked for, so :func:`measure_arms` traces one ``init``
+    per initializer, not per arm.
   """
   if kaiming_gain == "torch" and name in ("he_normal", "he_uniform"):
     return _torch_kaiming(name, TORCH_GAIN[activation])
@@ -269,53 +270,42 @@ def switch_activation(arm: jax.Array, names: list[str]) -> Callable:
   return lambda z: jax.lax.switch(arm, branches, z)
 
 
-def init_arms(make_model: Callable[..., DeepMLP], inits: list[Callable], keys: jax.Array,
-              x: jax.Array):
-  """Variables of every arm x seed, stacked (arms, seeds, ...), in one jitted program.
+def init_seeds(make_model: Callable[..., DeepMLP], inits: list[Callable], init: jax.Array,
+               keys: jax.Array, x: jax.Array):
+  """Variables of one arm's networks, stacked (seeds, ...): the initializer ``inits[init]``.
 
-  Arms are grouped by initializer (by identity: :func:`kernel_init` returns
-  one object per initializer), and each group is drawn by its own vmapped
-  ``init``: a traced switch between initializers would, under ``vmap``, draw
-  every initializer for every network (7x the random numbers here) and keep
-  one. A plain ``jit``, not a :func:`~jaxgrad.sweep.sweep` over seeds:
-  seeds-outer (a sweep over seeds, each group's arms vmapped inside, the
-  measurement likewise), depth_comparison compiled in 48 s cold against 38 s,
-  for 1.8 s saved warm.
+  ``init`` may be traced (``lax.switch`` between the initializers): under
+  ``jax.lax.map`` over arms (:func:`measure_arms`) each step draws with its
+  own initializer only. Under ``vmap`` over ``init`` it would draw every
+  initializer for every network and keep one.
 
   Args:
     make_model: ``make_model(kernel_init=...) -> DeepMLP``.
-    inits: the Flax kernel initializer of each arm.
-    keys: (arms, seeds) PRNG keys. Under ``vmap`` an ``rbg`` key array draws
-      a whole group from one of its keys (JAX's batching rule for XLA's
-      RngBitGenerator): statistically independent networks, but not the draws
-      of each key alone; threefry keys give exactly those.
+    inits: the distinct Flax kernel initializers.
+    init: index into ``inits``.
+    keys: (seeds,) PRNG keys, one network each. Under ``vmap`` an ``rbg`` key
+      array draws the whole batch from one of its keys (JAX's batching rule
+      for XLA's RngBitGenerator): statistically independent networks, but not
+      the draws of each key alone; threefry keys give exactly those.
     x: (seeds, batch, in_features), fixes the perturbation shapes.
   """
-  groups = list(dict.fromkeys(inits))
-  members = [[a for a, i in enumerate(inits) if i is init] for init in groups]
-  order = np.argsort(np.concatenate(members), kind="stable")
-
-  def draw(keys, x):
-    parts = []
-    for init, arms in zip(groups, members):
-      over_seeds = jax.vmap(make_model(kernel_init=init).init)
-      parts.append(jax.vmap(over_seeds, in_axes=(0, None))(keys[np.asarray(arms)], x))
-    return jax.tree.map(lambda *p: jnp.concatenate(p)[order], *parts)
-
-  return jax.jit(draw)(keys, x)
+  branches = [jax.vmap(make_model(kernel_init=i).init) for i in inits]
+  if len(branches) == 1:
+    return branches[0](keys, x)
+  return jax.lax.switch(init, branches, keys, x)
 
 
 def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Callable]],
                  key: jax.Array, seeds: int, batch: int, in_features: int) -> dict[str, jax.Array]:
   """Every arm (activation, initializer) x every seed, in one jitted program.
 
-  The program draws the batches (:func:`random_batches`) and the networks
-  (:func:`init_arms`), then measures them (:func:`gradient_profile`) one arm
-  after another (``jax.lax.map``), each arm's seeds vmapped, the activation a
-  traced switch (:func:`switch_activation`). One arm at a time keeps the
-  scratch memory to one arm's gradients (vmapping every arm held all of
-  them: 1.9 GB at depth 100, three arms, 20 seeds, against 0.7 GB), and the
-  switch then runs only the arm's own activation.
+  The program draws the batches (:func:`random_batches`), then, one arm after
+  another (``jax.lax.map``), draws the arm's networks (:func:`init_seeds`)
+  and measures them (:func:`gradient_profile`), its seeds vmapped, the
+  activation a traced switch (:func:`switch_activation`). One arm at a time
+  keeps the scratch memory to one arm's networks and gradients (drawing every
+  arm first and vmapping all of them held 1.9 GB at depth 100, three arms,
+  20 seeds, against 0.37 GB), and each switch runs the arm's own branch only.
 
   It returns as soon as the program is dispatched: a caller that measures
   several configurations dispatches them all, then reads them
@@ -328,7 +318,7 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
     arms: ``(activation name, Flax kernel initializer)`` per arm.
     key: split into the data key and the parameter key; arm a, seed s is
       initialised with ``split(fold_in(params_key, a), seeds)[s]`` (but see
-      :func:`init_arms` on ``rbg`` keys).
+      :func:`init_seeds` on ``rbg`` keys).
     seeds: networks per arm; seed s uses the same random batch in every arm.
     batch: examples per batch.
     in_features: input width.
@@ -340,8 +330,9 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
     device arrays.
   """
   names = list(dict.fromkeys(a for a, _ in arms))
+  inits = list(dict.fromkeys(i for _, i in arms))  # by identity: see kernel_init
   arm_activation = np.asarray([names.index(a) for a, _ in arms])
-  inits = [i for _, i in arms]
+  arm_init = np.asarray([inits.index(i) for _, i in arms])
   out_features = make_model().out_features
 
   def one(act, v, x, t):
@@ -354,8 +345,12 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
     x, t = random_batches(k_data, seeds, batch, in_features, out_features)
     keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
                       for a in range(len(arms))])
-    variables = init_arms(make_model, inits, keys, x)
-    return jax.lax.map(lambda arm: over_seeds(*arm, x, t), (arm_activation, variables))
+
+    def arm(args):
+      act, init, keys = args
+      return over_seeds(act, init_seeds(make_model, inits, init, keys, x), x, t)
+
+    return jax.lax.map(arm, (arm_activation, arm_init, keys))
 
   return jax.jit(program)(key)
 
