@@ -270,29 +270,22 @@ def switch_activation(arm: jax.Array, names: list[str]) -> Callable:
   return lambda z: jax.lax.switch(arm, branches, z)
 
 
-def init_seeds(make_model: Callable[..., DeepMLP], inits: list[Callable], init: jax.Array,
-               keys: jax.Array, x: jax.Array):
-  """Variables of one arm's networks, stacked (seeds, ...): the initializer ``inits[init]``.
+def switch_initializer(index: jax.Array, inits: list[Callable]) -> Callable:
+  """The Flax initializer ``inits[index]``, ``index`` possibly traced (``lax.switch``).
 
-  ``init`` may be traced (``lax.switch`` between the initializers): under
-  ``jax.lax.map`` over arms (:func:`measure_arms`) each step draws with its
-  own initializer only. Under ``vmap`` over ``init`` it would draw every
-  initializer for every network and keep one.
-
-  Args:
-    make_model: ``make_model(kernel_init=...) -> DeepMLP``.
-    inits: the distinct Flax kernel initializers.
-    init: index into ``inits``.
-    keys: (seeds,) PRNG keys, one network each. Under ``vmap`` an ``rbg`` key
-      array draws the whole batch from one of its keys (JAX's batching rule
-      for XLA's RngBitGenerator): statistically independent networks, but not
-      the draws of each key alone; threefry keys give exactly those.
-    x: (seeds, batch, in_features), fixes the perturbation shapes.
+  Arms that differ only in the initializer share one traced model. Under
+  ``jax.lax.map`` over ``index`` (:func:`measure_arms`) each step draws with
+  its own initializer only; under ``vmap`` every initializer would draw every
+  network and one draw be kept.
   """
-  branches = [jax.vmap(make_model(kernel_init=i).init) for i in inits]
-  if len(branches) == 1:
-    return branches[0](keys, x)
-  return jax.lax.switch(init, branches, keys, x)
+  if len(inits) == 1:
+    return inits[0]
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.lax.switch(index, [functools.partial(i, shape=shape, dtype=dtype) for i in inits],
+                          key)
+
+  return init
 
 
 def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Callable]],
@@ -300,9 +293,10 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
   """Every arm (activation, initializer) x every seed, in one jitted program.
 
   The program draws the batches (:func:`random_batches`), then, one arm after
-  another (``jax.lax.map``), draws the arm's networks (:func:`init_seeds`)
-  and measures them (:func:`gradient_profile`), its seeds vmapped, the
-  activation a traced switch (:func:`switch_activation`). One arm at a time
+  another (``jax.lax.map``), draws the arm's networks and measures them
+  (:func:`gradient_profile`), its seeds vmapped, the activation and the
+  initializer traced switches (:func:`switch_activation`,
+  :func:`switch_initializer`): every arm is one traced model. One arm at a time
   keeps the scratch memory to one arm's networks and gradients (drawing every
   arm first and vmapping all of them held 1.9 GB at depth 100, three arms,
   20 seeds, against 0.37 GB), and each switch runs the arm's own branch only.
@@ -317,8 +311,11 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
       (e.g. :func:`seed_network`); all arms share every other field.
     arms: ``(activation name, Flax kernel initializer)`` per arm.
     key: split into the data key and the parameter key; arm a, seed s is
-      initialised with ``split(fold_in(params_key, a), seeds)[s]`` (but see
-      :func:`init_seeds` on ``rbg`` keys).
+      initialised with ``split(fold_in(params_key, a), seeds)[s]``. Under
+      ``vmap`` an ``rbg`` key array draws the whole batch from one of its keys
+      (JAX's batching rule for XLA's RngBitGenerator): statistically
+      independent networks, but not the draws of each key alone; threefry
+      keys give exactly those.
     seeds: networks per arm; seed s uses the same random batch in every arm.
     batch: examples per batch.
     in_features: input width.
@@ -335,22 +332,18 @@ def measure_arms(make_model: Callable[..., DeepMLP], arms: list[tuple[str, Calla
   arm_init = np.asarray([inits.index(i) for _, i in arms])
   out_features = make_model().out_features
 
-  def one(act, v, x, t):
-    return gradient_profile(make_model(activation=switch_activation(act, names)), v, x, t)
-
-  over_seeds = jax.vmap(one, in_axes=(None, 0, 0, 0))
+  def arm(act, init, keys, x, t):
+    model = make_model(activation=switch_activation(act, names),
+                       kernel_init=switch_initializer(init, inits))
+    variables = jax.vmap(model.init)(keys, x)
+    return jax.vmap(functools.partial(gradient_profile, model))(variables, x, t)
 
   def program(key):
     k_data, k_params = jax.random.split(key)
     x, t = random_batches(k_data, seeds, batch, in_features, out_features)
     keys = jnp.stack([jax.random.split(jax.random.fold_in(k_params, a), seeds)
                       for a in range(len(arms))])
-
-    def arm(args):
-      act, init, keys = args
-      return over_seeds(act, init_seeds(make_model, inits, init, keys, x), x, t)
-
-    return jax.lax.map(arm, (arm_activation, arm_init, keys))
+    return jax.lax.map(lambda a: arm(*a, x, t), (arm_activation, arm_init, keys))
 
   return jax.jit(program)(key)
 
