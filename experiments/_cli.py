@@ -386,6 +386,15 @@ class Experiment:
     names = list(self.settings(config)) if self.settings is not None else []
     if names and (kept := _kept(out, config, names)):
       print(f"resuming: {kept} of {len(names)} settings already in {out}/", file=sys.stderr)
+    program = self.name == "__main__"
+    if program:
+      # Python's cyclic GC traverses every live object at each full
+      # collection and again at exit; the few hundred thousand that importing
+      # jax and flax and tracing the programs create are never garbage.
+      # Freezing them (gc.freeze: out of every later collection) here and
+      # before exit saves 0.8-1.0 s of a warm init_comparison or
+      # depth_comparison run (4.7 -> 3.7-4.0 s, 6.8 -> 5.7-5.9 s).
+      gc.freeze()
     try:
       with _reliable_ctrl_c():
         results = self.execute(config, out)
@@ -393,6 +402,8 @@ class Experiment:
       self._interrupted(out, config, names)
     print(self.summary(results))
     print(f"\nwrote {out}/")
+    if program:
+      gc.freeze()
     return results
 
   def _interrupted(self, out: pathlib.Path, config: Any, names: list[str]) -> typing.NoReturn:
