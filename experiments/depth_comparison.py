@@ -93,20 +93,25 @@ def _case(act: str, depth: int, m: dict[str, np.ndarray], config: Config) -> dic
 def run(config: Config) -> dict:
   """One program per depth (every activation an arm), each case against mean field.
 
-  Every depth's program is dispatched before any is read, so tracing the next
-  depth overlaps running the previous one.
+  Every depth's program is dispatched before any is read, deepest first: tracing
+  the next depth overlaps running the previous one, and the last to run is the
+  shortest.
   """
   cases: dict[str, dict[str, dict]] = {a: {} for a in config.activations}
   arms = [(act, sp.kernel_init(INIT_FOR[act], act)) for act in config.activations]
+  deepest_first = sorted(enumerate(config.depths), key=lambda jd: -jd[1])
   with jax.enable_x64(True):
     key = jax.random.key(config.seed, impl=sp.PRNG_IMPL)
-    measured = jax.device_get([
-        sp.measure_arms(sp.seed_network(depth, config.width), arms, jax.random.fold_in(key, j),
-                        config.seeds, config.batch, config.in_features)
-        for j, depth in enumerate(_cli.progress(config.depths, desc="depths traced"))])
-    for depth, m in zip(config.depths, measured):
+    dispatched = {
+        depth: sp.measure_arms(sp.seed_network(depth, config.width), arms,
+                               jax.random.fold_in(key, j), config.seeds, config.batch,
+                               config.in_features)
+        for j, depth in _cli.progress(deepest_first, desc="depths traced")}
+    measured = jax.device_get(dispatched)
+    for depth in config.depths:
       for a, act in enumerate(config.activations):
-        cases[act][str(depth)] = _case(act, depth, {k: v[a] for k, v in m.items()}, config)
+        m = {k: v[a] for k, v in measured[depth].items()}
+        cases[act][str(depth)] = _case(act, depth, m, config)
   return {"config": config, "depths": config.depths, "cases": cases}
 
 
