@@ -233,7 +233,7 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
 
   grads = jax.grad(loss)(variables)
   weights, preacts = grads["params"], grads[diagnostics.PERTURBATIONS]
-  layout = probe.layout(model, jax.ShapeDtypeStruct(x.shape, x.dtype))
+  layout = probe.layout(model, x, variables=variables)
 
   def per_layer(tree, leaf, reduce):
     return diagnostics.per_layer(tree, leaf, reduce, layout=layout).stack()
