@@ -34,7 +34,7 @@ Summary figure: the ratio first layer / last layer against depth.
   10 raw inputs and the deep, correlated hidden layers; so only the measurement
   is drawn.
 
-    python -m experiments.depth_comparison            # 20 seeds: 22 s on 2 cores cold, 6.8 s warm cache
+    python -m experiments.depth_comparison            # 20 seeds: 20 s on 2 cores cold, 5.4 s warm cache
     python -m experiments.depth_comparison --quick    # depths 5 and 50, 8 seeds
 
 Writes ``config.json``, ``results.json`` (every plotted number),

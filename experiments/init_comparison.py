@@ -39,7 +39,7 @@ tanh uses PyTorch's gain 5/3, Var = (25/9) / fan_in. jaxgrad's ``he_*`` is
 Var = 2 / fan_in for every activation (``--kaiming-gain he``, the default);
 ``--kaiming-gain torch`` reproduces the seed (relu's gain sqrt(2) is the same).
 
-    python -m experiments.init_comparison            # 20 seeds: 11 s on 2 cores cold, 4.7 s warm cache
+    python -m experiments.init_comparison            # 20 seeds: 9 s on 2 cores cold, 3.6 s warm cache
     python -m experiments.init_comparison --quick    # 8 seeds
     python -m experiments.init_comparison --kaiming-gain torch
 
