@@ -186,7 +186,8 @@ def _float64_norm(g: jax.Array) -> jax.Array:
 
   :math:`s\,\|g/s\|_2` with :math:`s = \max_i |g_i|` taken in float32 (exact)
   and the sum of squares in float64: the array is converted inside the one
-  reduction that reads it, so XLA never holds a float64 copy of it.
+  reduction that reads it (the max and the sum both reading a converted
+  array made XLA hold a float64 copy of every gradient).
   """
   s = jnp.max(jnp.abs(g)).astype(jnp.float64)
   scaled = g.astype(jnp.float64) / jnp.where(s > 0, s, 1)
