@@ -13,7 +13,7 @@ from jaxgrad.studies import signal_propagation as sp
 from tests import _tol
 
 
-def test_vmapped_arms_equal_a_direct_per_arm_computation():
+def test_switched_arms_equal_a_direct_per_arm_computation():
   """Switched initializers and activations = each arm drawn and measured alone."""
   depth, width, in_features, batch, seeds = 6, 8, 3, 4, 3
   make_model = functools.partial(DeepMLP, depth, width, 1)

@@ -81,8 +81,8 @@ def kernel_init(name: str, activation: str, kaiming_gain: str = "he"):
 
   Returns:
     The initializer; the same initializer is the same object whatever the
-    activation it is asked for, so :func:`measure_arms` traces one ``init``
-    per initializer, not per arm.
+    activation it is asked for, so :func:`measure_arms`'s initializer switch
+    (:func:`switch_initializer`) has one branch per initializer, not per arm.
   """
   if kaiming_gain == "torch" and name in ("he_normal", "he_uniform"):
     return _torch_kaiming(name, TORCH_GAIN[activation])
