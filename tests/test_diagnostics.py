@@ -47,6 +47,18 @@ def _loop_forward(layers, x, phi, shifts=None):
   return h
 
 
+def test_safe_norm_reduces_float32_in_float64_where_asked(x64):
+  """Entries ~1e-30: float32 squares underflow; scaled, and summed in float64, the norm is exact."""
+  g = np.geomspace(1e-30, 3e-30, 20_000).astype(np.float32)
+  expected = np.linalg.norm(g.astype(np.float64))
+  in_float32, in_float64 = jax.jit(lambda a: (diagnostics.safe_norm(a),
+                                              diagnostics.safe_norm(a, jnp.float64)))(g)
+  assert in_float32.dtype == jnp.float32 and in_float64.dtype == jnp.float64
+  np.testing.assert_allclose(in_float64, expected, **_tol.F64)
+  np.testing.assert_allclose(in_float32, expected, rtol=1e-5)
+  assert float(jnp.linalg.norm(g)) == 0.0  # what safe_norm avoids
+
+
 def test_layer_grad_norms_matches_a_hand_written_loop():
   model, v, x, y = _mlp_and_variables()
   loss = lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)  # noqa: E731

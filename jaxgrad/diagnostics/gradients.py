@@ -19,15 +19,25 @@ Variables = Mapping[str, Any]
 PERTURBATIONS = "perturbations"
 
 
-def safe_norm(g: jax.Array) -> jax.Array:
+def safe_norm(g: jax.Array, dtype: Any = None) -> jax.Array:
   r"""Euclidean norm that does not underflow: :math:`s \|g / s\|_2`, :math:`s = \max_i |g_i|`.
 
   Squaring entries below ~1e-19 underflows float32 (and XLA on CPU flushes the
   subnormals to zero), so ``jnp.linalg.norm`` returns exactly 0 for gradients
   that are tiny but not zero (e.g. a depth-20 tanh net under N(0, 0.01^2)
   weights); scaling by the largest entry first keeps them. Inf stays inf.
+
+  Args:
+    g: the array.
+    dtype: reduce in this dtype (e.g. float64 for a float32 ``g``, under
+      ``jax.enable_x64``); default ``g``'s. :math:`s` is taken in ``g``'s own
+      dtype (exact), and ``g`` is converted inside the one reduction that
+      reads it: converting it first, for both the max and the sum, made XLA
+      hold a converted copy of it.
   """
   s = jnp.max(jnp.abs(g))
+  if dtype is not None:
+    g, s = g.astype(dtype), s.astype(dtype)
   scaled = s * jnp.linalg.norm(g / jnp.where(s > 0, s, 1))
   return jnp.where(jnp.isinf(s), s, scaled)
 

@@ -181,21 +181,11 @@ def predicted_signal(activation: str, sigma_w2: list[float], q_input: float = 1.
   return np.exp(0.5 * log_sq)
 
 
-def _float64_norm(g: jax.Array) -> jax.Array:
-  r""":func:`jaxgrad.diagnostics.safe_norm` of a float32 array, reduced in float64.
-
-  :math:`s\,\|g/s\|_2` with :math:`s = \max_i |g_i|` taken in float32 (exact)
-  and the sum of squares in float64: the array is converted inside the one
-  reduction that reads it (the max and the sum both reading a converted
-  array made XLA hold a float64 copy of every gradient).
-  """
-  s = jnp.max(jnp.abs(g)).astype(jnp.float64)
-  scaled = g.astype(jnp.float64) / jnp.where(s > 0, s, 1)
-  return jnp.where(jnp.isinf(s), s, s * jnp.sqrt(jnp.sum(scaled * scaled)))
+_float64_norm = functools.partial(diagnostics.safe_norm, dtype=jnp.float64)
 
 
 def _float64_example_norm(g: jax.Array) -> jax.Array:
-  """mean_b of :func:`_float64_norm` of g[b] (as :func:`jaxgrad.diagnostics.signal_norms`)."""
+  """mean_b of ``safe_norm(g[b])`` reduced in float64 (as :func:`jaxgrad.diagnostics.signal_norms`)."""
   return jnp.mean(jax.vmap(_float64_norm)(g.reshape(g.shape[0], -1)))
 
 
@@ -212,7 +202,7 @@ def gradient_profile(model: DeepMLP, variables, x: jax.Array, target: jax.Array)
   :math:`\partial L/\partial z_l`. It runs in float32 (the parameters'
   dtype); norms are reduced in float64 (must run under ``jax.enable_x64``),
   each layer's float32 gradient converted exactly inside its reduction
-  (:func:`_float64_norm`). Float64 copies of the parameters and gradients,
+  (:func:`jaxgrad.diagnostics.safe_norm` with ``dtype=float64``). Float64 copies of the parameters and gradients,
   which converting them whole would hold, doubled the scratch memory of
   depth_comparison's programs.
 
