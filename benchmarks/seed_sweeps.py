@@ -1,7 +1,7 @@
 """The seed's sweeps (seed 000 sections 7.1 and 7.2): jaxgrad's warm 20-seed run against two baselines.
 
     python -m benchmarks.seed_sweeps               # 20 seeds per curve
-    python -m benchmarks.seed_sweeps --seeds 1     # smoke size
+    python -m benchmarks.seed_sweeps --seeds 1 --repeats 1   # smoke size
 
 It reports two ratios, each against a baseline measured in the same run, with
 its target beside it:
@@ -21,7 +21,10 @@ its target beside it:
   over jaxgrad's, both process start to figures. Needs torch
   (``pip install torch``); without it this ratio is skipped with a message.
 
-The warm run follows a first one from an empty cache in a user cache
+The warm run and the PyTorch loop each run ``--repeats`` times, and their
+medians make the ratios (the floor's parts are medians of 3): on a shared
+2-core machine one run of either varies by 15-30 %. The warm runs follow a
+first one from an empty cache in a user cache
 directory (``$XDG_CACHE_HOME/jaxgrad/jax_cache``, set through the
 ``JAX_COMPILATION_CACHE_DIR`` environment variable of the child processes,
 equivalent to ``jax.config.update('jax_compilation_cache_dir', ...)``), which
@@ -271,22 +274,26 @@ def floor_seconds(networks: list[tuple[int, int, int]], batch: int) -> dict:
   return out
 
 
-def measure(seeds: int, keep_cache: bool) -> dict:
+def measure(seeds: int, keep_cache: bool, repeats: int) -> dict:
   """Every time the two ratios need, measured in this one process (see the module docstring)."""
   cache = cache_dir()
   if not keep_cache and cache.exists():
     shutil.rmtree(cache)
   cache.mkdir(parents=True, exist_ok=True)
-  results = {"seeds": seeds, "cache": str(cache)}
+  results = {"seeds": seeds, "cache": str(cache), "repeats": repeats}
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     if torch_available():
-      results["baseline"], printed = run_baseline(tmp)
-      results["baseline_note"] = printed.strip().splitlines()[-1]
+      runs = [run_baseline(tmp) for _ in range(repeats)]
+      results["baseline_runs"] = [seconds for seconds, _ in runs]
+      results["baseline"] = statistics.median(results["baseline_runs"])
+      results["baseline_note"] = runs[0][1].strip().splitlines()[-1]
     results["jaxgrad_first"] = run_jaxgrad(tmp / "first", seeds, cache)
-    results["jaxgrad_warm"] = run_jaxgrad(tmp / "warm", seeds, cache)
-    networks = networks_drawn(tmp / "warm")
-    batch = files.read_json(tmp / "warm" / "init_comparison" / "config.json")["batch"]
+    results["jaxgrad_warm_runs"] = [run_jaxgrad(tmp / f"warm{i}", seeds, cache)
+                                    for i in range(repeats)]
+    results["jaxgrad_warm"] = statistics.median(results["jaxgrad_warm_runs"])
+    networks = networks_drawn(tmp / "warm0")
+    batch = files.read_json(tmp / "warm0" / "init_comparison" / "config.json")["batch"]
   results["networks"] = len(networks)
   results["floor"] = floor_seconds(networks, batch)
   return results
@@ -316,16 +323,22 @@ def ratio_rows(r: dict) -> list[dict]:
   return rows
 
 
+def _median_of(runs: list[float]) -> str:
+  if len(runs) == 1:
+    return f"{runs[0]:.1f} s"
+  return f"{statistics.median(runs):.1f} s (median of {', '.join(f'{t:.1f}' for t in runs)})"
+
+
 def _print_report(r: dict, rows: list[dict]) -> None:
   f = r["floor"]
   print("seed 000 §7.1 + §7.2, process start to figures, all measured in this run:")
   if "baseline" in r:
-    print(f"  seed's PyTorch loop, 1 seed per curve ({SEED_NETWORKS} networks): {r['baseline']:.1f} s"
-          f"  ({r['baseline_note']})")
+    print(f"  seed's PyTorch loop, 1 seed per curve ({SEED_NETWORKS} networks): "
+          f"{_median_of(r['baseline_runs'])}  ({r['baseline_note']})")
   else:
     print("  torch is not installed: no PyTorch baseline (pip install torch)")
   print(f"  jaxgrad, {_per_curve(r['seeds'])} ({r['networks']} networks): "
-        f"empty cache {r['jaxgrad_first']:.1f} s, warm cache {r['jaxgrad_warm']:.1f} s")
+        f"empty cache {r['jaxgrad_first']:.1f} s, warm cache {_median_of(r['jaxgrad_warm_runs'])}")
   print(f"  floor {f['total']:.1f} s: imports {f['imports']:.2f} s, jax.random.normal of "
         f"{f['weights'] / 1e6:.0f}M weights "
         + ", ".join(f"{f[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
@@ -343,8 +356,12 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--seeds", type=int, default=20, help="jaxgrad networks per curve")
   parser.add_argument("--keep-cache", action="store_true",
                       help="do not empty the compilation cache before the first run")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="runs of the warm pair and of the PyTorch loop; their medians are reported")
   args = parser.parse_args(argv)
-  results = measure(args.seeds, args.keep_cache)
+  if args.seeds < 1 or args.repeats < 1:
+    parser.error(f"--seeds and --repeats must be integers >= 1; got {args.seeds} and {args.repeats}")
+  results = measure(args.seeds, args.keep_cache, args.repeats)
   rows = ratio_rows(results)
   _print_report(results, rows)
   results["machine"] = _timing.machine()
