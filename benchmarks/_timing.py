@@ -5,7 +5,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import functools  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -13,6 +12,8 @@ from collections.abc import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+
+from jaxgrad import files  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], *, repeats: int = 5, warmup: int = 1) -> float:
@@ -93,9 +94,13 @@ def format_rows(rows: list[dict], machine_name: str) -> str:
 
 
 def report(result: dict, rows: list[dict], json_path=None) -> dict:
-  """Attaches ``rows`` to ``result``, prints the table, optionally writes ``result`` as JSON."""
+  """Attaches ``rows`` to ``result``, prints the table, optionally writes ``result`` as strict JSON.
+
+  The file is written atomically (:func:`jaxgrad.files.write_json`; NaN and
+  ±inf as the strings ``"nan"``, ``"inf"``, ``"-inf"``).
+  """
   result["rows"] = rows
   print(format_rows(rows, result["machine"]))
   if json_path:
-    json_path.write_text(json.dumps(result, indent=1))
+    files.write_json(json_path, result)
   return result

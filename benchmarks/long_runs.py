@@ -1,9 +1,11 @@
 r"""The two longest default runs, ``adding_problem`` and ``rnn_clipping``, against their floors.
 
     python -m benchmarks.long_runs [--fraction 0.05] [--only adding_problem rnn_clipping]
-                                   [--smoke] [--json FILE]
+                                   [--quick] [--json FILE]
 
-For each experiment at its default ``Config`` this process
+For each experiment at its default config (read from its command line,
+``python -m experiments.<name> --print-config``: :mod:`benchmarks._configs`)
+this process
 
 1. counts the run's matmul flops from the config (:func:`adding_flops`,
    :func:`clipping_flops`): per example, time step and layer a cell with
@@ -19,7 +21,7 @@ For each experiment at its default ``Config`` this process
    *flop floor*;
 3. times the study each experiment's ``run`` calls
    (:func:`jaxgrad.studies.recurrent.train_adding`,
-   :func:`jaxgrad.studies.recurrent.train_arm`, at the experiment's ``Config``) once per cell,
+   :func:`jaxgrad.studies.recurrent.train_arm`, at the experiment's config) once per cell,
    at the default shapes but ``--fraction`` of the steps (and of the adding
    problem's test set), compile time (JAX's trace, lowering and XLA compile,
    read from ``jax.monitoring``; no persistent cache, as in a first run) apart
@@ -42,9 +44,8 @@ Where the rest goes, per timed program:
 Timings are printed, never asserted. Expected run time of the default
 (``--fraction 0.05``) on 2 idle cores: about 5 minutes (an estimate from the
 experiments' own figures, not yet measured), half of it the 12 compiles (6
-programs at the default shapes, 6 at width 1). ``--smoke`` runs the
-experiments' smoke configs (under a minute; a check of this script, not a
-measurement).
+programs at the default shapes, 6 at width 1). ``--quick`` runs the
+experiments' ``--quick`` configs (a check of this script, not a measurement).
 """
 
 import argparse
@@ -58,7 +59,9 @@ from benchmarks import _timing
 
 import jax  # noqa: E402
 
-from experiments import adding_problem, rnn_clipping  # noqa: E402  (their Configs: the defaults)
+from benchmarks import _configs  # noqa: E402
+from benchmarks._configs import ExperimentConfig  # noqa: E402
+from jaxgrad import data  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
 GATES = {"simple": 1, "gru": 3, "lstm": 4}
@@ -136,7 +139,7 @@ def network_matmuls(cell: str, *, replicas: int, batch: int, features: int, hidd
   return out + [Matmul(replicas, batch, hidden, 1, passes)]
 
 
-def adding_matmuls(config: adding_problem.Config, cell: str, length: int, *,
+def adding_matmuls(config: ExperimentConfig, cell: str, length: int, *,
                    per_gate: bool = False) -> list[Matmul]:
   """One ``train_settings`` program: ``config.steps`` training steps and one test pass.
 
@@ -149,21 +152,26 @@ def adding_matmuls(config: adding_problem.Config, cell: str, length: int, *,
           + network_matmuls(cell, batch=config.test_size, passes=1, **net))
 
 
-def clipping_matmuls(config: rnn_clipping.Config, arm: str, *,
+def clipping_matmuls(config: ExperimentConfig, arm: str, *,
                      per_gate: bool = False) -> list[Matmul]:
   """One ``train_arm`` program: ``config.seeds`` seeds vmapped, ``epochs x steps_per_epoch`` steps.
 
   Every step computes a full batch of ``config.batch_size`` (an epoch's short
   last batch is padded with weight-0 examples, which cost the same).
   """
-  steps = config.epochs * config.steps_per_epoch
+  steps = config.epochs * _steps_per_epoch(config)
   return network_matmuls(recurrent.ARM_CELL[arm], replicas=config.seeds,
                          batch=config.batch_size, features=SINE_FEATURES, hidden=config.hidden,
                          layers=config.layers, length=config.length, passes=3 * steps,
                          per_gate=per_gate)
 
 
-def adding_run_matmuls(config: adding_problem.Config, *,
+def _steps_per_epoch(config: ExperimentConfig) -> int:
+  """Training steps per epoch of an ``rnn_clipping`` config (full batches, the last padded)."""
+  return data.batches_per_epoch(config.num_sequences, config.batch_size)
+
+
+def adding_run_matmuls(config: ExperimentConfig, *,
                        per_gate: bool = False) -> list[Matmul]:
   """Every product of ``adding_problem.run(config)``: :func:`adding_matmuls` of each (arm, T)."""
   return [m for length in config.lengths
@@ -171,18 +179,18 @@ def adding_run_matmuls(config: adding_problem.Config, *,
           for m in adding_matmuls(config, cell, length, per_gate=per_gate)]
 
 
-def clipping_run_matmuls(config: rnn_clipping.Config, *,
+def clipping_run_matmuls(config: ExperimentConfig, *,
                          per_gate: bool = False) -> list[Matmul]:
   """Every product of ``rnn_clipping.run(config)``: each arm's :func:`clipping_matmuls`."""
   return [m for arm in config.arms for m in clipping_matmuls(config, arm, per_gate=per_gate)]
 
 
-def adding_flops(config: adding_problem.Config) -> float:
+def adding_flops(config: ExperimentConfig) -> float:
   """Matmul flops of ``adding_problem.run(config)``."""
   return sum(m.flops for m in adding_run_matmuls(config))
 
 
-def clipping_flops(config: rnn_clipping.Config) -> float:
+def clipping_flops(config: ExperimentConfig) -> float:
   """Matmul flops of ``rnn_clipping.run(config)``."""
   return sum(m.flops for m in clipping_run_matmuls(config))
 
@@ -249,29 +257,28 @@ class Program:
   issued: list[Matmul]
 
 
-def train_adding(config: adding_problem.Config, cell: str, length: int,
+def train_adding(config: ExperimentConfig, cell: str, length: int,
                  forget_bias: float) -> dict[str, dict]:
   """What ``adding_problem.run`` trains for one (cell, forget bias, T) at ``config``."""
-  settings = {k: v for k, v in dataclasses.asdict(config).items()
+  settings = {k: v for k, v in vars(config).items()
               if k not in ("lengths", "cells", "forget_biases", "seed")}
   return recurrent.train_adding(cell, length, forget_bias=forget_bias,
                                 key=jax.random.key(config.seed), **settings)
 
 
-def train_arm(config: rnn_clipping.Config, arm: str):
+def train_arm(config: ExperimentConfig, arm: str):
   """What ``rnn_clipping.run`` trains for one arm at ``config``."""
-  settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("arms", "seed")}
+  settings = {k: v for k, v in vars(config).items() if k not in ("arms", "seed")}
   return recurrent.train_arm(arm, key=jax.random.key(config.seed), **settings)
 
 
-def adding_programs(config: adding_problem.Config, fraction: float) -> list[Program]:
+def adding_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
   """One program per cell at the middle of ``config.lengths``, a fraction of steps and tests."""
   steps = max(config.log_every,
               round(fraction * config.steps / config.log_every) * config.log_every)
   done = steps / config.steps
-  part = dataclasses.replace(config, steps=steps,
-                             test_size=max(1, round(done * config.test_size)))
-  tiny = dataclasses.replace(part, hidden=1, batch_size=1, test_size=1)
+  part = _configs.replace(config, steps=steps, test_size=max(1, round(done * config.test_size)))
+  tiny = _configs.replace(part, hidden=1, batch_size=1, test_size=1)
   length = sorted(config.lengths)[len(config.lengths) // 2]
   out = []
   for cell in config.cells:
@@ -287,18 +294,18 @@ def adding_programs(config: adding_problem.Config, fraction: float) -> list[Prog
   return out
 
 
-def clipping_programs(config: rnn_clipping.Config, fraction: float) -> list[Program]:
+def clipping_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
   """One program per cell (its first arm), ``fraction`` of the epochs (at least one)."""
   epochs = max(1, round(fraction * config.epochs))
-  part = dataclasses.replace(config, epochs=epochs)
-  tiny = dataclasses.replace(part, hidden=1, batch_size=1, num_sequences=config.steps_per_epoch)
+  part = _configs.replace(config, epochs=epochs)
+  tiny = _configs.replace(part, hidden=1, batch_size=1, num_sequences=_steps_per_epoch(config))
   out = []
   for cell in dict.fromkeys(recurrent.ARM_CELL[a] for a in config.arms):
     arms = [a for a in config.arms if recurrent.ARM_CELL[a] == cell]
     out.append(Program(
         "rnn_clipping", f"{arms[0]} ({cell}), {config.seeds} seeds, "
-                        f"{epochs * config.steps_per_epoch}/"
-                        f"{config.epochs * config.steps_per_epoch} steps",
+                        f"{epochs * _steps_per_epoch(config)}/"
+                        f"{config.epochs * _steps_per_epoch(config)} steps",
         functools.partial(train_arm, part, arms[0]),
         functools.partial(train_arm, tiny, arms[0]),
         epochs / config.epochs, len(arms), len(arms),
@@ -339,20 +346,19 @@ def full_run(name: str, matmuls: list[Matmul], issued: list[Matmul],
 
 
 def run(fraction: float = 0.05, only: tuple[str, ...] = EXPERIMENTS,
-        smoke: bool = False) -> dict:
+        quick: bool = False) -> dict:
   """Every timed program and the extrapolated full runs (see the module docstring)."""
-  experiments = {
-      "adding_problem": (adding_problem.Config, adding_programs, adding_run_matmuls),
-      "rnn_clipping": (rnn_clipping.Config, clipping_programs, clipping_run_matmuls)}
+  experiments = {"adding_problem": (adding_programs, adding_run_matmuls),
+                 "rnn_clipping": (clipping_programs, clipping_run_matmuls)}
   programs, runs, configs = [], [], {}
   for name in only:
-    config_cls, build, run_matmuls = experiments[name]
-    config = config_cls.smoke() if smoke else config_cls()
+    build, run_matmuls = experiments[name]
+    config = _configs.experiment_config(name, *(["--quick"] if quick else []))
     measured = [measure(p) for p in build(config, fraction)]
     programs += measured
     runs.append(full_run(name, run_matmuls(config), run_matmuls(config, per_gate=True), measured))
-    configs[name] = dataclasses.asdict(config)
-  return {"machine": _timing.machine(), "fraction": fraction, "smoke": smoke,
+    configs[name] = vars(config)
+  return {"machine": _timing.machine(), "fraction": fraction, "quick": quick,
           "configs": configs, "programs": programs, "runs": runs}
 
 
@@ -413,13 +419,13 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--fraction", type=float, default=0.05,
                       help="fraction of each program's steps to time (default 0.05)")
   parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS))
-  parser.add_argument("--smoke", action="store_true",
-                      help="the experiments' smoke configs: checks this script, measures nothing")
+  parser.add_argument("--quick", action="store_true",
+                      help="the experiments' --quick configs: checks this script, measures nothing")
   parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
   args = parser.parse_args(argv)
   if not 0 < args.fraction <= 1:
     parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
-  r = run(args.fraction, tuple(args.only), args.smoke)
+  r = run(args.fraction, tuple(args.only), args.quick)
   print(program_table(r["programs"]) + "\n")
   return _timing.report(r, rows(r), args.json)
 

@@ -11,8 +11,8 @@ shuffled, 20 epochs = 320 steps), timed three ways in this one process:
    not installed;
 2. :mod:`experiments.rnn_clipping`'s program for one seed
    (:func:`jaxgrad.studies.recurrent.arm_program` at that experiment's
-   default ``Config``: one jitted ``lax.scan`` over steps), compile time apart
-   from run time;
+   default config, read from its command line (:mod:`benchmarks._configs`):
+   one jitted ``lax.scan`` over steps), compile time apart from run time;
 3. the same program vmapped over ``--seeds`` seeds, per seed.
 
 The arithmetic floor is the run's matmul flops, forward ``2 H (in_l + H)`` per
@@ -22,7 +22,6 @@ same run. Timings are printed, never asserted.
 """
 
 import argparse
-import dataclasses
 import pathlib
 import time
 
@@ -31,11 +30,12 @@ from benchmarks import _timing
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import rnn_clipping  # noqa: E402  (its Config: the defaults timed here)
+from benchmarks import _configs  # noqa: E402
+from benchmarks._configs import ExperimentConfig  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
 
-def run_flops(config: rnn_clipping.Config) -> float:
+def run_flops(config: ExperimentConfig) -> float:
   """Matmul flops of one training run: 3 x forward, every example of every epoch."""
   inputs = [1] + [config.hidden] * (config.layers - 1)
   per_step = sum(2 * config.hidden * (n_in + config.hidden) for n_in in inputs)
@@ -43,7 +43,7 @@ def run_flops(config: rnn_clipping.Config) -> float:
   return 3.0 * config.epochs * config.num_sequences * (config.length * per_step + head)
 
 
-def torch_seconds(config: rnn_clipping.Config, repeats: int) -> float | None:
+def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
   """The seed's code, one run with clipping; ``None`` without torch."""
   try:
     import torch
@@ -104,15 +104,14 @@ def torch_seconds(config: rnn_clipping.Config, repeats: int) -> float | None:
   return _timing.median_seconds(one_run, repeats=repeats, warmup=0)
 
 
-def arm_program(config: rnn_clipping.Config, arm: str):
+def arm_program(config: ExperimentConfig, arm: str):
   """``(one, keys)``: :func:`recurrent.arm_program` of ``arm`` at ``config``, one key per seed."""
-  settings = {k: v for k, v in dataclasses.asdict(config).items()
-              if k not in ("arms", "seeds", "seed")}
+  settings = {k: v for k, v in vars(config).items() if k not in ("arms", "seeds", "seed")}
   return recurrent.arm_program(arm, **settings), jax.random.split(jax.random.key(config.seed),
                                                                   config.seeds)
 
 
-def jax_seconds(config: rnn_clipping.Config, repeats: int) -> tuple[float, float]:
+def jax_seconds(config: ExperimentConfig, repeats: int) -> tuple[float, float]:
   """``(compile seconds, run seconds)`` of the clip_norm arm for ``config.seeds`` seeds."""
   one, keys = arm_program(config, "clip_norm")
   start = time.perf_counter()
@@ -123,11 +122,12 @@ def jax_seconds(config: rnn_clipping.Config, repeats: int) -> tuple[float, float
 
 
 def run(repeats: int = 3, seeds: int = 8, epochs: int = 20) -> dict:
-  config = rnn_clipping.Config(arms=("clip_norm",), seeds=1, epochs=epochs)
+  config = _configs.experiment_config("rnn_clipping", "--arms", "clip_norm", "--seeds", "1",
+                                      "--epochs", str(epochs))
   flops = run_flops(config)
   rate = _timing.matmul_flops_per_second(config.hidden, batch=config.batch_size)
   compile_1, seconds_1 = jax_seconds(config, repeats)
-  compile_n, seconds_n = jax_seconds(dataclasses.replace(config, seeds=seeds),
+  compile_n, seconds_n = jax_seconds(_configs.replace(config, seeds=seeds),
                                      max(1, repeats - 1))
   return {
       "machine": _timing.machine(),

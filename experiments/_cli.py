@@ -162,7 +162,8 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
   Every ``Config`` field becomes a flag (``--field-name``); ``--quick`` starts
   from ``Config.quick()`` instead of the defaults; ``--out`` defaults to
   ``runs/<name>``; JAX's persistent compilation cache is enabled unless
-  ``--no-compile-cache``. A bad value exits 2 with argparse's usage error,
+  ``--no-compile-cache``; ``--print-config`` prints the config as strict JSON
+  (as ``config.json`` holds it) and exits 0. A bad value exits 2 with argparse's usage error,
   which names the flag and the expected type or choices; so does an ``--out``
   that is a file or not writable, or that holds a run of another config
   (unless ``--overwrite``).
@@ -180,6 +181,9 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
   parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                       help="do not use JAX's persistent compilation cache "
                            "($JAXGRAD_COMPILE_CACHE or ~/.cache/jaxgrad/xla)")
+  parser.add_argument("--print-config", action="store_true",
+                      help="print the config these flags give, as JSON, and exit: nothing runs, "
+                           "nothing is written")
   for field in dataclasses.fields(config_cls):
     _add_field(parser, config_cls, field)
   args = parser.parse_args(argv)
@@ -191,6 +195,9 @@ def parse_config(config_cls: type, argv: list[str] | None, *, name: str,
   except _config.ConfigError as e:
     value = ",".join(map(str, e.value)) if isinstance(e.value, tuple) else e.value
     parser.error(f"argument --{e.field.replace('_', '-')}: {value!r} is not allowed: {e.allowed}")
+  if args.print_config:
+    print(files.to_json(config, indent=1))
+    parser.exit()
   _check_out(parser, args.out, config, args.overwrite)
   if args.compile_cache:
     compilation_cache.enable()

@@ -144,6 +144,29 @@ def test_another_config_is_refused_naming_overwrite(tmp_path, monkeypatch, capsy
   assert all(len(s["test_mse"]) == 1 for s in settings.values())
 
 
+def test_print_config_prints_what_config_json_would_hold_and_runs_nothing(tmp_path, monkeypatch,
+                                                                         capsys):
+  calls = []
+  monkeypatch.setattr(ap, "train_settings", _fake_train_settings(calls))
+  out = tmp_path / "never"
+  with pytest.raises(SystemExit) as stop:
+    ap.main(ARGV + ["--out", str(out), "--print-config"])
+  assert stop.value.code == 0
+  printed = strict_json(capsys.readouterr().out)
+  expected = ap.Config(lengths=(4, 5, 6), cells=("lstm",), forget_biases=(0.0,),
+                       clipping=("none",), seeds=2, steps=4, log_every=2)
+  assert printed == files.loads(files.to_json(expected))
+  assert printed["lengths"] == [4, 5, 6] and printed["seeds"] == 2
+  assert calls == [] and not out.exists()
+
+
+def test_print_config_still_refuses_a_bad_value(capsys):
+  with pytest.raises(SystemExit) as stop:
+    ap.main(["--seeds", "0", "--print-config"])
+  assert stop.value.code == 2
+  assert "--seeds" in capsys.readouterr().err
+
+
 def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
   (tmp_path / "taken").write_text("")
   with pytest.raises(SystemExit) as stop:

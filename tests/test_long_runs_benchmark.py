@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import _timing, long_runs, rnn
+from benchmarks import _configs, _timing, long_runs, rnn
 from experiments import adding_problem as ap
 from experiments import rnn_clipping as rc
 
@@ -83,6 +83,18 @@ def test_timed_programs_extrapolate_to_the_default_counts():
 def test_default_flop_counts():
   assert long_runs.adding_flops(ap.Config()) == 109_382_384_640_000
   assert long_runs.clipping_flops(rc.Config()) == 20_195_888_332_800
+
+
+def test_benchmarks_read_the_default_config_from_the_command_line():
+  # What the benchmark times is the experiment's own config, read through its --print-config
+  # (no import of the experiment): the same fields and the same flop count as its Config.
+  config = _configs.experiment_config("rnn_clipping", "--arms", "clip_norm", "--seeds", "1")
+  assert vars(config) == dataclasses.asdict(rc.Config(arms=("clip_norm",), seeds=1))
+  assert long_runs.clipping_flops(config) == pytest.approx(rnn.run_flops(config) * 1024 / 1000,
+                                                           rel=1e-12)
+  assert vars(_configs.replace(config, seeds=3)) == {**vars(config), "seeds": 3}
+  with pytest.raises(ValueError, match="--seeds: 0 is not allowed"):
+    _configs.experiment_config("rnn_clipping", "--seeds", "0")
 
 
 def test_timed_splits_compile_from_run():
