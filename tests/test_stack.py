@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxgrad.models import DenseBlock, Stack
+from jaxgrad.models import DeepMLP, DenseBlock, Stack
 from tests import _programs, _tol
 
 DEPTH, WIDTH = 4, 6
@@ -105,3 +105,67 @@ def test_perturbations_and_sown_collections_are_stacked_not_dropped():
 def test_bad_depth_is_a_clear_error(depth):
   with pytest.raises(ValueError, match=f"depth must be an integer >= 1, got {depth!r}"):
     Stack(_block(), depth).init(jax.random.key(0), jnp.ones((2, WIDTH)))
+
+
+# --- active layers: a traced depth ------------------------------------------------------------
+
+
+def test_active_depth_is_the_shallower_network_same_draws_same_gradients(x64):
+  """DeepMLP(M, active_depth=D) = DeepMLP(D): its params, outputs and gradients, in float64.
+
+  The padded hidden layers hold zero parameters (never drawn) and get zero gradients.
+  """
+  full, x = 7, jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+  key = jax.random.key(0)
+
+  def loss(model, variables):
+    return jnp.sum(jnp.sin(model.apply(variables, x)))
+
+  for depth in (2, 3, 5, full):
+    small = DeepMLP(depth, WIDTH, 2, activation="tanh", param_dtype=jnp.float64)
+    padded = DeepMLP(full, WIDTH, 2, activation="tanh", param_dtype=jnp.float64,
+                     active_depth=depth)
+    vs, vp = jax.jit(small.init)(key, x), jax.jit(padded.init)(key, x)
+    ps, pp = vs["params"], vp["params"]
+    for name in ("first", "last"):  # the same draws, bit for bit (both inits jitted)
+      chex.assert_trees_all_equal(ps[name], pp[name])
+    hidden = pp["hidden"]["layers"]["dense"]
+    if depth > 2:
+      chex.assert_trees_all_equal(ps["hidden"]["layers"]["dense"],
+                                  jax.tree.map(lambda a: a[:depth - 2], hidden))
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[depth - 2:], hidden),
+                                jax.tree.map(lambda a: jnp.zeros_like(a[depth - 2:]), hidden))
+    chex.assert_trees_all_close(padded.apply(vp, x), small.apply(vs, x), **_tol.F64)
+    gs = jax.grad(functools.partial(loss, small))(vs)["params"]
+    gp = jax.jit(jax.grad(functools.partial(loss, padded)))(vp)["params"]
+    for name in ("first", "last"):
+      chex.assert_trees_all_close(gp[name], gs[name], **_tol.F64)
+    g_hidden = gp["hidden"]["layers"]["dense"]["kernel"]
+    if depth > 2:
+      chex.assert_trees_all_close(g_hidden[:depth - 2], gs["hidden"]["layers"]["dense"]["kernel"],
+                                  **_tol.F64)
+    assert not jnp.any(g_hidden[depth - 2:])
+
+
+def test_a_traced_active_depth_runs_every_depth_in_one_program(x64):
+  full, x = 6, jax.random.normal(jax.random.key(1), (4, 3), jnp.float64)
+  depths = jnp.array([2, 4, 6])
+
+  def output(depth):
+    model = DeepMLP(full, WIDTH, 1, activation="tanh", param_dtype=jnp.float64,
+                    active_depth=depth)
+    return model.apply(model.init(jax.random.key(0), x), x)
+
+  traced = jax.jit(lambda d: jax.lax.map(output, d))(depths)
+  for i, depth in enumerate([2, 4, 6]):
+    small = DeepMLP(depth, WIDTH, 1, activation="tanh", param_dtype=jnp.float64)
+    chex.assert_trees_all_close(traced[i], small.apply(small.init(jax.random.key(0), x), x),
+                                **_tol.F64)
+
+
+@pytest.mark.parametrize("active", [-1, DEPTH + 1])
+def test_active_outside_the_stack_is_a_clear_error(active):
+  with pytest.raises(ValueError, match=rf"active must be in \[0, depth={DEPTH}\], got {active}"):
+    Stack(_block(), DEPTH, active=active).init(jax.random.key(0), jnp.ones((2, WIDTH)))
+  with pytest.raises(ValueError, match=r"active_depth must be in \[2, depth=5\], got 6"):
+    DeepMLP(5, WIDTH, 1, active_depth=6).init(jax.random.key(0), jnp.ones((2, 3)))

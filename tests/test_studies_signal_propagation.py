@@ -102,3 +102,31 @@ def test_layer_sigma_w2_of_xavier_is_twice_fan_in_over_fan_sum():
   assert fans == [(10, 100), (100, 100), (100, 100), (100, 1)]
   np.testing.assert_allclose(sp.layer_sigma_w2("xavier_normal", "tanh", fans),
                              [20 / 110, 1.0, 1.0, 200 / 101], **_tol.F64)
+
+
+def test_depths_in_one_program_equal_each_depth_alone():
+  """measure_depths = measure_arms of DeepMLP(depth=D) with the same key, per depth; padded NaN."""
+  depths, width, in_features, batch, seeds = (6, 3, 4), 8, 3, 4, 2
+  arms = [("tanh", sp.kernel_init("xavier_normal", "tanh")),
+          ("relu", sp.kernel_init("he_normal", "relu"))]
+  keys = jax.random.split(jax.random.key(5, impl=sp.PRNG_IMPL), len(depths))
+  with jax.enable_x64(True):
+    together = jax.device_get(sp.measure_depths(sp.seed_network(6, width), depths, arms, keys,
+                                                seeds, batch, in_features))
+    for i, depth in enumerate(depths):
+      alone = jax.device_get(sp.measure_arms(sp.seed_network(depth, width), arms, keys[i], seeds,
+                                             batch, in_features))
+      for k, v in alone.items():
+        np.testing.assert_allclose(together[k][i, ..., :depth], v, **_tol.F32_REDUCED,
+                                   err_msg=f"depth {depth} {k}")
+        padding = together[k][i, ..., depth:]
+        assert np.all(np.isnan(padding)) if k != "zero_entries" else np.all(padding == -1)
+  with pytest.raises(ValueError, match=r"depths must be in \[2, 6\]"):
+    sp.measure_depths(sp.seed_network(6, width), (7,), arms, keys[:1], seeds, batch, in_features)
+
+
+def test_depth_groups_pad_no_network_more_than_within_times():
+  assert sp.depth_groups((5, 10, 20, 50, 100)) == [(100, 50), (20, 10, 5)]
+  assert sp.depth_groups((3, 6)) == [(6, 3)]
+  assert sp.depth_groups((5, 50)) == [(50,), (5,)]
+  assert sp.depth_groups((2, 3, 4), within=1.0) == [(4,), (3,), (2,)]

@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad import _checks
 from jaxgrad import activations
@@ -60,14 +61,25 @@ class DenseBlock(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, h: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, h: jax.Array, train: bool = False,
+               runs: jax.Array | None = None) -> jax.Array:
+    """The layer's output; with ``runs`` given (a boolean, possibly traced), ``h`` where it is false.
+
+    A layer that does not run draws no parameters: its kernel and bias
+    initializers run under ``jax.lax.cond`` and give zeros instead
+    (:func:`jaxgrad.models.stack.scan_layers` passes ``runs`` to mask layers).
+    """
     if self.residual and h.shape[-1] != self.features:
       raise ValueError(f"residual=True adds the input to the output, so the input width "
                        f"{h.shape[-1]} must equal features={self.features}")
+    kernel_init = initializers.resolve(self.kernel_init)
+    bias_init = initializers.resolve(self.bias_init)
+    if runs is not None:
+      kernel_init, bias_init = _drawn_if(runs, kernel_init), _drawn_if(runs, bias_init)
     z = nn.Dense(
         self.features,
-        kernel_init=initializers.resolve(self.kernel_init),
-        bias_init=initializers.resolve(self.bias_init),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
         param_dtype=self.param_dtype,
         name="dense",
     )(h)
@@ -76,7 +88,17 @@ class DenseBlock(nn.Module):
     if norm is not None:
       z = norm(name="norm")(z)
     y = activations.resolve(self.activation)(z)
-    return h + y if self.residual else y
+    y = h + y if self.residual else y
+    return y if runs is None else jnp.where(runs, y, h)
+
+
+def _drawn_if(runs: jax.Array, init: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """``init`` where ``runs``, zeros (nothing drawn) where not: a ``jax.lax.cond``, not a select."""
+  def drawn(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    return jax.lax.cond(runs, lambda k: init(k, shape, dtype), lambda k: jnp.zeros(shape, dtype),
+                        key)
+
+  return drawn
 
 
 class DenseStack(nn.Module):
@@ -88,6 +110,10 @@ class DenseStack(nn.Module):
   time, do not grow with depth. With ``remat=True`` each layer is
   rematerialised (``nn.remat``) in the backward pass: reverse-mode memory
   holds one activation per layer instead of every intermediate of every layer.
+
+  With ``active`` (an integer, possibly traced) only the first ``active``
+  layers run; the others are the identity, their parameters zero and never
+  drawn (see :func:`jaxgrad.models.stack.scan_layers`).
 
   Returns:
     ``(h, hs)``: the last layer's output and every layer's output stacked on a
@@ -104,6 +130,7 @@ class DenseStack(nn.Module):
   residual: bool = False
   param_dtype: Any = jnp.float32
   remat: bool = False
+  active: int | jax.Array | None = None
 
   @nn.compact
   def __call__(self, h: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -117,7 +144,7 @@ class DenseStack(nn.Module):
         DenseBlock, self.features, activation=self.activation, kernel_init=self.kernel_init,
         bias_init=self.bias_init, norm=self.norm, residual=self.residual,
         param_dtype=self.param_dtype)
-    return scan_layers(block, self.depth, h, train, remat=self.remat)
+    return scan_layers(block, self.depth, h, train, remat=self.remat, active=self.active)
 
 
 class DeepMLP(nn.Module):
@@ -141,6 +168,13 @@ class DeepMLP(nn.Module):
       :class:`DenseBlock`; the output layer has no activation and no norm.
     remat: rematerialise the hidden layers in the backward pass (see
       :class:`DenseStack`): memory for very deep nets.
+    active_depth: ``None``, or the depth :math:`D \le` ``depth`` that runs,
+      possibly a traced integer (>= 2): the network is then
+      ``DeepMLP(depth=D)``, the same draws from the same key and the same
+      function, its hidden layers past :math:`D - 2` the identity with zero
+      parameters that are never drawn. Networks of several depths then share
+      one compiled program (``jax.lax.map`` over :math:`D`), at the cost of
+      the padded layers' matmuls.
 
   >>> import jax, jax.numpy as jnp
   >>> model = DeepMLP(depth=20, width=100, out_features=1, activation="tanh")
@@ -159,10 +193,15 @@ class DeepMLP(nn.Module):
   residual: bool = False
   param_dtype: Any = jnp.float32
   remat: bool = False
+  active_depth: int | jax.Array | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _checks.require_int("depth", self.depth, 2)
+    if (isinstance(self.active_depth, (int, np.integer))
+        and not 2 <= self.active_depth <= self.depth):
+      raise ValueError(f"active_depth must be in [2, depth={self.depth}], "
+                       f"got {self.active_depth!r}")
     _checks.require_int("width", self.width, 1)
     _checks.require_int("out_features", self.out_features, 1)
     check_norm(self.norm)
@@ -176,7 +215,8 @@ class DeepMLP(nn.Module):
     h = DenseBlock(self.width, **block, name="first")(x, train)
     if self.depth > 2:
       h, _ = DenseStack(
-          self.depth - 2, self.width, residual=self.residual, remat=self.remat, **block,
+          self.depth - 2, self.width, residual=self.residual, remat=self.remat,
+          active=None if self.active_depth is None else self.active_depth - 2, **block,
           name="hidden",
       )(h, train)
     return DenseBlock(
@@ -187,7 +227,6 @@ class DeepMLP(nn.Module):
         param_dtype=self.param_dtype,
         name="last",
     )(h)
-
 
 
 __all__ = ["DeepMLP", "DenseBlock", "DenseStack"]

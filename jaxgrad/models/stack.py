@@ -27,6 +27,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad import _checks
 
@@ -36,7 +38,7 @@ ModuleDef = Callable[..., nn.Module]
 
 
 class _Layer(nn.Module):
-  """One scan step ``(h, _) -> (h', h')``, ``h' = block()(h, *args)`` in this module's scope."""
+  """One scan step ``(h, runs) -> (h', h')``, ``h' = block()(h, *args[, runs=runs])`` in this module's scope."""
 
   block: ModuleDef
   args: tuple[Any, ...] = ()
@@ -45,13 +47,13 @@ class _Layer(nn.Module):
     self.layer = self.block()
     nn.share_scope(self, self.layer)  # the block's variables sit at this (scanned) module's path
 
-  def __call__(self, h: jax.Array, _: Any) -> tuple[jax.Array, jax.Array]:
-    h = self.layer(h, *self.args)
+  def __call__(self, h: jax.Array, runs: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    h = self.layer(h, *self.args) if runs is None else self.layer(h, *self.args, runs=runs)
     return h, h
 
 
-def scan_layers(block: ModuleDef, depth: int, h: jax.Array, *args: Any,
-                remat: bool = False) -> tuple[jax.Array, jax.Array]:
+def scan_layers(block: ModuleDef, depth: int, h: jax.Array, *args: Any, remat: bool = False,
+                active: int | jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   r"""Applies ``depth`` scanned copies of ``block``: :math:`h_L = f_{L-1} \circ \dots \circ f_0(h)`.
 
   Call it inside a compact method: the layers become that module's submodule
@@ -68,6 +70,14 @@ def scan_layers(block: ModuleDef, depth: int, h: jax.Array, *args: Any,
     remat: rematerialise each layer in the backward pass (``nn.remat``):
       reverse-mode memory holds one :math:`h_l` per layer instead of every
       intermediate of every layer, for one more forward pass; same gradients.
+    active: ``None``, every layer runs; or how many of the ``depth`` layers
+      run, :math:`A \le L`, possibly a traced integer: layer :math:`l` is then
+      called with the keyword ``runs`` :math:`= (l < A)`, a traced boolean
+      (its slice of a scanned input), and must be the identity where it is
+      false (:class:`jaxgrad.models.DenseBlock` is, and draws no parameters
+      there). One compiled program then holds the stacks of every depth up
+      to ``depth``: under ``jax.lax.map`` or ``vmap`` over :math:`A`, a depth
+      sweep is one program.
 
   Returns:
     ``(h_L, hs)``: the last layer's output and every layer's output stacked,
@@ -75,12 +85,16 @@ def scan_layers(block: ModuleDef, depth: int, h: jax.Array, *args: Any,
     ``jit``: dead-code elimination).
 
   Raises:
-    ValueError: if ``depth`` is not an integer >= 1.
+    ValueError: if ``depth`` is not an integer >= 1, or ``active`` a concrete
+      integer outside ``[0, depth]``.
   """
   _checks.require_int("depth", depth, 1)
+  if isinstance(active, (int, np.integer)) and not 0 <= active <= depth:
+    raise ValueError(f"active must be in [0, depth={depth}], got {active!r}")
   scan = nn.scan(nn.remat(_Layer) if remat else _Layer, variable_axes={True: 0},
                  split_rngs={True: True}, length=depth)
-  return scan(block, args, name=STACK_NAME)(h, None)
+  runs = None if active is None else jnp.arange(depth) < active
+  return scan(block, args, name=STACK_NAME)(h, runs)
 
 
 class Stack(nn.Module):
@@ -94,6 +108,8 @@ class Stack(nn.Module):
     block: constructor of one layer, e.g. ``functools.partial(ResidualBlock, norm="layer")``.
     depth: number of layers, >= 1.
     remat: rematerialise each layer in the backward pass.
+    active: how many layers run (possibly traced), ``None`` for all; see
+      :func:`scan_layers`.
 
   >>> import functools, jax, jax.numpy as jnp
   >>> from jaxgrad.models import DenseBlock
@@ -109,10 +125,11 @@ class Stack(nn.Module):
   block: ModuleDef
   depth: int
   remat: bool = False
+  active: int | jax.Array | None = None
 
   @nn.compact
   def __call__(self, h: jax.Array, *args: Any) -> tuple[jax.Array, jax.Array]:
-    return scan_layers(self.block, self.depth, h, *args, remat=self.remat)
+    return scan_layers(self.block, self.depth, h, *args, remat=self.remat, active=self.active)
 
 
 __all__ = ["ModuleDef", "STACK_NAME", "Stack", "scan_layers"]
