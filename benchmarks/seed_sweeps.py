@@ -1,4 +1,4 @@
-"""The seed's sweeps (seed 000 sections 7.1 and 7.2): jaxgrad's warm 20-seed run against two baselines.
+"""Tutorial 000's sweeps (its sections 7.1 and 7.2): jaxgrad's warm 20-seed run against two baselines.
 
     python -m benchmarks.seed_sweeps               # 20 seeds per curve
     python -m benchmarks.seed_sweeps --seeds 1 --repeats 1   # smoke size
@@ -14,7 +14,7 @@ its target beside it:
   of the two pays before a single trace or figure: a fresh process importing
   them, ``jax.random.normal`` of every weight their networks draw (the faster
   of JAX's PRNGs) and the arithmetic of their gradients (:func:`floor_seconds`).
-* **per network, PyTorch loop / jaxgrad** (target >= 4x): the seed's own
+* **per network, PyTorch loop / jaxgrad** (target >= 4x): the tutorial's own
   PyTorch code (ported verbatim below; ``plt.show()`` dropped, figures saved)
   draws one network per curve, :data:`SEED_NETWORKS` in all; jaxgrad draws
   ``--seeds`` per curve. The ratio is the PyTorch loop's seconds per network
@@ -306,7 +306,7 @@ def _per_curve(seeds: int) -> str:
 def ratio_rows(r: dict) -> list[dict]:
   """The two figures, each against its baseline measured in the same run, with its target."""
   warm, floor = r["jaxgrad_warm"], r["floor"]["total"]
-  label = f"seed 000 §7.1 + §7.2, {_per_curve(r['seeds'])}, warm cache"
+  label = f"tutorial 000 §7.1 + §7.2, {_per_curve(r['seeds'])}, warm cache"
   rows = [{"benchmark": "seed_sweeps", "figure": f"{label}: run / floor (target <= {FLOOR_TARGET}x)",
            "measured": f"{warm:.1f} s", "baseline": f"floor, measured here: {floor:.1f} s",
            "ratio": warm / floor, "target": f"<= {FLOOR_TARGET}x"}]
@@ -316,7 +316,7 @@ def ratio_rows(r: dict) -> list[dict]:
       "benchmark": "seed_sweeps",
       "figure": f"{label}: per network, PyTorch loop / jaxgrad (target >= {PER_NETWORK_TARGET}x)",
       "measured": f"{1e3 * jax_per_network:.1f} ms per network ({r['networks']})",
-      "baseline": (f"seed's PyTorch loop: {1e3 * base / SEED_NETWORKS:.1f} ms per network "
+      "baseline": (f"the tutorial's PyTorch loop: {1e3 * base / SEED_NETWORKS:.1f} ms per network "
                    f"({SEED_NETWORKS})" if base else "torch not installed"),
       "ratio": base / SEED_NETWORKS / jax_per_network if base else None,
       "target": f">= {PER_NETWORK_TARGET}x"})
@@ -331,9 +331,9 @@ def _median_of(runs: list[float]) -> str:
 
 def _print_report(r: dict, rows: list[dict]) -> None:
   f = r["floor"]
-  print("seed 000 §7.1 + §7.2, process start to figures, all measured in this run:")
+  print("tutorial 000 §7.1 + §7.2, process start to figures, all measured in this run:")
   if "baseline" in r:
-    print(f"  seed's PyTorch loop, 1 seed per curve ({SEED_NETWORKS} networks): "
+    print(f"  the tutorial's PyTorch loop, 1 seed per curve ({SEED_NETWORKS} networks): "
           f"{_median_of(r['baseline_runs'])}  ({r['baseline_note']})")
   else:
     print("  torch is not installed: no PyTorch baseline (pip install torch)")
