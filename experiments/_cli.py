@@ -50,6 +50,7 @@ from jaxgrad import compilation_cache, files  # noqa: E402
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+FAST_COMPILE = ("never", "quick", "always")  # Experiment.fast_compile
 
 
 def _parse_tuple(item_type: type) -> Callable[[str], tuple]:
@@ -325,11 +326,12 @@ class Experiment:
     logs: for an experiment whose product is also a training log (JSONL,
       TensorBoard events, written as it trains), ``logs(config, out_dir) ->
       dict``, run after ``run``; what it returns joins the results.
-    quick_compiles_fast: the ``--quick`` preset's time is compile time, so
-      under ``--quick`` compile for speed, not for run time
-      (:func:`jaxgrad.compilation_cache.prefer_fast_compile`; level 0 measured
-      on ``adding_problem --quick``: 60 s -> 32 s). Full runs keep optimised
-      code.
+    fast_compile: when to compile for speed, not for run time
+      (:func:`jaxgrad.compilation_cache.prefer_fast_compile`): ``"never"``
+      (optimised code); ``"quick"``, under ``--quick``, whose time is compile
+      time (level 0 measured on ``adding_problem --quick``: 60 s -> 32 s);
+      ``"always"``, for an experiment of many small programs
+      (``gradient_check``).
   """
 
   name: str
@@ -340,7 +342,11 @@ class Experiment:
   summary: Callable[[dict], str]
   settings: Callable[[Any], list[str]] | None = None
   logs: Callable[[Any, pathlib.Path], dict] | None = None
-  quick_compiles_fast: bool = False
+  fast_compile: str = "never"
+
+  def __post_init__(self) -> None:
+    if self.fast_compile not in FAST_COMPILE:
+      raise ValueError(f"fast_compile must be one of {FAST_COMPILE}, got {self.fast_compile!r}")
 
   def execute(self, config: Any, out_dir: pathlib.Path) -> dict:
     """Runs ``config`` into ``out_dir``: ``config.json``, the run, ``results.json``, the figures.
@@ -385,7 +391,8 @@ class Experiment:
       interpreter's teardown).
     """
     name = experiment_name(self.name)
-    if self.quick_compiles_fast and "--quick" in (sys.argv[1:] if argv is None else argv):
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
+    if self.fast_compile == "always" or (self.fast_compile == "quick" and quick):
       compilation_cache.prefer_fast_compile()
     config, out, overwrite = parse_config(self.config, argv, name=name, doc=self.doc)
     if overwrite:

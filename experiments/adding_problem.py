@@ -234,7 +234,7 @@ def summary(results: dict) -> str:
 
 
 EXPERIMENT = _cli.Experiment(__name__, __doc__, Config, run, plot, summary,
-                             settings=setting_names, quick_compiles_fast=True)
+                             settings=setting_names, fast_compile="quick")
 main = EXPERIMENT.main
 
 

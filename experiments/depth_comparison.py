@@ -68,7 +68,7 @@ class Config(_config.Checked):
   in_features: int = _config.setting(10, at_least=1)
   batch: int = _config.setting(32, at_least=1)
   seeds: int = _config.setting(20, "networks (and batches) per curve", at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -65,7 +65,7 @@ class Config(_config.Checked):
       (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008),
       "SGD (momentum 0.9) learning rates, each tried at every depth and arm; the one that "
       "reaches the target loss in the fewest steps counts", above=0, increasing=True)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   def relations(self) -> dict[str, str]:
     if self.q_small >= self.q_large:

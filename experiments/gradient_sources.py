@@ -55,7 +55,7 @@ class Config(_config.Checked):
   clip_norm: float = _config.setting(1.0, "clip_by_global_norm threshold", above=0)
   clip_value: float = _config.setting(0.1, "clip-by-value threshold", above=0)
   seeds: int = _config.setting(8, "networks (and logit draws) per case", at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -70,7 +70,7 @@ class Config(_config.Checked):
   seeds: int = _config.setting(20, "networks (and batches) per curve", at_least=1)
   kaiming_gain: str = _config.setting("he", "he: Var = 2/fan_in; torch: PyTorch's gain^2/fan_in",
                                       choices=sp.KAIMING_GAINS)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   def relations(self) -> dict[str, str]:
     if self.kaiming_gain == "torch" and any(a not in sp.TORCH_GAIN for a in self.activations):

@@ -48,7 +48,7 @@ class Config(_config.Checked):
   weights: tuple[str, ...] = _config.setting(theory.WEIGHTS, choices=theory.WEIGHTS)
   input_q: float = _config.setting(1.0, "input x ~ N(0, input_q I)", above=0)
   float64: bool = _config.setting(False, "compute in float64")
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

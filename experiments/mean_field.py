@@ -47,7 +47,7 @@ class Config(_config.Checked):
                                                 "grid of sigma_w^2", above=0)
   sigma_b2: float = _config.setting(0.05, "bias variance", at_least=0)
   burn_in: int = _config.setting(10, "layers skipped before fitting the slope", at_least=0)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   def relations(self) -> dict[str, str]:
     """The slope is fitted over layers ``burn_in .. depth - 2``: at least two of them."""

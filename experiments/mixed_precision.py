@@ -51,7 +51,7 @@ class Config(_config.Checked):
   seeds: int = _config.setting(4, at_least=1)
   init_scale: float = _config.setting(2.0**15, "initial loss scale", at_least=1)
   growth_interval: int = _config.setting(100, "finite steps before the scale doubles", at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

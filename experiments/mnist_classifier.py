@@ -53,7 +53,7 @@ class Config(_config.Checked):
   seeds: int = _config.setting(3, at_least=1)
   target_loss: float = _config.setting(0.5, "for steps-to-target", above=0)
   tensorboard: bool = _config.setting(False, "write TensorBoard events")
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -62,7 +62,7 @@ class Config(_config.Checked):
   learning_rate: float = _config.setting(1e-3, above=0)
   batch: int = _config.setting(128, "batch size (BatchNorm's too)", at_least=2)
   seeds: int = _config.setting(8, "runs per case", at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

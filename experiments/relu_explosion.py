@@ -58,7 +58,7 @@ class Config(_config.Checked):
                                            choices=tuple(chains.INITS))
   seeds: int = _config.setting(16384, "chains per (init, L)", at_least=1)
   input: float = _config.setting(1.0, "the input x", above=0)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -62,7 +62,7 @@ class Config(_config.Checked):
   float64: bool = _config.setting(
       True, "compute in float64 (the unnormalised residual net's "
       "activations reach ~3^B, beyond float32 at B > 80)")
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -50,7 +50,7 @@ class Config(_config.Checked):
   seeds: int = _config.setting(4, at_least=1)
   jacobian_size: int = _config.setting(8, "spatial size of the stage input for the Jacobian",
                                        at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -61,7 +61,7 @@ class Config(_config.Checked):
   train_batch: int = _config.setting(64, at_least=1)
   init: str = _config.setting("pytorch", "trained nets' init",
                               choices=RECURRENT_INITS)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -64,7 +64,7 @@ class Config(_config.Checked):
                                        at_least=1)
   theory_points: int = _config.setting(THEORY_POINTS, "sigma_w^2 values on the 6 xi_c curve",
                                        at_least=2)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -5,6 +5,7 @@ directory; the rest call ``main`` in-process with a fake trainer (no JAX work).
 """
 
 import contextlib
+import dataclasses
 import gc
 import os
 import pathlib
@@ -292,3 +293,20 @@ def _interrupt_in_a_gc_callback(guarded: bool) -> bool:
 def test_ctrl_c_inside_a_garbage_collection_is_raised_after_it():
   assert not _interrupt_in_a_gc_callback(guarded=False)  # Python drops it: the reason for the guard
   assert _interrupt_in_a_gc_callback(guarded=True)
+
+
+@pytest.mark.parametrize("fast_compile, argv, expected", [
+    ("never", ["--quick"], 0), ("quick", [], 0), ("quick", ["--quick"], 1), ("always", [], 1)])
+def test_fast_compile_is_asked_for_when_the_experiment_says(monkeypatch, fast_compile, argv,
+                                                            expected):
+  asked = []
+  monkeypatch.setattr(_cli.compilation_cache, "prefer_fast_compile", lambda: asked.append(1))
+  experiment = dataclasses.replace(ap.EXPERIMENT, fast_compile=fast_compile)
+  with pytest.raises(SystemExit):  # --print-config: nothing runs
+    experiment.main([*argv, "--print-config"])
+  assert len(asked) == expected
+
+
+def test_an_unknown_fast_compile_is_refused_naming_the_choices():
+  with pytest.raises(ValueError, match=r"fast_compile must be one of \('never', 'quick', 'always'\)"):
+    dataclasses.replace(ap.EXPERIMENT, fast_compile="sometimes")
