@@ -67,9 +67,7 @@ Example (a plain Flax MLP, ``optax.adamw``, your own loop)::
 from collections.abc import Iterable, Mapping
 import functools
 import math
-import os
 import pathlib
-import secrets
 import struct
 from typing import Any
 
@@ -178,16 +176,12 @@ def alarms(records: Iterable[Mapping[str, float]], *, norm_threshold: float = 1e
 def write_jsonl(path: str | pathlib.Path, records: Iterable[Mapping[str, Any]]) -> pathlib.Path:
   """One strict-JSON object per line (:mod:`jaxgrad.files`' encoding of NaN/Inf), atomically.
 
-  The lines go to a temporary file beside ``path``, which then replaces it in one rename.
+  The lines go to a temporary file beside ``path``, which then replaces it in one rename
+  (:func:`jaxgrad.files.atomic_path`).
   """
   path = pathlib.Path(path)
-  tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-  try:
+  with files.atomic_path(path) as tmp:
     files.append_jsonl(tmp, *records)
-    os.replace(tmp, path)
-  except BaseException:
-    tmp.unlink(missing_ok=True)
-    raise
   return path
 
 

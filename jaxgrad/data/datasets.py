@@ -14,6 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxgrad import _checks
+from jaxgrad import files
 
 DATASETS = ("mnist1d", "digits", "mnist")
 
@@ -50,10 +51,8 @@ def mnist1d(cache_dir: str | pathlib.Path | None = None) -> Dataset:
     except ImportError as e:
       raise ImportError("MNIST-1D needs the 'mnist1d' package: pip install 'jaxgrad[data]'") from e
     d = make_dataset(get_dataset_args())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, x_train=d["x"], y_train=d["y"], x_test=d["x_test"], y_test=d["y_test"])
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file: savez adds no suffix
+      np.savez(f, x_train=d["x"], y_train=d["y"], x_test=d["x_test"], y_test=d["y_test"])
   with np.load(path) as f:
     return Dataset(f["x_train"].astype(np.float32), f["y_train"].astype(np.int32),
                    f["x_test"].astype(np.float32), f["y_test"].astype(np.int32), 10)

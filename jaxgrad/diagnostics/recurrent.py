@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad.diagnostics.gradients import perturbation_grads
-from jaxgrad.models.recurrent import PERTURB_NAME, RecurrentNet
+from jaxgrad.models.recurrent import PERTURB_NAME, RecurrentNet, layer_name
 
 
 def time_grads(model: RecurrentNet, params: Any, x: jax.Array,
@@ -34,4 +34,4 @@ def time_grads(model: RecurrentNet, params: Any, x: jax.Array,
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
   grads = perturbation_grads(lambda v: loss_fn(model.apply(v, x)),
                              {"params": params, "perturbations": zeros})
-  return jnp.stack([grads[f"rnn_{l}"]["cell"][PERTURB_NAME] for l in range(model.layers)])
+  return jnp.stack([grads[layer_name(l)]["cell"][PERTURB_NAME] for l in range(model.layers)])

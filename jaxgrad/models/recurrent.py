@@ -57,6 +57,11 @@ CELLS = ("simple", "linear", "lstm", "gru")
 RECURRENT_INITS = ("orthogonal", "gaussian", "identity", "pytorch")
 PERTURB_NAME = "h"
 
+
+def layer_name(layer: int) -> str:
+  """The submodule of :class:`RecurrentNet`'s recurrent layer ``layer`` (0 first): ``rnn_<layer>``."""
+  return f"rnn_{layer}"
+
 InitializerLike = str | Callable[..., jax.Array] | tuple[str, dict[str, Any]]
 
 
@@ -235,7 +240,7 @@ class RecurrentNet(nn.Module):
     h = x
     for layer in range(self.layers):
       h = nn.RNN(PerturbedCell(self._make_cell(), parent=None), variable_axes={"perturbations": 1},
-                 unroll=self.unroll, name=f"rnn_{layer}")(h)
+                 unroll=self.unroll, name=layer_name(layer))(h)
     if self.recurrent_init == "pytorch":
       head_init = recurrent_initializer("pytorch", 1.0, self.hidden)
       head = nn.Dense(self.out_features, kernel_init=head_init, bias_init=head_init,

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxgrad import diagnostics, theory
 from jaxgrad.models import DenseStack
+from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.sweep import sweep
 
 WEIGHTS = ("gaussian", "orthogonal")
@@ -110,9 +111,9 @@ def measure(activation: str, sigma_w2, sigma_b2: float, *, width: int, depth: in
     def loss(v):
       return jnp.sum(model.apply(v, x)[0] * r)
 
-    grads = diagnostics.perturbation_grads(loss, variables)["layers"]["preact"]  # (L, b, n)
+    grads = diagnostics.perturbation_grads(loss, variables)[STACK_NAME]["preact"]  # (L, b, n)
     _, hs = model.apply(variables, x)
-    layer = variables["params"]["layers"]["dense"]
+    layer = variables["params"][STACK_NAME]["dense"]
     inputs = jnp.concatenate([x[None], hs[:-1]], axis=0)
     z = jnp.einsum("lbi,lio->lbo", inputs, layer["kernel"]) + layer["bias"][:, None, :]
     return jnp.log(jnp.mean(jnp.sum(grads**2, axis=-1), axis=-1)), jnp.mean(z**2, axis=(1, 2))

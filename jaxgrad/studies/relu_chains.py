@@ -32,6 +32,7 @@ from scipy import special
 
 from jaxgrad import diagnostics, stats
 from jaxgrad.models import DenseStack
+from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.sweep import sweep
 
 INITS = {
@@ -76,14 +77,14 @@ def chain_gradients(init: str, depths: Sequence[int], seeds: int, x: float, *,
 
   def one_chain(key, depth):
     variables = model.init(key, inputs)
-    dense = variables["params"]["layers"]["dense"]
+    dense = variables["params"][STACK_NAME]["dense"]
     padding = (jnp.arange(top) < top - depth)[:, None]
     dense = {"kernel": jnp.where(padding[:, :, None], 1.0, dense["kernel"]),
              "bias": jnp.where(padding, 0.0, dense["bias"])}
-    variables = {**variables, "params": {"layers": {"dense": dense}}}
+    variables = {**variables, "params": {STACK_NAME: {"dense": dense}}}
     loss = lambda v: jnp.sum(model.apply(v, inputs)[0])  # noqa: E731
     grads = diagnostics.perturbation_grads(loss, variables)
-    return {"grad": grads["layers"]["preact"].reshape(top),
+    return {"grad": grads[STACK_NAME]["preact"].reshape(top),
             "kernel": dense["kernel"].reshape(top), "bias": dense["bias"].reshape(top)}
 
   keys = jax.random.split(key, (len(depths), seeds))
