@@ -16,6 +16,7 @@ from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
 
 def default_dir() -> pathlib.Path:
+  """The cache folder: ``$JAXGRAD_COMPILE_CACHE``, else ``~/.cache/jaxgrad/xla``."""
   env = os.environ.get("JAXGRAD_COMPILE_CACHE")
   return pathlib.Path(env) if env else pathlib.Path.home() / ".cache" / "jaxgrad" / "xla"
 
@@ -55,6 +56,7 @@ class XlaFlag:
   until: tuple[int, ...] | None = None
 
   def exists_in(self, version: tuple[int, ...]) -> bool:
+    """Whether jaxlib ``version`` knows the flag (releases before ``until``)."""
     return self.until is None or version < self.until
 
 

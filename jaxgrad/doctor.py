@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> tuple[Report, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> Report:
+  """``python -m jaxgrad.doctor``: diagnoses the model the flags name, prints (and plots) the report."""
   parser = _parser()
   args = parser.parse_args(argv)
   for flag, value, low in (("--depth", args.depth, 2), ("--width", args.width, 1),

@@ -224,6 +224,7 @@ class TensorBoardLogger:
     self._writer = SummaryWriter(str(self.logdir))
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    """One scalar per tag at ``step`` (a ``"step"`` entry is not a tag)."""
     for tag, value in values.items():
       if tag != "step":
         self._writer.add_scalar(tag, float(value), step)
@@ -246,10 +247,12 @@ class TensorBoardLogger:
           self._writer.add_histogram(f"{prefix}/{layer}", value, step, bins=self.bins)
 
   def log_rows(self, records: Iterable[Mapping[str, float]]) -> None:
+    """Every row's scalars at its own ``"step"`` (rows as :func:`write_run` writes them)."""
     for row in records:
       self.scalars(int(row["step"]), row)
 
   def close(self) -> None:
+    """Flushes and closes the event file."""
     self._writer.close()
 
 

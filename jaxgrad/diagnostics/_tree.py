@@ -30,6 +30,7 @@ class _Group(NamedTuple):
   value_ndim: int  # ndim of one layer's reduced value
 
   def names(self) -> list[str]:
+    """One name per layer of the group (a stack's layers numbered ``_000`` …)."""
     return layer_names(self.keys, None if self.stack is None else (self.stack, self.layers))
 
 
@@ -40,9 +41,11 @@ class _Layout(NamedTuple):
   order: tuple[tuple[int, int], ...]
 
   def index(self) -> dict[str, tuple[int, int]]:
+    """Layer name -> ``(group, layer)``."""
     return _index(self)
 
   def permutation(self) -> tuple[int, ...]:
+    """Positions, in the groups' concatenated layers, of the layers in execution order."""
     offsets = [0]
     for group in self.groups:
       offsets.append(offsets[-1] + group.layers)

@@ -162,10 +162,12 @@ class PerturbedCell(nn.RNNCellBase):
     return carry, h
 
   def initialize_carry(self, rng, input_shape):
+    """The wrapped cell's initial carry (Flax's ``RNNCellBase`` protocol)."""
     return self.cell.initialize_carry(rng, input_shape)
 
   @property
   def num_feature_axes(self) -> int:
+    """One feature axis, as the wrapped cells (Flax's ``RNNCellBase`` protocol)."""
     return 1
 
 
