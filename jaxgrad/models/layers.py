@@ -189,7 +189,7 @@ class ReversibleCoupling(nn.Module):
     return jnp.concatenate([x1, x2 + self.F(x1, train)], axis=-1)
 
   def inverse(self, y: jax.Array, train: bool = False) -> jax.Array:
-    """The input from the output: :math:`x_1 = y_1,\ x_2 = y_2 - F(y_1)` (no activation stored)."""
+    """The input from the output: :math:`x_1 = y_1` and :math:`x_2 = y_2 - F(y_1)` (nothing stored)."""
     y1, y2 = self._split(y)
     return jnp.concatenate([y1, y2 - self.F(y1, train)], axis=-1)
 
