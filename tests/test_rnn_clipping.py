@@ -1,5 +1,6 @@
 """rnn_clipping: smoke run, recorded numbers against an independent recomputation, CLI errors."""
 
+import dataclasses
 
 import jax
 import numpy as np
@@ -86,3 +87,13 @@ def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):
     rc.main(argv)
   assert message in capsys.readouterr().err
+
+
+def test_every_config_field_but_the_arms_reaches_the_study():
+  """A new Config field the study does not take would be silently ignored: this names it."""
+  config = rc.Config.smoke()
+  kwargs = {**recurrent.study_kwargs(recurrent.train_arm, config),
+            **recurrent.study_kwargs(recurrent.arm_program, config)}
+  assert set(kwargs) == set(dataclasses.asdict(config)) - {"arms", "seed"} | {"key"}
+  assert (kwargs["seeds"], kwargs["epochs"], kwargs["layers"]) == (2, 2, 1)
+
