@@ -106,9 +106,8 @@ def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
 
 def arm_program(config: ExperimentConfig, arm: str):
   """``(one, keys)``: :func:`recurrent.arm_program` of ``arm`` at ``config``, one key per seed."""
-  settings = {k: v for k, v in vars(config).items() if k not in ("arms", "seeds", "seed")}
-  return recurrent.arm_program(arm, **settings), jax.random.split(jax.random.key(config.seed),
-                                                                  config.seeds)
+  one = recurrent.arm_program(arm, **recurrent.study_kwargs(recurrent.arm_program, config))
+  return one, jax.random.split(jax.random.key(config.seed), config.seeds)
 
 
 def jax_seconds(config: ExperimentConfig, repeats: int) -> tuple[float, float]:
