@@ -20,8 +20,8 @@ this process
    (:func:`benchmarks._timing.matmul_flops_per_second`), and divides: the
    *flop floor*;
 3. times the study each experiment's ``run`` calls
-   (:func:`jaxgrad.studies.recurrent.train_adding`,
-   :func:`jaxgrad.studies.recurrent.train_arm`, at the experiment's config) once per cell,
+   (:func:`jaxgrad.studies.recurrent.train_adding_setting`,
+   :func:`jaxgrad.studies.recurrent.train_arm_setting`, at the experiment's config) once per cell,
    at the default shapes but ``--fraction`` of the steps (and of the adding
    problem's test set), compile time (JAX's trace, lowering and XLA compile,
    read from ``jax.monitoring``; no persistent cache, as in a first run) apart
@@ -61,7 +61,6 @@ import jax  # noqa: E402
 
 from benchmarks import _configs  # noqa: E402
 from benchmarks._configs import ExperimentConfig  # noqa: E402
-from jaxgrad import data  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
 GATES = {"simple": 1, "gru": 3, "lstm": 4}
@@ -141,7 +140,7 @@ def network_matmuls(cell: str, *, replicas: int, batch: int, features: int, hidd
 
 def adding_matmuls(config: ExperimentConfig, cell: str, length: int, *,
                    per_gate: bool = False) -> list[Matmul]:
-  """One ``train_settings`` program: ``config.steps`` training steps and one test pass.
+  """One ``train_adding_setting`` program: ``config.steps`` training steps and one test pass.
 
   Its replicas are every clipping arm x every seed (one vmap); the test pass
   runs the trained network once on ``config.test_size`` sequences.
@@ -154,21 +153,16 @@ def adding_matmuls(config: ExperimentConfig, cell: str, length: int, *,
 
 def clipping_matmuls(config: ExperimentConfig, arm: str, *,
                      per_gate: bool = False) -> list[Matmul]:
-  """One ``train_arm`` program: ``config.seeds`` seeds vmapped, ``epochs x steps_per_epoch`` steps.
+  """One ``train_arm_setting`` program: ``config.seeds`` seeds vmapped, all ``epochs``' steps.
 
   Every step computes a full batch of ``config.batch_size`` (an epoch's short
   last batch is padded with weight-0 examples, which cost the same).
   """
-  steps = config.epochs * _steps_per_epoch(config)
+  steps = config.epochs * recurrent.arm_steps_per_epoch(config)
   return network_matmuls(recurrent.ARM_CELL[arm], replicas=config.seeds,
                          batch=config.batch_size, features=SINE_FEATURES, hidden=config.hidden,
                          layers=config.layers, length=config.length, passes=3 * steps,
                          per_gate=per_gate)
-
-
-def _steps_per_epoch(config: ExperimentConfig) -> int:
-  """Training steps per epoch of an ``rnn_clipping`` config (full batches, the last padded)."""
-  return data.batches_per_epoch(config.num_sequences, config.batch_size)
 
 
 def adding_run_matmuls(config: ExperimentConfig, *,
@@ -257,21 +251,6 @@ class Program:
   issued: list[Matmul]
 
 
-def train_adding(config: ExperimentConfig, cell: str, length: int,
-                 forget_bias: float) -> dict[str, dict]:
-  """What ``adding_problem.run`` trains for one (cell, forget bias, T) at ``config``."""
-  settings = {k: v for k, v in vars(config).items()
-              if k not in ("lengths", "cells", "forget_biases", "seed")}
-  return recurrent.train_adding(cell, length, forget_bias=forget_bias,
-                                key=jax.random.key(config.seed), **settings)
-
-
-def train_arm(config: ExperimentConfig, arm: str):
-  """What ``rnn_clipping.run`` trains for one arm at ``config``."""
-  settings = {k: v for k, v in vars(config).items() if k not in ("arms", "seed")}
-  return recurrent.train_arm(arm, key=jax.random.key(config.seed), **settings)
-
-
 def adding_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
   """One program per cell at the middle of ``config.lengths``, a fraction of steps and tests."""
   steps = max(config.log_every,
@@ -287,8 +266,8 @@ def adding_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
     out.append(Program(
         "adding_problem", f"{cell}, T={length}, {len(config.clipping) * config.seeds} replicas, "
                           f"{steps}/{config.steps} steps",
-        functools.partial(train_adding, part, cell, length, biases[0]),
-        functools.partial(train_adding, tiny, cell, length, biases[0]),
+        functools.partial(recurrent.train_adding_setting, part, cell, length, biases[0]),
+        functools.partial(recurrent.train_adding_setting, tiny, cell, length, biases[0]),
         done, len(biases) * sum(config.lengths) / length, len(biases) * len(config.lengths),
         adding_matmuls(part, cell, length), adding_matmuls(part, cell, length, per_gate=True)))
   return out
@@ -297,17 +276,17 @@ def adding_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
 def clipping_programs(config: ExperimentConfig, fraction: float) -> list[Program]:
   """One program per cell (its first arm), ``fraction`` of the epochs (at least one)."""
   epochs = max(1, round(fraction * config.epochs))
+  per_epoch = recurrent.arm_steps_per_epoch(config)
   part = _configs.replace(config, epochs=epochs)
-  tiny = _configs.replace(part, hidden=1, batch_size=1, num_sequences=_steps_per_epoch(config))
+  tiny = _configs.replace(part, hidden=1, batch_size=1, num_sequences=per_epoch)
   out = []
   for cell in dict.fromkeys(recurrent.ARM_CELL[a] for a in config.arms):
     arms = [a for a in config.arms if recurrent.ARM_CELL[a] == cell]
     out.append(Program(
         "rnn_clipping", f"{arms[0]} ({cell}), {config.seeds} seeds, "
-                        f"{epochs * _steps_per_epoch(config)}/"
-                        f"{config.epochs * _steps_per_epoch(config)} steps",
-        functools.partial(train_arm, part, arms[0]),
-        functools.partial(train_arm, tiny, arms[0]),
+                        f"{epochs * per_epoch}/{config.epochs * per_epoch} steps",
+        functools.partial(recurrent.train_arm_setting, part, arms[0]),
+        functools.partial(recurrent.train_arm_setting, tiny, arms[0]),
         epochs / config.epochs, len(arms), len(arms),
         clipping_matmuls(part, arms[0]), clipping_matmuls(part, arms[0], per_gate=True)))
   return out

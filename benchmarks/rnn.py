@@ -22,6 +22,7 @@ same run. Timings are printed, never asserted.
 """
 
 import argparse
+import functools
 import pathlib
 import time
 
@@ -43,25 +44,32 @@ def run_flops(config: ExperimentConfig) -> float:
   return 3.0 * config.epochs * config.num_sequences * (config.length * per_step + head)
 
 
-def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
-  """The seed's code, one run with clipping; ``None`` without torch."""
-  try:
-    import torch
-    from torch import nn, optim
-    from torch.utils.data import DataLoader, TensorDataset
-  except ImportError:
-    return None
+def generate_sequence_data(num_samples: int, seq_length: int):
+  """The seed's data: sine sequences of random frequency and phase, target the next value.
 
-  def generate_sequence_data(num_samples, seq_length):
-    x = np.zeros((num_samples, seq_length, 1))
-    y = np.zeros((num_samples, 1))
-    for i in range(num_samples):
-      freq = np.random.uniform(0.5, 2.0)
-      phase = np.random.uniform(0, 2 * np.pi)
-      t = np.linspace(0, 4 * np.pi, seq_length)
-      x[i, :, 0] = np.sin(freq * t + phase)
-      y[i, 0] = np.sin(freq * (t[-1] + t[1] - t[0]) + phase)
-    return torch.FloatTensor(x), torch.FloatTensor(y)
+  NumPy's global generator, as in the seed; returns ``torch.FloatTensor`` s.
+  """
+  import torch
+
+  x = np.zeros((num_samples, seq_length, 1))
+  y = np.zeros((num_samples, 1))
+  for i in range(num_samples):
+    freq = np.random.uniform(0.5, 2.0)
+    phase = np.random.uniform(0, 2 * np.pi)
+    t = np.linspace(0, 4 * np.pi, seq_length)
+    x[i, :, 0] = np.sin(freq * t + phase)
+    y[i, 0] = np.sin(freq * (t[-1] + t[1] - t[0]) + phase)
+  return torch.FloatTensor(x), torch.FloatTensor(y)
+
+
+@functools.cache
+def vanilla_rnn_class() -> type:
+  """The seed's ``VanillaRNN``: ``nn.RNN`` (tanh) and a Linear head on the last step.
+
+  Defined on the first call, since it subclasses torch's ``nn.Module``.
+  """
+  import torch
+  from torch import nn
 
   class VanillaRNN(nn.Module):
     def __init__(self, input_size, hidden_size, num_layers, output_size):
@@ -75,21 +83,38 @@ def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
       out, _ = self.rnn(x, h0)
       return self.fc(out[:, -1, :])
 
-  def train_rnn(model, loader, criterion, optimizer, epochs, clip_value):
-    losses = []
-    for _ in range(epochs):
-      model.train()
-      epoch_loss = 0.0
-      for inputs, targets in loader:
-        optimizer.zero_grad()
-        loss = criterion(model(inputs), targets)
-        loss.backward()
-        if clip_value is not None:
-          torch.nn.utils.clip_grad_norm_(model.parameters(), clip_value)
-        optimizer.step()
-        epoch_loss += loss.item()
-      losses.append(epoch_loss / len(loader))
-    return losses
+  return VanillaRNN
+
+
+def train_rnn(model, loader, criterion, optimizer, epochs: int,
+              clip_value: float | None) -> list[float]:
+  """The seed's ``train_rnn`` without its prints: the mean batch loss of every epoch."""
+  import torch
+
+  losses = []
+  for _ in range(epochs):
+    model.train()
+    epoch_loss = 0.0
+    for inputs, targets in loader:
+      optimizer.zero_grad()
+      loss = criterion(model(inputs), targets)
+      loss.backward()
+      if clip_value is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_value)
+      optimizer.step()
+      epoch_loss += loss.item()
+    losses.append(epoch_loss / len(loader))
+  return losses
+
+
+def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
+  """The seed's code, one run with clipping; ``None`` without torch."""
+  try:
+    import torch
+    from torch import nn, optim
+    from torch.utils.data import DataLoader, TensorDataset
+  except ImportError:
+    return None
 
   torch.manual_seed(0)
   np.random.seed(0)
@@ -97,7 +122,7 @@ def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
   loader = DataLoader(TensorDataset(x, y), batch_size=config.batch_size, shuffle=True)
 
   def one_run():
-    model = VanillaRNN(1, config.hidden, config.layers, 1)
+    model = vanilla_rnn_class()(1, config.hidden, config.layers, 1)
     optimizer = optim.Adam(model.parameters(), lr=config.learning_rate)
     train_rnn(model, loader, nn.MSELoss(), optimizer, config.epochs, config.clip_norm)
 
@@ -106,9 +131,8 @@ def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
 
 def arm_program(config: ExperimentConfig, arm: str):
   """``(one, keys)``: :func:`recurrent.arm_program` of ``arm`` at ``config``, one key per seed."""
-  settings = {k: v for k, v in vars(config).items() if k not in ("arms", "seeds", "seed")}
-  return recurrent.arm_program(arm, **settings), jax.random.split(jax.random.key(config.seed),
-                                                                  config.seeds)
+  one = recurrent.arm_program(arm, **recurrent.study_kwargs(recurrent.arm_program, config))
+  return one, jax.random.split(jax.random.key(config.seed), config.seeds)
 
 
 def jax_seconds(config: ExperimentConfig, repeats: int) -> tuple[float, float]:

@@ -22,7 +22,7 @@ CHILD = """
 import json, sys, time
 from benchmarks import _timing
 import jax, jax.numpy as jnp, optax
-from jaxgrad import optimizers, training
+from jaxgrad import data, optimizers, training
 from jaxgrad.models import DeepMLP
 from jaxgrad.sweep import sweep
 
@@ -33,12 +33,12 @@ y = jnp.argmax(x[:, :10], axis=-1)
 tx = optimizers.make_optimizer(optimizers.OptimizerConfig("adam", 1e-3))
 
 def loss(p, s, batch):
-  xb, yb = batch
-  return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, xb), yb).mean(), s
+  logits = model.apply({"params": p}, batch.x)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, batch.y).mean(), s
 
 def one_run(key):
   params = model.init(key, x[:1])["params"]
-  sample = lambda k: (lambda i: (x[i], y[i]))(jax.random.randint(k, (128,), 0, 4096))
+  sample = lambda k: data.sample_batch(k, x, y, 128)
   return training.train(loss, params, tx, sample, steps, key=key).loss[-1]
 
 keys = jax.random.split(jax.random.key(1), runs)

@@ -38,8 +38,7 @@ from typing import Any
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 import numpy as np  # noqa: E402
 
 from jaxgrad import plotting  # noqa: E402
@@ -89,11 +88,12 @@ class Config(_config.Checked):
 
 def train_settings(config: Config, cell: str, length: int,
                    forget_bias: float = 0.0) -> dict[str, dict]:
-  """Every clipping arm x seed of one (cell, forget bias, T): :func:`recurrent.train_adding`."""
-  settings = {k: v for k, v in dataclasses.asdict(config).items()
-              if k not in ("lengths", "cells", "forget_biases", "seed")}
-  return recurrent.train_adding(cell, length, forget_bias=forget_bias,
-                                key=jax.random.key(config.seed), **settings)
+  """Every clipping arm x seed of one (cell, forget bias, T) at ``config``.
+
+  :func:`jaxgrad.studies.recurrent.train_adding_setting`, by this name so that
+  tests can stand a fake trainer in for it.
+  """
+  return recurrent.train_adding_setting(config, cell, length, forget_bias)
 
 
 def _arms(config: Config) -> list[tuple[str, float]]:

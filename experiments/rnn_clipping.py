@@ -31,10 +31,9 @@ import pathlib
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 
-from jaxgrad import data, plotting, training  # noqa: E402
+from jaxgrad import plotting, training  # noqa: E402
 from jaxgrad.models.recurrent import RECURRENT_INITS  # noqa: E402
 from jaxgrad.studies import recurrent  # noqa: E402
 
@@ -71,13 +70,12 @@ class Config(_config.Checked):
 
   @property
   def steps_per_epoch(self) -> int:
-    return data.batches_per_epoch(self.num_sequences, self.batch_size)
+    return recurrent.arm_steps_per_epoch(self)
 
 
 def train_arm(config: Config, arm: str) -> training.TrainResult:
-  """All seeds of one arm in one jitted, vmapped program: :func:`recurrent.train_arm`."""
-  settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("arms", "seed")}
-  return recurrent.train_arm(arm, key=jax.random.key(config.seed), **settings)
+  """All seeds of one arm in one jitted, vmapped program: :func:`recurrent.train_arm_setting`."""
+  return recurrent.train_arm_setting(config, arm)
 
 
 def run(config: Config, checkpoint: _cli.Checkpoint = _cli.Checkpoint()) -> dict:

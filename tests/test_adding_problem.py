@@ -1,5 +1,6 @@
 """adding_problem: smoke run, the mean predictor's MSE, solved = test MSE < 0.04, CLI errors."""
 
+import dataclasses
 
 import numpy as np
 import pytest
@@ -89,3 +90,12 @@ def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):
     ap.main(argv)
   assert message in capsys.readouterr().err
+
+
+def test_every_config_field_but_the_grid_reaches_the_study():
+  """A new Config field the study does not take would be silently ignored: this names it."""
+  config = ap.Config.smoke()
+  kwargs = recurrent.study_kwargs(recurrent.train_adding, config)
+  grid = {"lengths", "cells", "forget_biases"}  # run's loop; seed becomes the key
+  assert set(kwargs) == set(dataclasses.asdict(config)) - grid - {"seed"} | {"key"}
+  assert (kwargs["hidden"], kwargs["steps"], kwargs["clipping"]) == (4, 4, ("none", "clip_norm"))

@@ -6,9 +6,12 @@ configs it compiles four training programs (about 20 s each on the shared
 """
 
 import dataclasses
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import _configs, _timing, long_runs, rnn
@@ -123,3 +126,29 @@ def test_tables_print():
   assert [r["ratio"] for r in rows] == [2.0, 1.4]
   assert rows[0]["measured"] == "11.7 min (+ 60.00 s compile)"
   assert "from 5% of its steps" in rows[0]["figure"]
+
+
+TINY_SEED_RUN = types.SimpleNamespace(num_sequences=8, length=5, hidden=3, layers=2, batch_size=4,
+                                      epochs=2, learning_rate=0.01, clip_norm=1.0)
+
+
+def test_the_pytorch_baseline_is_skipped_without_torch(monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)  # ``import torch`` raises ImportError
+  assert rnn.torch_seconds(TINY_SEED_RUN, repeats=1) is None
+
+
+def test_the_seeds_pytorch_code_trains():
+  torch = pytest.importorskip("torch")
+  np.random.seed(0)
+  torch.manual_seed(0)
+  x, y = rnn.generate_sequence_data(8, 5)
+  assert tuple(x.shape) == (8, 5, 1) and tuple(y.shape) == (8, 1)
+  assert float(x.abs().max()) <= 1.0 and float(y.abs().max()) <= 1.0
+  model = rnn.vanilla_rnn_class()(1, 3, 2, 1)
+  # nn.RNN: 2 layers of W_ih, W_hh, b_ih, b_hh (3 + 9 + 6 and 9 + 9 + 6); the head 3 + 1.
+  assert sum(p.numel() for p in model.parameters()) == 18 + 24 + 4
+  loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+  losses = rnn.train_rnn(model, loader, torch.nn.MSELoss(), torch.optim.Adam(model.parameters()),
+                         epochs=3, clip_value=1.0)
+  assert len(losses) == 3 and np.isfinite(losses).all()
+  assert rnn.torch_seconds(TINY_SEED_RUN, repeats=1) > 0

@@ -1,11 +1,14 @@
 """rnn_clipping: smoke run, recorded numbers against an independent recomputation, CLI errors."""
 
+import dataclasses
+import types
 
 import jax
 import numpy as np
 import optax
 import pytest
 
+from benchmarks import rnn as rnn_benchmark
 from jaxgrad import files
 from experiments import rnn_clipping as rc
 from jaxgrad.models.recurrent import RecurrentNet
@@ -86,3 +89,22 @@ def test_bad_flags_are_clear_errors(argv, message, capsys):
   with pytest.raises(SystemExit):
     rc.main(argv)
   assert message in capsys.readouterr().err
+
+
+def test_every_config_field_but_the_arms_reaches_the_study():
+  """A new Config field the study does not take would be silently ignored: this names it."""
+  config = rc.Config.smoke()
+  kwargs = {**recurrent.study_kwargs(recurrent.train_arm, config),
+            **recurrent.study_kwargs(recurrent.arm_program, config)}
+  assert set(kwargs) == set(dataclasses.asdict(config)) - {"arms", "seed"} | {"key"}
+  assert (kwargs["seeds"], kwargs["epochs"], kwargs["layers"]) == (2, 2, 1)
+
+
+def test_the_benchmark_times_the_experiments_program(smoke):
+  """benchmarks.rnn's program at the config's fields (no Config) gives the smoke run's numbers."""
+  config = types.SimpleNamespace(**dataclasses.asdict(rc.Config.smoke()))
+  one, keys = rnn_benchmark.arm_program(config, "clip_norm")
+  result = jax.jit(jax.vmap(one))(keys)
+  recorded = smoke[1]["settings"]["clip_norm"]
+  np.testing.assert_allclose(result.loss, recorded["step_loss"], **_tol.F32)
+  np.testing.assert_allclose(result.grad_norm, recorded["grad_norm"], **_tol.F32)

@@ -1,9 +1,12 @@
-"""jaxgrad.studies.recurrent: memory factors, arms, fitted rates and an arm's measures by hand.
+"""jaxgrad.studies.recurrent: memory factors, arms, fitted rates, measures, settings by hand.
 
 The training studies themselves run in the experiments' smoke tests
 (test_adding_problem, test_rnn_clipping, test_rnn_time_gradients).
 """
 
+import types
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -55,3 +58,35 @@ def test_arm_measures_by_hand():
   assert m["diverged"] == 1
   q = m["final_epoch_loss"]  # over the finite seed only
   assert (float(q["q25"]), float(q["median"]), float(q["q75"])) == (2.0, 2.0, 2.0)
+
+
+def _study(cell, *, hidden, steps, key, forget_bias=0.0):
+  del cell
+  return hidden, steps, key, forget_bias
+
+
+@pytest.mark.parametrize("wrap", [dict, lambda d: types.SimpleNamespace(**d)],
+                         ids=["mapping", "object"])
+def test_study_kwargs_selects_the_keyword_arguments_and_seeds_the_key(wrap):
+  settings = wrap({"hidden": 3, "steps": 5, "lengths": (4, 8), "cell": "gru", "seed": 7})
+  kwargs = recurrent.study_kwargs(_study, settings)
+  # Not the positional ``cell``, not the experiment's ``lengths``, no ``forget_bias`` to give.
+  assert sorted(kwargs) == ["hidden", "key", "steps"]
+  assert (kwargs["hidden"], kwargs["steps"]) == (3, 5)
+  np.testing.assert_array_equal(jax.random.key_data(kwargs["key"]),
+                                jax.random.key_data(jax.random.key(7)))
+  assert _study("simple", **kwargs)[3] == 0.0  # the study's default stands
+
+
+def test_study_kwargs_prefers_a_given_key_and_leaves_missing_ones_to_the_study():
+  key = jax.random.key(3)
+  assert recurrent.study_kwargs(_study, {"key": key, "seed": 7, "forget_bias": 1.0}) == {
+      "key": key, "forget_bias": 1.0}
+  with pytest.raises(TypeError, match="hidden"):
+    _study("lstm", **recurrent.study_kwargs(_study, {"steps": 1, "seed": 0}))
+
+
+def test_arm_steps_per_epoch_counts_the_short_last_batch():
+  assert recurrent.arm_steps_per_epoch({"num_sequences": 1000, "batch_size": 64}) == 16
+  assert recurrent.arm_steps_per_epoch(types.SimpleNamespace(num_sequences=20, batch_size=8)) == 3
+  assert recurrent.arm_steps_per_epoch({"num_sequences": 16, "batch_size": 8}) == 2

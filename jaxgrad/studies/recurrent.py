@@ -17,9 +17,16 @@ over seeds (and arms) in one jitted program:
   :func:`trained_signal` the same of a cell at init and after training.
 
 Every function takes the shapes, cells and keys it needs as arguments.
+:func:`study_kwargs` is the one place that reads them from an experiment's
+settings (its ``Config``, or the fields a benchmark reads from its command
+line): :func:`train_adding_setting`, :func:`train_arm_setting` and
+:func:`arm_steps_per_epoch` are the adding problem's and the clipping
+experiment's calls.
 """
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +44,10 @@ CLIPPING_ARMS = ("none", "clip_norm", "clip_value", "lstm", "gru")
 ARM_CELL = {"none": "simple", "clip_norm": "simple", "clip_value": "simple", "lstm": "lstm",
             "gru": "gru"}
 GAMMA = {"linear": 1.0, "simple": 1.0}  # max phi': identity and tanh
+
+# An experiment's settings by field name: a mapping, or any object with attributes (a
+# ``Config``, a ``types.SimpleNamespace``).
+Settings = Mapping[str, Any] | Any
 
 
 # The adding problem.
@@ -245,6 +256,66 @@ def arm_measures(result: training.TrainResult, *, epochs: int, clip_norm: float)
       "final_epoch_loss": stats.quartiles(epoch_loss[:, -1], keep_samples=False),
       "max_grad_norm": np.nanmax(np.where(np.isfinite(norm), norm, np.nan), axis=1),
   }
+
+
+# From an experiment's settings.
+
+
+def _has(settings: Settings, name: str) -> bool:
+  """Whether ``settings`` (a mapping or an object) has a field ``name``."""
+  return name in settings if isinstance(settings, Mapping) else hasattr(settings, name)
+
+
+def _field(settings: Settings, name: str) -> Any:
+  """``settings[name]`` of a mapping, else ``settings.name`` (its KeyError or AttributeError)."""
+  return settings[name] if isinstance(settings, Mapping) else getattr(settings, name)
+
+
+def study_kwargs(fn: Callable, settings: Settings) -> dict[str, Any]:
+  """The keyword-only arguments of ``fn`` that ``settings`` holds, by name.
+
+  ``fn``'s ``key`` is ``jax.random.key(seed)`` when ``settings`` has a
+  ``seed`` and no ``key``. Fields ``fn`` does not take (an experiment's
+  ``lengths``, ``arms``...) are left out, and so are arguments ``settings``
+  lacks: ``fn``'s default, or its ``TypeError`` naming them, applies.
+
+  Args:
+    fn: a study function, e.g. :func:`train_adding` or :func:`arm_program`.
+    settings: an experiment's config fields, a mapping or an object.
+  """
+  names = [name for name, p in inspect.signature(fn).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+  out = {name: _field(settings, name) for name in names if _has(settings, name)}
+  if "key" in names and "key" not in out and _has(settings, "seed"):
+    out["key"] = jax.random.key(_field(settings, "seed"))
+  return out
+
+
+def train_adding_setting(settings: Settings, cell: str, length: int,
+                         forget_bias: float = 0.0) -> dict[str, dict]:
+  """:func:`train_adding` of one (cell, forget bias, T) at an adding-problem experiment's settings.
+
+  Every clipping arm x seed in one program; ``settings`` supplies the other
+  arguments (:func:`study_kwargs`), its ``seed`` the key.
+  """
+  return train_adding(cell, length, forget_bias=forget_bias,
+                      **study_kwargs(train_adding, settings))
+
+
+def train_arm_setting(settings: Settings, arm: str) -> training.TrainResult:
+  """:func:`train_arm` of ``arm`` at a clipping experiment's settings, every seed in one program.
+
+  ``settings`` supplies ``seeds``, the key (its ``seed``) and :func:`arm_program`'s
+  arguments (:func:`study_kwargs`).
+  """
+  return train_arm(arm, **study_kwargs(train_arm, settings),
+                   **study_kwargs(arm_program, settings))
+
+
+def arm_steps_per_epoch(settings: Settings) -> int:
+  """Training steps per epoch of an arm at ``settings``: one per batch, the last one padded."""
+  return data.batches_per_epoch(_field(settings, "num_sequences"),
+                                _field(settings, "batch_size"))
 
 
 # Gradients through time (Pascanu, Mikolov & Bengio 2013).
