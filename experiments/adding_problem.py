@@ -68,7 +68,7 @@ class Config(_config.Checked):
   test_size: int = _config.setting(1000, "fresh test sequences", at_least=1)
   log_every: int = _config.setting(25, "steps per logged loss", at_least=1)
   unroll: int = _config.setting(4, at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   def relations(self) -> dict[str, str]:
     if self.steps % self.log_every:

@@ -57,7 +57,7 @@ class Config(_config.Checked):
                               choices=RECURRENT_INITS)
   rho: float = _config.setting(1.0, "spectral radius (not pytorch)", above=0)
   unroll: int = _config.setting(4, "time steps per scan iteration", at_least=1)
-  seed: int = 0
+  seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   @classmethod
   def quick(cls) -> "Config":

@@ -14,6 +14,7 @@ Past one machine: start every host with ``jax.distributed.initialize()``;
 the sweep across them.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,12 @@ def _pad(x: jax.Array, pad: int) -> jax.Array:
   return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _vmapped(fn: Callable[..., Any], *args: Any) -> Any:
+  """``jax.vmap(fn)(*args)``, jitted once per ``fn`` (a static argument: JAX's jit cache holds it)."""
+  return jax.vmap(fn)(*args)
+
+
 def sweep(fn: Callable[..., Any], *args: Any, devices: Sequence[jax.Device] | None = None) -> Any:
   """``jax.jit(jax.vmap(fn))(*args)`` with the mapped axis sharded over ``devices``.
 
@@ -50,6 +57,10 @@ def sweep(fn: Callable[..., Any], *args: Any, devices: Sequence[jax.Device] | No
 
   Returns:
     ``fn``'s outputs stacked along a leading axis of size n.
+
+  Calling it again with the same ``fn`` (the same object) and arguments of the
+  same shapes reuses the compiled program; a new ``lambda`` or
+  ``functools.partial`` per call is a new function, traced and compiled anew.
   """
   leaves = jax.tree.leaves(args)
   if not leaves:
@@ -65,7 +76,7 @@ def sweep(fn: Callable[..., Any], *args: Any, devices: Sequence[jax.Device] | No
     mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
     args = jax.device_put(args, sharding)
-  out = jax.jit(jax.vmap(fn))(*args)
+  out = _vmapped(fn, *args)
   if pad == 0:  # slicing anyway would compile one small program per output shape
     return out
   return jax.tree.map(lambda x: x[:n], out)

@@ -73,3 +73,20 @@ def test_rbg_keys_are_not_paired_under_vmap():
   key = jax.random.key(0, impl="rbg")
   got = sweep_grid(lambda k, arm: jax.random.normal(k, (4,)), key[None], jnp.arange(2))
   assert not np.allclose(got[0, 0], got[1, 0])
+
+
+def test_the_same_function_is_traced_once_for_the_same_shapes():
+  traced = []
+
+  def fn(x):
+    traced.append(1)  # runs when JAX traces fn, not when the compiled program runs
+    return jnp.sin(x) * 2
+
+  x = jnp.arange(6.0).reshape(3, 2)
+  first = sweep(fn, x)
+  second = sweep(fn, x + 1)
+  assert len(traced) == 1
+  np.testing.assert_allclose(second, np.sin(np.asarray(x) + 1) * 2, rtol=1e-6)
+  np.testing.assert_allclose(first, np.sin(np.asarray(x)) * 2, rtol=1e-6)
+  sweep(fn, jnp.ones((4, 2)))  # a new shape: traced again
+  assert len(traced) == 2
