@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnose, nnx_probe
+from jaxgrad import diagnose
+from jaxgrad.diagnostics import nnx_probe
 from jaxgrad.diagnostics.diagnose import report_from_values
 from jaxgrad.diagnostics.report import Report
 from tests import _tol

@@ -1,8 +1,8 @@
 r"""Diagnose any Flax model, as written: where the gradient dies or blows up, and why.
 
 :func:`diagnose` probes every module that owns parameters (:mod:`jaxgrad.probe`
-for linen, :mod:`jaxgrad.nnx_probe` for nnx), in execution order, and reads
-for module :math:`l`:
+for linen, :mod:`jaxgrad.diagnostics.nnx_probe` for nnx), in execution order,
+and reads for module :math:`l`:
 
 * the backprop signal :math:`s_l = \mathbb{E}_b\|\partial L/\partial y_l[b]\|`
   at its output, and its ratio :math:`\rho_l = s_l / s_{\mathrm{out}}` to the
@@ -39,7 +39,7 @@ import numpy as np
 
 from jaxgrad import probe as probe_lib
 from jaxgrad import theory
-from jaxgrad import nnx_probe
+from jaxgrad.diagnostics import nnx_probe
 from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 from jaxgrad.diagnostics.report import VERDICTS, LayerReport, Report
 
