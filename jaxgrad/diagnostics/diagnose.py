@@ -40,6 +40,7 @@ import numpy as np
 from jaxgrad import probe as probe_lib
 from jaxgrad import theory
 from jaxgrad.diagnostics import nnx_probe
+from jaxgrad.diagnostics._dense import dense_variances
 from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 from jaxgrad.diagnostics.report import VERDICTS, LayerReport, Report
 
@@ -102,11 +103,8 @@ def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
                                              lambda a: jnp.all(a == 0))}
   own = probe_lib.subtree(params, row.path)
   if row.kind == "Dense" and "kernel" in own:
-    out["sigma_w2"] = (jax.vmap(theory.weight_variance) if stacked
-                       else theory.weight_variance)(own["kernel"])
-    bias = own.get("bias")
-    out["sigma_b2"] = (jnp.zeros(own["kernel"].shape[:1] if stacked else ()) if bias is None
-                       else jnp.mean(bias.astype(jnp.float32) ** 2, axis=-1))
+    out.update((jax.vmap(dense_variances) if stacked else dense_variances)(
+        own["kernel"], own.get("bias")))
   if row.has_signal:
     g = probe_lib.subtree(grads["signal"], row.path)[row.key]
     out["signal"] = (jax.vmap(lambda a: example_norm(a, batch))(g) if stacked

@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import probe as probe_lib
-from jaxgrad import theory
+from jaxgrad.diagnostics._dense import dense_variances
 from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 
 Path = tuple[Any, ...]  # a path in the model's graph: attribute names and list indices
@@ -252,10 +252,9 @@ class Probe:
              "zero_weight": jnp.all(flat(theta) == 0),
              "signal": example_norm(g_eps[name], batch), "stats": stats[name]}
       if owner.is_linear and "kernel" in owner.params:
-        out["sigma_w2"] = theory.weight_variance(_at(theta, owner.params["kernel"]))
-        bias = _at(theta, owner.params["bias"]) if "bias" in owner.params else None
-        out["sigma_b2"] = (jnp.zeros(()) if bias is None
-                           else jnp.mean(bias.astype(jnp.float32) ** 2))
+        bias = owner.params.get("bias")
+        out.update(dense_variances(_at(theta, owner.params["kernel"]),
+                                   None if bias is None else _at(theta, bias)))
       measured.append(out)
     return value, measured
 
