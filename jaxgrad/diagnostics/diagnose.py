@@ -48,7 +48,6 @@ VANISHING_RATIO = 1e-2
 EXPLODING_RATIO = 1e2
 UNIT_FRACTION = 0.5
 ACTIVATION_HINTS = ("relu", "tanh", "sigmoid", "linear")
-NORM_KINDS = ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm")
 
 REMEDIES = {
     "vanishing": [
@@ -102,7 +101,7 @@ def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
          "zero_weight": probe_lib.row_values(params, row, row.weight_names,
                                              lambda a: jnp.all(a == 0))}
   own = probe_lib.subtree(params, row.path)
-  if row.kind == "Dense" and "kernel" in own:
+  if row.is_dense and "kernel" in own:
     out.update((jax.vmap(dense_variances) if stacked else dense_variances)(
         own["kernel"], own.get("bias")))
   if row.has_signal:
@@ -249,8 +248,9 @@ def _notes(layers: list[LayerReport]) -> list[str]:
   return notes
 
 
-def _remedies(verdict: str, layers: list[LayerReport]) -> tuple[str, ...]:
-  has = {"norm"} if any(l.kind in NORM_KINDS for l in layers) else set()
+def _remedies(verdict: str, has_norm: bool) -> tuple[str, ...]:
+  """The verdict's remedies, without adding a norm to a model that has one (by type)."""
+  has = {"norm"} if has_norm else set()
   return tuple(text for text, needs_absent in REMEDIES[verdict] if needs_absent not in has)
 
 
@@ -260,7 +260,8 @@ def report_from_values(values: list[dict[str, Any]], loss: float,
   _units_after(values, hint)
   layers = _verdicts(values)
   overall = _overall(layers)
-  return Report(tuple(layers), overall, _remedies(overall, layers), _first_nonfinite(values),
+  has_norm = any(v["row"].is_norm for v in values)
+  return Report(tuple(layers), overall, _remedies(overall, has_norm), _first_nonfinite(values),
                 loss, tuple(_notes(layers)),
                 {"vanishing_ratio": VANISHING_RATIO, "exploding_ratio": EXPLODING_RATIO,
                  "unit_fraction": UNIT_FRACTION,
