@@ -49,6 +49,7 @@ PERTURBATIONS = "perturbations"
 SIGNAL = "jaxgrad_signal"  # the probe's perturbation at a module's output
 STATS = "jaxgrad_stats"  # what the probe records at a module's input (sown beside it)
 SATURATION_THRESHOLD = 0.05  # phi'(a) / max phi' below this: a saturated entry
+NORMS = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.InstanceNorm)  # and subclasses
 
 
 def layer_names(path: Sequence[str], stack: tuple[int, int] | None) -> list[str]:
@@ -63,12 +64,13 @@ def layer_names(path: Sequence[str], stack: tuple[int, int] | None) -> list[str]
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-  """One probed module call, as the interceptor saw it.
+  r"""One probed module call, as the interceptor saw it.
 
   Attributes:
     path: module path, as in the params tree.
     method: the method called (``'__call__'`` for most modules).
-    kind: the module's class name (``'Dense'``, ``'BatchNorm'``, ...).
+    kind: the module's class name (``'Dense'``, ``'BatchNorm'``, ...), for display
+      only: what the module is comes from its type (``is_dense``, ``is_norm``).
     param_names: the parameters the module owns directly.
     stack: ``(index of the scanned component in path, number of layers)``, or
       None outside a scanned stack.
@@ -77,6 +79,11 @@ class Row:
     has_stats: whether its input statistics are recorded (same condition).
     in_shape, out_shape: shapes of its first input and output (one layer's,
       inside a stack), which tell where layers form a chain.
+    is_dense: whether it is a dense layer :math:`y = xW + b` (a
+      ``flax.linen.Dense`` or ``flax.nnx.Linear``, subclasses included), whose
+      kernel and bias have mean-field variances :math:`\sigma_w^2, \sigma_b^2`.
+    is_norm: whether it is a normalisation layer (one of :data:`NORMS` or their
+      nnx counterparts, subclasses included).
   """
 
   path: tuple[str, ...]
@@ -88,6 +95,8 @@ class Row:
   has_stats: bool
   in_shape: tuple[int, ...] | None = None
   out_shape: tuple[int, ...] | None = None
+  is_dense: bool = False
+  is_norm: bool = False
 
   @property
   def key(self) -> str:
@@ -282,6 +291,8 @@ class _Recorder:
     x = args[0] if args else None
     if key not in self.seen:
       self.seen[key] = {"kind": type(module).__name__, "params": tuple(direct), "lead": lead,
+                        "is_dense": isinstance(module, nn.Dense),
+                        "is_norm": isinstance(module, NORMS),
                         "in_shape": tuple(x.shape) if hasattr(x, "shape") else None,
                         "out_shape": tuple(jax.tree.leaves(out)[0].shape)}
     if tuple(jax.tree.leaves(out)[0].shape) != self.seen[key]["out_shape"]:
@@ -316,7 +327,8 @@ class _Recorder:
       key = SIGNAL if method == "__call__" else f"{SIGNAL}:{method}"
       rows.append(Row(path, method, info["kind"], info["params"], stack,
                       has_signal=key in own, has_stats=f"{STATS}:{method}" in own,
-                      in_shape=info["in_shape"], out_shape=info["out_shape"]))
+                      in_shape=info["in_shape"], out_shape=info["out_shape"],
+                      is_dense=info["is_dense"], is_norm=info["is_norm"]))
     return dataclasses.replace(partial, rows=tuple(rows))
 
 

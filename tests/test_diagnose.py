@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnose, diagnostics, probe
+from jaxgrad import diagnose, diagnostics, probe, theory
 from jaxgrad.diagnostics.report import Report
 from tests import _tol
 from tests import foreign_models as fm
@@ -295,3 +295,65 @@ def test_diagnose_and_layer_grad_norms_name_and_order_layers_alike():
   assert list(norms) == [l.name for l in report.layers] == ["Dense_0", "(root)"]
   np.testing.assert_allclose([float(v) for v in norms.values()],
                              [l.grad_norm for l in report.layers], **_tol.F32)
+
+
+class MyDense(nn.Dense):
+  """A user's Dense under another name: a dense layer by its type."""
+
+
+class _MyDenseChain(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(3):
+      x = MyDense(8)(x)
+    return x
+
+
+def test_a_subclass_of_dense_gets_its_weight_variance():
+  x = jax.random.normal(KEY, (16, 8))
+  model = _MyDenseChain()
+  variables = jax.jit(model.init)(KEY, x)
+  report = diagnose(model, variables, x, _xent, activation="linear")
+  assert [l.kind for l in report.layers] == ["MyDense"] * 3
+  # Linear between layers: E[phi'^2] = 1, so chi_1 is the next layer's sigma_w^2 itself.
+  kernels = [variables["params"][f"MyDense_{i}"]["kernel"] for i in (1, 2)]
+  np.testing.assert_allclose([l.chi1 for l in report.layers[:2]],
+                             [float(theory.weight_variance(k)) for k in kernels], **_tol.F32)
+  assert report.layers[2].chi1 is None
+
+
+class MyLayerNorm(nn.LayerNorm):
+  """A user's LayerNorm under another name: a norm by its type."""
+
+
+class LayerNorm(nn.Module):
+  """Named like a norm but none: a learned per-unit scale, ``x * s``."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))[None, :]
+
+
+class _NormedTanhChain(nn.Module):
+  """``norm(x)``, then 6 tanh Dense layers drawn N(0, 0.01^2): vanishing, whatever the norm."""
+
+  norm: type
+
+  @nn.compact
+  def __call__(self, x):
+    x = self.norm()(x)
+    for _ in range(6):
+      x = jnp.tanh(nn.Dense(16, kernel_init=nn.initializers.normal(0.01))(x))
+    return nn.Dense(4)(x)
+
+
+@pytest.mark.parametrize("norm, is_norm", [(MyLayerNorm, True), (LayerNorm, False)])
+def test_a_norm_is_known_by_its_type_not_its_name(norm, is_norm):
+  x = jax.random.normal(KEY, (32, 16))
+  model = _NormedTanhChain(norm)
+  variables = jax.jit(model.init)(KEY, x)
+  assert probe.trace(model, variables, x).trace.rows[0].is_norm == is_norm
+  report = diagnose(model, variables, x, _xent)
+  assert report.layers[0].kind == norm.__name__ and report.verdict == "vanishing"
+  # A model that has a norm is not told to add one.
+  assert any("add BatchNorm or LayerNorm" in r for r in report.remedies) == (not is_norm)

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad import diagnose, nnx_probe
+from jaxgrad import diagnose, theory
+from jaxgrad.diagnostics import _dense, nnx_probe
 from jaxgrad.diagnostics.diagnose import report_from_values
 from jaxgrad.diagnostics.report import Report
 from tests import _tol
@@ -331,6 +332,59 @@ def test_module_run_inside_an_inner_nnx_transform_is_skipped_with_a_warning():
   assert [v["name"] for v in values] == ["b"]
 
 
+class MyLinear(nnx.Linear):
+  """A user's Linear under another name: a dense layer by its type."""
+
+
+class MyLayerNorm(nnx.LayerNorm):
+  """A user's LayerNorm under another name: a norm by its type."""
+
+
+class LayerNorm(nnx.Module):
+  """Named like a norm but none: a learned per-unit scale, ``x * s``."""
+
+  def __init__(self, n: int):
+    self.scale = nnx.Param(jnp.ones((n,)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x * self.scale[...][None, :]
+
+
+class NormedTanhChain(nnx.Module):
+  """``norm(x)``, then 6 tanh ``MyLinear`` layers drawn N(0, 0.01^2): vanishing, any norm."""
+
+  def __init__(self, norm: nnx.Module, rngs: nnx.Rngs):
+    self.norm = norm
+    self.layers = nnx.List([MyLinear(16, 16, kernel_init=SMALL_NORMAL, rngs=rngs)
+                            for _ in range(6)])
+    self.head = nnx.Linear(16, 4, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.norm(x)
+    for layer in self.layers:
+      x = jnp.tanh(layer(x))
+    return self.head(x)
+
+
+@pytest.mark.parametrize("norm, is_norm", [
+    (lambda: MyLayerNorm(16, rngs=nnx.Rngs(1)), True), (lambda: LayerNorm(16), False)])
+def test_layers_are_known_by_their_type_not_their_name(norm, is_norm):
+  model = NormedTanhChain(norm(), nnx.Rngs(0))
+  x = jax.random.normal(KEY, (32, 16))
+  loss, values = nnx_probe.measure(model, x, _xent)
+  assert [v["row"].kind for v in values] == [
+      type(model.norm).__name__, *["MyLinear"] * 6, "Linear"]
+  assert [v["row"].is_norm for v in values] == [is_norm] + [False] * 7
+  assert "sigma_w2" not in values[0]
+  np.testing.assert_allclose([v["sigma_w2"] for v in values[1:7]],
+                             [float(theory.weight_variance(l.kernel[...])) for l in model.layers],
+                             **_tol.F32)
+  report = report_from_values(values, loss)
+  assert report.verdict == "vanishing"
+  # A model that has a norm is not told to add one.
+  assert any("add BatchNorm or LayerNorm" in r for r in report.remedies) == (not is_norm)
+
+
 def test_clear_errors():
   x = jnp.ones((2, 3))
   with pytest.raises(ValueError, match="nnx.Module"):
@@ -363,3 +417,4 @@ def test_clear_errors():
 def test_docstring_example():
   import doctest  # pylint: disable=import-outside-toplevel
   assert doctest.testmod(nnx_probe).failed == 0
+  assert doctest.testmod(_dense).failed == 0  # the sigma_w^2, sigma_b^2 it reports

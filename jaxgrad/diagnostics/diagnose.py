@@ -1,8 +1,8 @@
 r"""Diagnose any Flax model, as written: where the gradient dies or blows up, and why.
 
 :func:`diagnose` probes every module that owns parameters (:mod:`jaxgrad.probe`
-for linen, :mod:`jaxgrad.nnx_probe` for nnx), in execution order, and reads
-for module :math:`l`:
+for linen, :mod:`jaxgrad.diagnostics.nnx_probe` for nnx), in execution order,
+and reads for module :math:`l`:
 
 * the backprop signal :math:`s_l = \mathbb{E}_b\|\partial L/\partial y_l[b]\|`
   at its output, and its ratio :math:`\rho_l = s_l / s_{\mathrm{out}}` to the
@@ -39,7 +39,8 @@ import numpy as np
 
 from jaxgrad import probe as probe_lib
 from jaxgrad import theory
-from jaxgrad import nnx_probe
+from jaxgrad.diagnostics import nnx_probe
+from jaxgrad.diagnostics._dense import dense_variances
 from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 from jaxgrad.diagnostics.report import VERDICTS, LayerReport, Report
 
@@ -47,7 +48,6 @@ VANISHING_RATIO = 1e-2
 EXPLODING_RATIO = 1e2
 UNIT_FRACTION = 0.5
 ACTIVATION_HINTS = ("relu", "tanh", "sigmoid", "linear")
-NORM_KINDS = ("BatchNorm", "LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm")
 
 REMEDIES = {
     "vanishing": [
@@ -101,12 +101,9 @@ def _measure_row(row: probe_lib.Row, params: Any, grads: Mapping[str, Any],
          "zero_weight": probe_lib.row_values(params, row, row.weight_names,
                                              lambda a: jnp.all(a == 0))}
   own = probe_lib.subtree(params, row.path)
-  if row.kind == "Dense" and "kernel" in own:
-    out["sigma_w2"] = (jax.vmap(theory.weight_variance) if stacked
-                       else theory.weight_variance)(own["kernel"])
-    bias = own.get("bias")
-    out["sigma_b2"] = (jnp.zeros(own["kernel"].shape[:1] if stacked else ()) if bias is None
-                       else jnp.mean(bias.astype(jnp.float32) ** 2, axis=-1))
+  if row.is_dense and "kernel" in own:
+    out.update((jax.vmap(dense_variances) if stacked else dense_variances)(
+        own["kernel"], own.get("bias")))
   if row.has_signal:
     g = probe_lib.subtree(grads["signal"], row.path)[row.key]
     out["signal"] = (jax.vmap(lambda a: example_norm(a, batch))(g) if stacked
@@ -251,8 +248,9 @@ def _notes(layers: list[LayerReport]) -> list[str]:
   return notes
 
 
-def _remedies(verdict: str, layers: list[LayerReport]) -> tuple[str, ...]:
-  has = {"norm"} if any(l.kind in NORM_KINDS for l in layers) else set()
+def _remedies(verdict: str, has_norm: bool) -> tuple[str, ...]:
+  """The verdict's remedies, without adding a norm to a model that has one (by type)."""
+  has = {"norm"} if has_norm else set()
   return tuple(text for text, needs_absent in REMEDIES[verdict] if needs_absent not in has)
 
 
@@ -262,7 +260,8 @@ def report_from_values(values: list[dict[str, Any]], loss: float,
   _units_after(values, hint)
   layers = _verdicts(values)
   overall = _overall(layers)
-  return Report(tuple(layers), overall, _remedies(overall, layers), _first_nonfinite(values),
+  has_norm = any(v["row"].is_norm for v in values)
+  return Report(tuple(layers), overall, _remedies(overall, has_norm), _first_nonfinite(values),
                 loss, tuple(_notes(layers)),
                 {"vanishing_ratio": VANISHING_RATIO, "exploding_ratio": EXPLODING_RATIO,
                  "unit_fraction": UNIT_FRACTION,

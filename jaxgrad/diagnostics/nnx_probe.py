@@ -63,13 +63,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import probe as probe_lib
-from jaxgrad import theory
+from jaxgrad.diagnostics._dense import dense_variances
 from jaxgrad.diagnostics.gradients import example_norm, safe_norm
 
 Path = tuple[Any, ...]  # a path in the model's graph: attribute names and list indices
 
 _ACTIVE = threading.local()  # the recorders of the calls being traced, innermost last
 _PROBED: dict[type, type] = {}  # original class -> its probed subclass
+NORMS = (nnx.BatchNorm, nnx.LayerNorm, nnx.GroupNorm, nnx.RMSNorm, nnx.InstanceNorm)
 
 
 def _name(path: Sequence[Any]) -> str:
@@ -116,15 +117,18 @@ class Owner:
 
   Attributes:
     path: its path in the model's graph (as in ``nnx.state(model)``).
-    kind: its class name.
+    kind: its class name (for display).
     params: ``{name relative to the module ('kernel', 'ws/0'): full path}``.
-    is_linear: whether it is an ``nnx.Linear`` (then ``sigma_w2``, ``sigma_b2``).
+    is_dense: whether it is an ``nnx.Linear``, subclasses included (then
+      ``sigma_w2``, ``sigma_b2``).
+    is_norm: whether it is one of :data:`NORMS`, subclasses included.
   """
 
   path: Path
   kind: str
   params: Mapping[str, Path]
-  is_linear: bool
+  is_dense: bool
+  is_norm: bool
 
 
 def owners(model: nnx.Module) -> dict[Path, Owner]:
@@ -144,7 +148,8 @@ def owners(model: nnx.Module) -> dict[Path, Owner]:
   for p in params:
     owner = max((m for m in modules if p[:len(m)] == m), key=len)
     found.setdefault(owner, {})["/".join(str(k) for k in p[len(owner):])] = p
-  return {path: Owner(path, type(node).__name__, found[path], isinstance(node, nnx.Linear))
+  return {path: Owner(path, type(node).__name__, found[path], isinstance(node, nnx.Linear),
+                      isinstance(node, NORMS))
           for path, node in modules.items() if path in found}
 
 
@@ -251,11 +256,10 @@ class Probe:
       out = {"grad": safe_norm(flat(grads)), "weight": safe_norm(flat(theta)),
              "zero_weight": jnp.all(flat(theta) == 0),
              "signal": example_norm(g_eps[name], batch), "stats": stats[name]}
-      if owner.is_linear and "kernel" in owner.params:
-        out["sigma_w2"] = theory.weight_variance(_at(theta, owner.params["kernel"]))
-        bias = _at(theta, owner.params["bias"]) if "bias" in owner.params else None
-        out["sigma_b2"] = (jnp.zeros(()) if bias is None
-                           else jnp.mean(bias.astype(jnp.float32) ** 2))
+      if owner.is_dense and "kernel" in owner.params:
+        bias = owner.params.get("bias")
+        out.update(dense_variances(_at(theta, owner.params["kernel"]),
+                                   None if bias is None else _at(theta, bias)))
       measured.append(out)
     return value, measured
 
@@ -305,7 +309,8 @@ def trace(model: nnx.Module, x: Any, loss_fn: Callable[[Any], jax.Array] | None 
     owner = found[info["path"]]
     rows.append(probe_lib.Row(tuple(str(k) for k in owner.path), "__call__", owner.kind,
                               tuple(owner.params), None, has_signal=True, has_stats=True,
-                              in_shape=info["in_shape"], out_shape=info["out_shape"]))
+                              in_shape=info["in_shape"], out_shape=info["out_shape"],
+                              is_dense=owner.is_dense, is_norm=owner.is_norm))
   shapes = {name: info["shapes"] for name, info in recorder.seen.items()}
   return dataclasses.replace(probe, rows=tuple(rows), shapes=shapes)
 
