@@ -1,12 +1,12 @@
-"""Seed 000 §7.3 (3-layer RNN, clipping) in jaxgrad against the seed's PyTorch code and the floor.
+"""Tutorial 000 §7.3 (3-layer RNN, clipping) in jaxgrad against its PyTorch code and the floor.
 
     python -m benchmarks.rnn [--repeats 3] [--seeds 8] [--epochs 20]
 
-One run of the seed's setting (1000 sine sequences of length 100, 3-layer tanh
+One run of the tutorial's setting (1000 sine sequences of length 100, 3-layer tanh
 RNN of hidden size 64, Adam lr 0.01, ``clip_grad_norm_(1.0)``, batch 64
 shuffled, 20 epochs = 320 steps), timed three ways in this one process:
 
-1. the seed's PyTorch code, ported verbatim (``VanillaRNN``, ``DataLoader``,
+1. the tutorial's PyTorch code, ported verbatim (``VanillaRNN``, ``DataLoader``,
    ``train_rnn`` without its prints); skipped, with a note, when torch is
    not installed;
 2. :mod:`experiments.rnn_clipping`'s program for one seed
@@ -45,9 +45,9 @@ def run_flops(config: ExperimentConfig) -> float:
 
 
 def generate_sequence_data(num_samples: int, seq_length: int):
-  """The seed's data: sine sequences of random frequency and phase, target the next value.
+  """The tutorial's data: sine sequences of random frequency and phase, target the next value.
 
-  NumPy's global generator, as in the seed; returns ``torch.FloatTensor`` s.
+  NumPy's global generator, as in the tutorial; returns ``torch.FloatTensor`` s.
   """
   import torch
 
@@ -64,7 +64,7 @@ def generate_sequence_data(num_samples: int, seq_length: int):
 
 @functools.cache
 def vanilla_rnn_class() -> type:
-  """The seed's ``VanillaRNN``: ``nn.RNN`` (tanh) and a Linear head on the last step.
+  """The tutorial's ``VanillaRNN``: ``nn.RNN`` (tanh) and a Linear head on the last step.
 
   Defined on the first call, since it subclasses torch's ``nn.Module``.
   """
@@ -88,7 +88,7 @@ def vanilla_rnn_class() -> type:
 
 def train_rnn(model, loader, criterion, optimizer, epochs: int,
               clip_value: float | None) -> list[float]:
-  """The seed's ``train_rnn`` without its prints: the mean batch loss of every epoch."""
+  """The tutorial's ``train_rnn`` without its prints: the mean batch loss of every epoch."""
   import torch
 
   losses = []
@@ -108,7 +108,7 @@ def train_rnn(model, loader, criterion, optimizer, epochs: int,
 
 
 def torch_seconds(config: ExperimentConfig, repeats: int) -> float | None:
-  """The seed's code, one run with clipping; ``None`` without torch."""
+  """The tutorial's code, one run with clipping; ``None`` without torch."""
   try:
     import torch
     from torch import nn, optim
@@ -174,19 +174,19 @@ def rows(r: dict) -> list[dict]:
            f"{r['floor_seconds']:.2f} s")
   out = []
   torch_s = r["torch_seconds"]
-  out.append({"benchmark": "rnn", "figure": "seed §7.3 RNN run, jaxgrad vs the seed's PyTorch code",
+  out.append({"benchmark": "rnn", "figure": "tutorial 000 §7.3 RNN run, jaxgrad vs the tutorial's PyTorch code",
               "measured": f"{r['jax_seconds']:.2f} s",
               "baseline": ("torch not installed" if torch_s is None
                            else f"PyTorch {torch_s:.2f} s"),
               "ratio": None if torch_s is None else torch_s / r["jax_seconds"]})
-  out.append({"benchmark": "rnn", "figure": "seed §7.3 RNN run, jaxgrad vs the arithmetic floor",
+  out.append({"benchmark": "rnn", "figure": "tutorial 000 §7.3 RNN run, jaxgrad vs the arithmetic floor",
               "measured": f"{r['jax_seconds']:.2f} s", "baseline": floor,
               "ratio": r["jax_seconds"] / r["floor_seconds"]})
   out.append({"benchmark": "rnn",
-              "figure": f"seed §7.3 RNN, {r['vmapped_seeds']} seeds vmapped, per seed",
+              "figure": f"tutorial 000 §7.3 RNN, {r['vmapped_seeds']} seeds vmapped, per seed",
               "measured": f"{r['jax_vmapped_seconds_per_seed']:.2f} s", "baseline": floor,
               "ratio": r["jax_vmapped_seconds_per_seed"] / r["floor_seconds"]})
-  out.append({"benchmark": "rnn", "figure": "seed §7.3 RNN, compile time (1 seed / vmapped)",
+  out.append({"benchmark": "rnn", "figure": "tutorial 000 §7.3 RNN, compile time (1 seed / vmapped)",
               "measured": f"{r['jax_compile_seconds']:.2f} s",
               "baseline": f"{r['jax_vmapped_compile_seconds']:.2f} s vmapped", "ratio": None})
   return out
@@ -197,7 +197,7 @@ def main(argv=None) -> dict:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--seeds", type=int, default=8, help="seeds in the vmapped row")
-  parser.add_argument("--epochs", type=int, default=20, help="the seed's 20; fewer to try it")
+  parser.add_argument("--epochs", type=int, default=20, help="the tutorial's 20; fewer to try it")
   parser.add_argument("--json", type=pathlib.Path, help="also write the figures here")
   args = parser.parse_args(argv)
   r = run(args.repeats, args.seeds, args.epochs)
