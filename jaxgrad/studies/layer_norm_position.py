@@ -32,13 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import diagnostics, optimizers, probe, training
+from jaxgrad import diagnostics, optimizers, training
 from jaxgrad.models import transformer
 from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.stats import quartiles
 from jaxgrad.sweep import rbg_key, sweep, sweep_grid
 
-FFN_OUT = "mlp_out"
+STACK = "hidden"  # the Transformer's TransformerStack; its blocks are STACK/STACK_NAME
+FFN_OUT = "mlp_out"  # a block's second FFN Dense, W2
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}  # nn.gelu: the tanh form the model always used
 # Per-layer profile ablation: name -> overrides of (activation, d_ff, kernel_init, attention);
 # absent keys keep the Setting's value, "d_model" sets d_ff = d_model.
@@ -136,7 +137,6 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
     index 0 the embeddings entering the stack (pre-LN: before the final LayerNorm).
   """
   model = make_model(setting, depth, norm_position)
-  layout = probe.layout(model, reversal_batch(jax.random.key(0), setting, batch)[0])
 
   def one(k):
     k_init, k_data = jax.random.split(k)
@@ -146,15 +146,14 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
     def loss(p):
       logits, state = model.apply({"params": p}, tokens, mutable=[transformer.STREAM])
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-      return ce, state[transformer.STREAM]["hidden"]
+      return ce, state[transformer.STREAM][STACK]
 
     grads, stream = jax.grad(loss, has_aux=True)(params)
-    norms = diagnostics.layer_grad_norms(grads, layout=layout)
+    w2 = grads[STACK][STACK_NAME][FFN_OUT]["kernel"]  # (depth, d_ff, d_model), scan order
     (x0,) = stream[transformer.STREAM_IN]
     (xs,) = stream[STACK_NAME][transformer.RESIDUAL]
     q, cosine = stream_stats(jnp.concatenate([x0[None], xs]))
-    return {"grad_norm": jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)]),
-            "q": q, "token_cosine": cosine}
+    return {"grad_norm": jax.vmap(diagnostics.safe_norm)(w2), "q": q, "token_cosine": cosine}
 
   return jax.tree.map(np.asarray, sweep(one, jax.random.split(rbg_key(seed), seeds)))
 
