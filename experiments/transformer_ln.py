@@ -46,17 +46,14 @@ and ``warmup.png`` under ``--out``.
 """
 
 import dataclasses
-import math
 import pathlib
 
 from experiments import _cli, _config
 
-import jax  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after _cli, which sets OPENBLAS_NUM_THREADS)
 
 from jaxgrad import initializers, plotting  # noqa: E402
 from jaxgrad.models import transformer  # noqa: E402
-from jaxgrad.stats import quartiles  # noqa: E402
 from jaxgrad.studies import layer_norm_position as lnp  # noqa: E402
 
 ACTIVATIONS = lnp.ACTIVATIONS
@@ -118,91 +115,24 @@ def _setting(config: Config) -> lnp.Setting:
   return lnp.Setting(**{f.name: getattr(config, f.name) for f in dataclasses.fields(lnp.Setting)})
 
 
-def _per_seed(tree: dict, depths: tuple[int, ...], i: int) -> np.ndarray:
-  """Entry ``i`` of every depth's per-seed samples: ``(seeds, depths)``."""
-  return np.stack([np.asarray(tree[str(d)]["per_seed"])[:, i] for d in depths], axis=1)
-
-
-def _depth_sweep(config: Config) -> tuple[dict, dict]:
-  """Per norm position and depth: the gradient-norm quartiles and the stream's."""
-  grad_norms = {p: {} for p in POSITIONS}
-  stream = {p: {} for p in POSITIONS}
-  jobs = [(p, d) for p in POSITIONS for d in config.depths]
-  for position, depth in _cli.progress(jobs, desc="grad norms at init"):
-    m = lnp.init_grad_norms(_setting(config), depth, position, batch=config.batch,
-                            seeds=config.seeds, seed=config.seed)
-    grad_norms[position][str(depth)] = quartiles(m["grad_norm"])
-    stream[position][str(depth)] = {"q": quartiles(m["q"]),
-                                    "token_cosine": quartiles(m["token_cosine"])}
-  return grad_norms, stream
-
-
-def _depth_summary(config: Config, grad_norms: dict, stream: dict) -> dict:
-  """Last-layer and mean-layer medians against depth, their slope, pre-LN's last-layer theory."""
-  last_layer = {p: [float(grad_norms[p][str(d)]["median"][-1]) for d in config.depths]
-                for p in POSITIONS}
-  pre_q = {str(d): stream["pre"][str(d)]["q"] for d in config.depths}
-  return {
-      "last_layer_median": last_layer,
-      "mean_layer_median": {
-          p: [float(np.median(np.mean(grad_norms[p][str(d)]["per_seed"], axis=1)))
-              for d in config.depths] for p in POSITIONS},
-      "last_layer_depth_exponent": (
-          {p: lnp.loglog_slope(config.depths, last_layer[p]) for p in POSITIONS}
-          if len(config.depths) > 1 else None),
-      "pre_ln_last_layer": lnp.last_layer_theory(
-          config.depths, _per_seed(grad_norms["pre"], config.depths, -1),
-          _per_seed(pre_q, config.depths, 0), _per_seed(pre_q, config.depths, -1)),
-  }
-
-
-def _attention(config: Config) -> dict:
-  """Quartiles over seeds per head size, scaled vs unscaled, and the theory's logit std."""
-  attention = {"head_dims": config.head_dims, "scaled": {}, "unscaled": {},
-               "theory_logit_std": {"scaled": [1.0] * len(config.head_dims),
-                                    "unscaled": [math.sqrt(d) for d in config.head_dims]}}
-  per_dim = [lnp.attention_stats(d, batch=config.batch, seq_len=config.seq_len,
-                                 seeds=config.seeds, seed=config.seed)
-             for d in _cli.progress(config.head_dims, desc="attention scale")]
-  for variant in ("scaled", "unscaled"):
-    for stat in ("logit_std", "entropy", "max_prob"):
-      samples = np.stack([s[variant][stat] for s in per_dim], axis=1)  # (seeds, dims)
-      attention[variant][stat] = quartiles(samples)
-  attention["unscaled_over_scaled_logit_std"] = [
-      float(np.median(s["unscaled"]["logit_std"] / s["scaled"]["logit_std"])) for s in per_dim]
-  return attention
-
-
-def _warmup(config: Config) -> dict:
-  """Per norm position, the runs without and with warmup."""
-  warmup = {}
-  tail = max(1, config.steps // 10)
-  for position in _cli.progress(POSITIONS, desc="training"):
-    both = lnp.train_arms(_setting(config), config.train_depth, position, batch=config.batch,
-                          steps=config.steps, learning_rate=config.learning_rate,
-                          warmup_steps=config.warmup_steps, seeds=config.seeds,
-                          seed=config.seed)
-    for a, use_warmup in enumerate((False, True)):
-      result = jax.tree.map(lambda x, a=a: x[a], both)
-      name = f"{position}-LN, {'warmup' if use_warmup else 'no warmup'}"
-      warmup[name] = {
-          "norm_position": position, "warmup": use_warmup,
-          "loss": quartiles(result.loss), "grad_norm": quartiles(result.grad_norm),
-          "final_loss_per_seed": result.loss[:, -tail:].mean(axis=1),
-          "diverged_at": result.diverged_at,
-      }
-  return warmup
-
-
 def run(config: Config) -> dict:
-  grad_norms, stream = _depth_sweep(config)
-  depth_summary = _depth_summary(config, grad_norms, stream)
+  setting = _setting(config)
+  sizes = {"batch": config.batch, "seeds": config.seeds, "seed": config.seed}
+  jobs = [(p, d) for p in POSITIONS for d in config.depths]
+  grad_norms, stream = lnp.depth_sweep(setting, _cli.progress(jobs, desc="grad norms at init"),
+                                       **sizes)
+  depth_summary = lnp.depth_summary(config.depths, grad_norms, stream)
   ablation = lnp.profile_ablation(
-      _setting(config), _cli.progress(config.ablations, desc="profile ablation"),
-      config.ablation_depth, batch=config.batch, seeds=config.seeds, seed=config.seed)
+      setting, _cli.progress(config.ablations, desc="profile ablation"), config.ablation_depth,
+      **sizes)
+  attention = lnp.attention_sweep(_cli.progress(config.head_dims, desc="attention scale"),
+                                  seq_len=config.seq_len, **sizes)
+  warmup = lnp.warmup_comparison(
+      setting, config.train_depth, _cli.progress(POSITIONS, desc="training"), steps=config.steps,
+      learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, **sizes)
   return {"config": config, "grad_norms": grad_norms, "stream": stream, **depth_summary,
-          "profile_ablation": ablation, "attention": _attention(config),
-          "warmup": _warmup(config), "chance_loss": math.log(config.vocab)}
+          "profile_ablation": ablation, "attention": attention, "warmup": warmup,
+          "chance_loss": lnp.chance_loss(config.vocab)}
 
 
 def _plot_profiles(ax, results: dict, position: str, depths: tuple[int, ...]) -> None:
@@ -222,7 +152,7 @@ def _plot_last_vs_depth(ax, results: dict, config: Config) -> None:
   """The last layer's gradient norm against depth, next to 1/sqrt(L) and q_L^(-1/2)."""
   depths = np.asarray(config.depths, float)
   for position, color in zip(POSITIONS, ("C0", "C3")):
-    samples = _per_seed(results["grad_norms"][position], config.depths, -1)
+    samples = lnp.layer_across_depths(results["grad_norms"][position], config.depths, -1)
     plotting.median_band(ax, depths, samples, label=f"{position}-LN", color=color, marker="o")
   anchor = results["last_layer_median"]["pre"][0]
   plotting.theory_line(ax, depths, anchor * np.sqrt(depths[0] / depths), color="C0",
@@ -253,8 +183,8 @@ def _plot_stream_length(ax, results: dict, config: Config) -> None:
   theory = results["pre_ln_last_layer"]
   depths = np.asarray(config.depths, float)
   pre_q = {str(d): results["stream"]["pre"][str(d)]["q"] for d in config.depths}
-  plotting.median_band(ax, depths, _per_seed(pre_q, config.depths, -1), label="q_L measured",
-                       color="C0", marker="o")
+  plotting.median_band(ax, depths, lnp.layer_across_depths(pre_q, config.depths, -1),
+                       label="q_L measured", color="C0", marker="o")
   q_0, v_first = float(theory["q_0"][0]), float(theory["v"][0])
   plotting.theory_line(ax, depths, q_0 + depths * v_first, color="C0",
                        label=f"q_0 + L v, v = {v_first:.2f} (L={config.depths[0]})")
@@ -292,7 +222,7 @@ def _plot_token_cosine(ax, results: dict, config: Config) -> None:
   for position, color in zip(POSITIONS, ("C0", "C3")):
     cosine = {str(d): results["stream"][position][str(d)]["token_cosine"]
               for d in config.depths}
-    plotting.median_band(ax, depths, _per_seed(cosine, config.depths, -1),
+    plotting.median_band(ax, depths, lnp.layer_across_depths(cosine, config.depths, -1),
                          label=f"{position}-LN", color=color, marker="o")
   ax.set_xscale("log")
   ax.set_xlabel("depth L")

@@ -6,17 +6,20 @@ target[t] = token[T-1-t], cross-entropy per position), a
 (post-LN) or before (pre-LN) every sublayer:
 
 * :func:`init_grad_norms`: ||dL/dW2_l||_F of every layer's second FFN weight at
-  init, with the residual stream's length and token similarity. Xiong et al.
-  (2020): post-LN's gradients near the output are large and do not shrink with
-  depth, pre-LN's scale like :math:`1/\sqrt L`; :func:`last_layer_theory`
-  checks the pre-LN last layer against the final LayerNorm's
-  :math:`q_L^{-1/2}`;
+  init, with the residual stream's length and token similarity; :func:`depth_sweep`
+  over norm positions and depths. Xiong et al. (2020): post-LN's gradients near
+  the output are large and do not shrink with depth, pre-LN's scale like
+  :math:`1/\sqrt L`; :func:`depth_summary` fits the slope against depth and
+  :func:`last_layer_theory` checks the pre-LN last layer against the final
+  LayerNorm's :math:`q_L^{-1/2}`;
 * :func:`profile_ablation`: the per-layer profile for the settings of
   :data:`ABLATIONS` (down to the simplified model of Xiong's analysis);
 * :func:`attention_stats`: one attention layer with and without the
-  :math:`1/\sqrt{d_k}` scale (Vaswani et al. 2017);
+  :math:`1/\sqrt{d_k}` scale (Vaswani et al. 2017); :func:`attention_sweep`
+  over head sizes;
 * :func:`train_arms`: Adam with a constant rate vs a linear warmup
-  (:func:`warmup_schedule`).
+  (:func:`warmup_schedule`); :func:`warmup_comparison` per norm position,
+  against :func:`chance_loss`.
 
 Keys use JAX's ``rbg`` PRNG (:func:`~jaxgrad.sweep.rbg_key`): XLA's CPU compile of threefry for
 many tensors is ~8x slower.
@@ -32,13 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxgrad import diagnostics, optimizers, probe, training
+from jaxgrad import diagnostics, optimizers, training
 from jaxgrad.models import transformer
 from jaxgrad.models.stack import STACK_NAME
 from jaxgrad.stats import quartiles
 from jaxgrad.sweep import rbg_key, sweep, sweep_grid
 
-FFN_OUT = "mlp_out"
+STACK = "hidden"  # the Transformer's TransformerStack; its blocks are STACK/STACK_NAME
+FFN_OUT = "mlp_out"  # a block's second FFN Dense, W2
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu}  # nn.gelu: the tanh form the model always used
 # Per-layer profile ablation: name -> overrides of (activation, d_ff, kernel_init, attention);
 # absent keys keep the Setting's value, "d_model" sets d_ff = d_model.
@@ -136,7 +140,6 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
     index 0 the embeddings entering the stack (pre-LN: before the final LayerNorm).
   """
   model = make_model(setting, depth, norm_position)
-  layout = probe.layout(model, reversal_batch(jax.random.key(0), setting, batch)[0])
 
   def one(k):
     k_init, k_data = jax.random.split(k)
@@ -146,17 +149,55 @@ def init_grad_norms(setting: Setting, depth: int, norm_position: str, *, batch: 
     def loss(p):
       logits, state = model.apply({"params": p}, tokens, mutable=[transformer.STREAM])
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-      return ce, state[transformer.STREAM]["hidden"]
+      return ce, state[transformer.STREAM][STACK]
 
     grads, stream = jax.grad(loss, has_aux=True)(params)
-    norms = diagnostics.layer_grad_norms(grads, layout=layout)
+    w2 = grads[STACK][STACK_NAME][FFN_OUT]["kernel"]  # (depth, d_ff, d_model), scan order
     (x0,) = stream[transformer.STREAM_IN]
     (xs,) = stream[STACK_NAME][transformer.RESIDUAL]
     q, cosine = stream_stats(jnp.concatenate([x0[None], xs]))
-    return {"grad_norm": jnp.stack([v for k, v in norms.items() if k.endswith(FFN_OUT)]),
-            "q": q, "token_cosine": cosine}
+    return {"grad_norm": jax.vmap(diagnostics.safe_norm)(w2), "q": q, "token_cosine": cosine}
 
   return jax.tree.map(np.asarray, sweep(one, jax.random.split(rbg_key(seed), seeds)))
+
+
+def depth_sweep(setting: Setting, cases: Iterable[tuple[str, int]], *, batch: int, seeds: int,
+                seed: int = 0) -> tuple[dict, dict]:
+  """:func:`init_grad_norms` per ``(norm_position, depth)`` of ``cases``, summarised over seeds.
+
+  Args:
+    setting: the task and the network but its depth and norm position.
+    cases: ``(norm_position, depth)`` pairs, any iterable (a progress bar, say).
+    batch, seeds, seed: as in :func:`init_grad_norms`.
+
+  Returns:
+    ``(grad_norms, stream)``, both keyed ``[norm_position][str(depth)]``:
+    the :func:`~jaxgrad.stats.quartiles` of ||dL/dW2_l|| over seeds (``per_seed``
+    ``(seeds, depth)``), and of the stream's ``q`` and ``token_cosine``
+    (``(seeds, depth + 1)``).
+  """
+  grad_norms, stream = {}, {}
+  for position, depth in cases:
+    m = init_grad_norms(setting, depth, position, batch=batch, seeds=seeds, seed=seed)
+    grad_norms.setdefault(position, {})[str(depth)] = quartiles(m["grad_norm"])
+    stream.setdefault(position, {})[str(depth)] = {"q": quartiles(m["q"]),
+                                                   "token_cosine": quartiles(m["token_cosine"])}
+  return grad_norms, stream
+
+
+def layer_across_depths(sweep_of_one_position: dict, depths: Iterable[int],
+                        layer: int) -> np.ndarray:
+  """Entry ``layer`` of every depth's per-seed samples, ``(seeds, depths)``.
+
+  Args:
+    sweep_of_one_position: ``{str(depth): {"per_seed": (seeds, n_depth)}}``, e.g.
+      ``grad_norms["pre"]`` of :func:`depth_sweep`.
+    depths: which depths, in order.
+    layer: the index into each depth's samples (``-1``: the last layer; for the
+      stream's ``q``, ``0``: the embeddings).
+  """
+  return np.stack([np.asarray(sweep_of_one_position[str(d)]["per_seed"])[:, layer]
+                   for d in depths], axis=1)
 
 
 def profile_ablation(setting: Setting, names: Iterable[str], depth: int, *, batch: int,
@@ -219,6 +260,36 @@ def attention_stats(head_dim: int, *, batch: int, seq_len: int, seeds: int,
   return jax.tree.map(np.asarray, sweep(one, keys))
 
 
+def attention_sweep(head_dims: Iterable[int], *, batch: int, seq_len: int, seeds: int,
+                    seed: int = 0) -> dict:
+  r""":func:`attention_stats` for each head size, summarised over seeds, beside the theory.
+
+  Args:
+    head_dims: the head sizes :math:`d_k`, any iterable (a progress bar, say).
+    batch, seq_len, seeds, seed: as in :func:`attention_stats`.
+
+  Returns:
+    ``head_dims`` (a tuple); per variant ``scaled`` / ``unscaled`` and statistic
+    (``logit_std``, ``entropy``, ``max_prob``) the quartiles over seeds
+    (``per_seed`` ``(seeds, head_dims)``); ``theory_logit_std``: 1 scaled,
+    :math:`\sqrt{d_k}` unscaled; ``unscaled_over_scaled_logit_std``: the median
+    over seeds of the ratio, :math:`\sqrt{d_k}` exactly (same parameters and inputs).
+  """
+  per_dim = [(d, attention_stats(d, batch=batch, seq_len=seq_len, seeds=seeds, seed=seed))
+             for d in head_dims]
+  dims = tuple(d for d, _ in per_dim)
+  out = {"head_dims": dims, "scaled": {}, "unscaled": {},
+         "theory_logit_std": {"scaled": [1.0] * len(dims),
+                              "unscaled": [math.sqrt(d) for d in dims]}}
+  for variant in ("scaled", "unscaled"):
+    for stat in ("logit_std", "entropy", "max_prob"):
+      samples = np.stack([s[variant][stat] for _, s in per_dim], axis=1)  # (seeds, dims)
+      out[variant][stat] = quartiles(samples)
+  out["unscaled_over_scaled_logit_std"] = [
+      float(np.median(s["unscaled"]["logit_std"] / s["scaled"]["logit_std"])) for _, s in per_dim]
+  return out
+
+
 def warmup_schedule(peak: float, warmup_steps: jax.Array) -> optax.Schedule:
   """``optax.linear_schedule(0, peak, warmup_steps)``, constant ``peak`` when ``warmup_steps`` is 0.
 
@@ -258,6 +329,44 @@ def train_arms(setting: Setting, depth: int, norm_position: str, *, batch: int, 
   keys = jax.random.split(jax.random.fold_in(rbg_key(seed), 1), seeds)
   out = sweep_grid(one, keys, jnp.asarray([0, warmup_steps]))
   return jax.tree.map(np.asarray, out)
+
+
+def warmup_comparison(setting: Setting, depth: int, norm_positions: Iterable[str], *, batch: int,
+                      steps: int, learning_rate: float, warmup_steps: int, seeds: int,
+                      seed: int = 0) -> dict:
+  """:func:`train_arms` for each norm position, each arm summarised over seeds.
+
+  Args:
+    setting, depth: the network (:func:`make_model`).
+    norm_positions: ``"pre"`` / ``"post"``, any iterable (a progress bar, say).
+    batch, steps, learning_rate, warmup_steps, seeds, seed: as in :func:`train_arms`.
+
+  Returns:
+    Per arm, named ``"{position}-LN, warmup"`` or ``"... no warmup"``: its
+    ``norm_position`` and ``warmup``, the quartiles over seeds of the ``loss`` and
+    ``grad_norm`` per step, ``final_loss_per_seed`` (the mean loss over the last
+    ``max(1, steps // 10)`` steps) and ``diverged_at`` (-1: never) per seed.
+  """
+  out = {}
+  tail = max(1, steps // 10)
+  for position in norm_positions:
+    both = train_arms(setting, depth, position, batch=batch, steps=steps,
+                      learning_rate=learning_rate, warmup_steps=warmup_steps, seeds=seeds,
+                      seed=seed)
+    for a, use_warmup in enumerate((False, True)):
+      result = jax.tree.map(lambda x, a=a: x[a], both)
+      out[f"{position}-LN, {'warmup' if use_warmup else 'no warmup'}"] = {
+          "norm_position": position, "warmup": use_warmup,
+          "loss": quartiles(result.loss), "grad_norm": quartiles(result.grad_norm),
+          "final_loss_per_seed": result.loss[:, -tail:].mean(axis=1),
+          "diverged_at": result.diverged_at,
+      }
+  return out
+
+
+def chance_loss(vocab: int) -> float:
+  r"""The cross-entropy of the uniform prediction over ``vocab`` tokens, :math:`\log V`."""
+  return math.log(vocab)
 
 
 def loglog_slope(x, y) -> float:
@@ -304,3 +413,35 @@ def last_layer_theory(depths: tuple[int, ...], grad_last: np.ndarray, q_0: np.nd
           "local_slopes": {"midpoints": np.sqrt(depths_f[1:] * depths_f[:-1]),
                            "measured": local(grad), "predicted": -0.5 * local(q_l),
                            "residual": local(c)}}
+
+
+def depth_summary(depths: tuple[int, ...], grad_norms: dict, stream: dict) -> dict:
+  """Last-layer and mean-layer medians against depth, their slope, pre-LN's last-layer theory.
+
+  Args:
+    depths: the depths L swept, increasing.
+    grad_norms, stream: :func:`depth_sweep`'s results for every position of
+      ``grad_norms`` at every depth of ``depths``, pre-LN among them.
+
+  Returns:
+    Per norm position, ``last_layer_median`` (median over seeds of ||dL/dW2_L||)
+    and ``mean_layer_median`` (median over seeds of the mean over layers) per
+    depth; ``last_layer_depth_exponent``: :func:`loglog_slope` of the former
+    against depth (``None`` for one depth); ``pre_ln_last_layer``:
+    :func:`last_layer_theory` of pre-LN.
+  """
+  last_layer = {p: [float(sweep[str(d)]["median"][-1]) for d in depths]
+                for p, sweep in grad_norms.items()}
+  pre_q = {str(d): stream["pre"][str(d)]["q"] for d in depths}
+  return {
+      "last_layer_median": last_layer,
+      "mean_layer_median": {
+          p: [float(np.median(np.mean(sweep[str(d)]["per_seed"], axis=1))) for d in depths]
+          for p, sweep in grad_norms.items()},
+      "last_layer_depth_exponent": (
+          {p: loglog_slope(depths, last_layer[p]) for p in grad_norms}
+          if len(depths) > 1 else None),
+      "pre_ln_last_layer": last_layer_theory(
+          depths, layer_across_depths(grad_norms["pre"], depths, -1),
+          layer_across_depths(pre_q, depths, 0), layer_across_depths(pre_q, depths, -1)),
+  }
