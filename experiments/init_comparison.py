@@ -61,6 +61,11 @@ from jaxgrad.studies import signal_propagation as sp  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
+  """Per-layer gradients at init under every initialization, against mean field.
+
+  ``seeds`` seed DeepNets per (activation, initialization); float32 underflow counted.
+  """
+
   depth: int = _config.setting(20, "Dense layers, input and output included", at_least=2)
   width: int = _config.setting(100, at_least=1)
   in_features: int = _config.setting(10, at_least=1)
@@ -73,6 +78,7 @@ class Config(_config.Checked):
   seed: int = _config.setting(0, "PRNG seed", at_least=0)
 
   def relations(self) -> dict[str, str]:
+    """With ``kaiming_gain='torch'``, every activation needs a PyTorch gain."""
     if self.kaiming_gain == "torch" and any(a not in sp.TORCH_GAIN for a in self.activations):
       return {"activations": f"with kaiming_gain='torch', every item must be one of "
                              f"{tuple(sp.TORCH_GAIN)} (PyTorch's gains)"}
@@ -80,10 +86,12 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
+    """The ``--quick`` preset: 8 seeds instead of 20, about 13 s on 2 CPU cores."""
     return cls(seeds=8)
 
   @classmethod
   def smoke(cls) -> "Config":
+    """The tests' smallest run: depth 6, width 8, 3 inputs, batch 4, 3 seeds."""
     return cls(depth=6, width=8, in_features=3, batch=4, seeds=3)
 
 
@@ -130,6 +138,11 @@ def _gradients_figure(act: str, arms: dict, layers: np.ndarray, seeds: int,
 
 
 def plot(results: dict, out_dir: pathlib.Path) -> None:
+  """Writes ``gradients_<activation>.png`` per activation, a curve per initialization.
+
+  Left: ‖∂L/∂W_l‖ per layer (× where its float32 norm is 0). Right: the backprop signal, mean
+  field dashed. Median and IQR over seeds.
+  """
   layers = np.asarray(results["layers"])
   config = results["config"]
   seeds = config["seeds"] if isinstance(config, dict) else config.seeds
@@ -138,6 +151,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
 
 def summary(results: dict) -> str:
+  """One row per (activation, init): first/last-layer gradients, signal, float32 zeros.
+
+  Columns, medians over seeds: ‖∂L/∂W‖ at the first and last layer, the signal s_1 beside mean
+  field's, s_L, and the (layer, seed) pairs whose float32 norm is 0 and whose float32 gradient
+  is all zero.
+  """
   header = ["activation", "init", "‖∂L/∂W_1‖", "‖∂L/∂W_L‖", "signal s_1", "theory s_1", "s_L",
             "f32 norm = 0 (layer·seed)", "all-zero"]
   rows = []

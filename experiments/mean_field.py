@@ -38,6 +38,8 @@ LENGTH_MAP_PANELS = 3  # sigma_w^2 values drawn in the length-map figure: lowest
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
+  """Measured χ₁ and q^l of wide random nets beside mean field, per activation and σ_w²."""
+
   width: int = _config.setting(512, "network width N", at_least=1)
   depth: int = _config.setting(50, "number of layers L", at_least=3)
   seeds: int = _config.setting(6, "networks per sigma_w^2", at_least=1)
@@ -57,10 +59,12 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
+    """The ``--quick`` preset: width 256, depth 30, 3 seeds, 6 σ_w², about 9 s on 2 CPU cores."""
     return cls(width=256, depth=30, seeds=3, burn_in=8, sigma_w2=(1.0, 1.5, 2.0, 2.5, 3.0, 4.0))
 
   @classmethod
   def smoke(cls) -> "Config":
+    """The tests' smallest run: tanh at σ_w² = 1 and 3, width 16, depth 8, 2 seeds."""
     return cls(width=16, depth=8, seeds=2, batch=2, burn_in=2, activations=("tanh",),
                sigma_w2=(1.0, 3.0))
 
@@ -130,6 +134,10 @@ def _plot_length_map(cases: dict, path: pathlib.Path) -> None:
 
 
 def summary(results: dict) -> str:
+  """One row per (activation, σ_w²): χ₁ predicted, measured and their relative error.
+
+  χ₁ measured is the median over seeds; a last line gives each activation's worst error.
+  """
   header = ["activation", "σw²", "χ₁ theory", "χ₁ measured", "rel. error"]
   rows = []
   for activation, case in results["cases"].items():

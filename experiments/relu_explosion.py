@@ -52,6 +52,8 @@ COLORS = {"wrong": "C3", "right": "C0", "he_zero_bias": "C2"}
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
+  """One-unit ReLU chains per init and length L: gradients against exact path products."""
+
   depths: tuple[int, ...] = _config.setting((1, 2, 3, 5, 10, 20, 30, 40, 50), "chain lengths L",
                                             at_least=1, increasing=True)
   inits: tuple[str, ...] = _config.setting(tuple(chains.INITS), "initializations",
@@ -62,10 +64,12 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
+    """The ``--quick`` preset: 4096 chains per (init, L), about 8 s on 2 CPU cores."""
     return cls(seeds=4096)
 
   @classmethod
   def smoke(cls) -> "Config":
+    """The tests' smallest run: L = 1, 3, 6, 64 chains each."""
     return cls(depths=(1, 3, 6), seeds=64)
 
 
@@ -158,6 +162,12 @@ def _survival_figure(cases: dict, th: dict, depths: np.ndarray, seeds: int,
 
 
 def plot(results: dict, out_dir: pathlib.Path) -> None:
+  """Writes ``gradients.png``, ``exactness.png`` and ``survival.png``.
+
+  ``gradients.png``: |dL/dz_l| per layer of the longest chain, and the fraction of seeds it
+  reaches. ``exactness.png``: measured dL/dz_l against the exact path product.
+  ``survival.png``: P(gradient reaches the input) against L, beside the predictions.
+  """
   cases, th = results["cases"], results["theory"]
   _gradients_figure(cases, th, str(max(results["depths"])), out_dir / "gradients.png")
   _exactness_figure(cases, out_dir / "exactness.png")
@@ -166,6 +176,12 @@ def plot(results: dict, out_dir: pathlib.Path) -> None:
 
 
 def summary(results: dict) -> str:
+  """One row per (init, L): |dL/dz_1|, how often it is not 0, and the error.
+
+  Columns: the median nonzero |dL/dz_1|, the fraction of chains it reaches beside theory's,
+  the worst relative error against the exact product (also over the float32 rounding bound)
+  and the zero mismatches.
+  """
   header = ["init", "L", "|dL/dz_1| median", "reaches input", "theory", "max rel err",
             "/ (L-1)2^-24", "zero mismatches"]
   rows = []

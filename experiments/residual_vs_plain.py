@@ -52,6 +52,11 @@ COLORS = {"residual": "C0", "plain": "C3"}
 
 @dataclasses.dataclass(frozen=True)
 class Config(_config.Checked):
+  """ResidualMLP against its plain twin at init, against mean field, per activation and norm.
+
+  Backprop signal, the residual stream's second moment and the stack's Jacobian spectrum.
+  """
+
   width: int = _config.setting(64, "width N of every layer", at_least=1)
   blocks: int = _config.setting(
       100, "residual blocks B (the plain net has 2B+2 Dense layers)", at_least=1)
@@ -66,10 +71,12 @@ class Config(_config.Checked):
 
   @classmethod
   def quick(cls) -> "Config":
+    """The ``--quick`` preset: width 32, 4 seeds, about 39 s on 2 CPU cores."""
     return cls(width=32, seeds=4)
 
   @classmethod
   def smoke(cls) -> "Config":
+    """The tests' smallest run: ReLU, width 8, 3 blocks, batch 4, 2 seeds."""
     return cls(width=8, blocks=3, seeds=2, activations=("relu",), batch=4)
 
 
@@ -129,6 +136,12 @@ def _panels(results: dict, out_dir: pathlib.Path, name: str, draw, ylabel: str, 
 
 
 def plot(results: dict, out_dir: pathlib.Path) -> None:
+  """Writes ``signal.png``, ``spectrum.png`` and ``stream.png``, a panel per case.
+
+  ``signal.png``: ||dL/dh|| / ||dL/dy|| along the net. ``spectrum.png``: s_max and resolved
+  s_min of dh_k/dh_0 against depth. ``stream.png``: the stream's second moment. Residual vs
+  plain, mean field dashed.
+  """
   def signal(ax, case):
     color = COLORS[case["arch"]]
     plotting.median_band(ax, case["signal_at"], case["signal"]["per_seed"], color=color,
@@ -171,6 +184,12 @@ def _resolved(value) -> float:
 
 
 def summary(results: dict) -> str:
+  """One row per case (activation/norm/arch), medians over seeds.
+
+  Columns: the squared signal's growth per block and its prediction, the signal at the first
+  block over the output's and its prediction, and s_max, s_min and the condition number of
+  the whole stack's Jacobian.
+  """
   header = ["case", "growth²/block", "predicted", "||dL/dx₀||/||dL/dy||", "predicted",
             "s_max (deepest)", "s_min", "cond"]
   rows = []
