@@ -169,9 +169,6 @@ def test_warmup_comparison_names_arms_and_averages_the_last_tenth(warmup_arms):
   assert lnp.chance_loss(16) == pytest.approx(math.log(16), abs=1e-15)
 
 
-@pytest.mark.xfail(strict=True, reason="train_arms draws with rbg keys through sweep_grid, whose "
-                   "docstring says rbg draws are not paired under vmap; fixing it changes the "
-                   "experiment's numbers")
 def test_warmup_arms_start_from_the_same_draw(warmup_arms):
   """train_arms' docstring: seed s starts from the same parameters and batch in either arm."""
   constant, warm = warmup_arms.values()

@@ -19,12 +19,17 @@ from tests import _tol
 # Run as a script in a subprocess: the device count is fixed when jax starts.
 SCRIPT = """
 import json, jax, jax.numpy as jnp
-from tests.test_sweep import grad_norms_one_seed
-from jaxgrad.sweep import sweep
+from tests.test_sweep import grad_norms_one_seed, scaled_draw
+from jaxgrad.sweep import sweep, sweep_grid
 keys = jax.random.split(jax.random.key(0), 6)   # 6 runs on 4 devices: padded to 8
 out = sweep(grad_norms_one_seed, keys)
-print(json.dumps({"devices": jax.device_count(), "out": out.tolist()}))
+grid = sweep_grid(scaled_draw, keys[:2], jnp.arange(3.0))   # 3 arms on 4 devices: padded to 4
+print(json.dumps({"devices": jax.device_count(), "out": out.tolist(), "grid": grid.tolist()}))
 """
+
+
+def scaled_draw(key, arm):
+  return arm * jax.random.normal(key, (3,))
 
 
 def grad_norms_one_seed(key):
@@ -49,8 +54,10 @@ def test_four_simulated_devices_give_the_one_device_results():
                         text=True, timeout=300, check=True)
   sharded = json.loads(done.stdout.strip().splitlines()[-1])
   assert sharded["devices"] == 4
-  expected = sweep(grad_norms_one_seed, jax.random.split(jax.random.key(0), 6))
-  np.testing.assert_allclose(sharded["out"], expected, rtol=1e-6)
+  keys = jax.random.split(jax.random.key(0), 6)
+  np.testing.assert_allclose(sharded["out"], sweep(grad_norms_one_seed, keys), rtol=1e-6)
+  np.testing.assert_allclose(sharded["grid"], sweep_grid(scaled_draw, keys[:2], jnp.arange(3.0)),
+                             rtol=1e-6)
 
 
 def test_sweep_rejects_mismatched_axes():
@@ -68,11 +75,12 @@ def test_sweep_grid_pairs_every_arm_with_every_key():
   chex.assert_trees_all_close(got, expected, **_tol.F32)
 
 
-def test_rbg_keys_are_not_paired_under_vmap():
-  """What sweep_grid's docstring warns of: rbg keys draw a vmapped batch from one key."""
-  key = jax.random.key(0, impl="rbg")
-  got = sweep_grid(lambda k, arm: jax.random.normal(k, (4,)), key[None], jnp.arange(2))
-  assert not np.allclose(got[0, 0], got[1, 0])
+def test_sweep_grid_pairs_rbg_keys_too():
+  """Under one flat vmap rbg keys would draw a batch from one key; the grid keeps the arms paired."""
+  keys = jax.random.split(jax.random.key(0, impl="rbg"), 3)
+  got = sweep_grid(lambda k, arm: arm + jax.random.normal(k, (4,)), keys, jnp.arange(2.0))
+  chex.assert_trees_all_close(got[1] - got[0], jnp.ones((3, 4)), **_tol.F32)
+  assert not np.allclose(got[0, 0], got[0, 1])  # the keys still draw differently
 
 
 def test_the_same_function_is_traced_once_for_the_same_shapes():
