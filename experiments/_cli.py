@@ -30,6 +30,7 @@ import functools
 import gc
 import json
 import math
+import numbers
 import os
 import pathlib
 import signal
@@ -235,10 +236,10 @@ def progress(items: Iterable, *, desc: str, total: int | None = None) -> Iterabl
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
-  """A plain-text table with right-aligned numeric columns."""
+  """A plain-text table with right-aligned numeric columns; real numbers (numpy's too) to 4 digits."""
   def cell(v):
-    if isinstance(v, float):
-      return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+      return "nan" if math.isnan(v) else f"{float(v):.4g}"
     return str(v)
 
   cells = [header] + [[cell(v) for v in row] for row in rows]

@@ -310,3 +310,9 @@ def test_fast_compile_is_asked_for_when_the_experiment_says(monkeypatch, fast_co
 def test_an_unknown_fast_compile_is_refused_naming_the_choices():
   with pytest.raises(ValueError, match=r"fast_compile must be one of \('never', 'quick', 'always'\)"):
     dataclasses.replace(ap.EXPERIMENT, fast_compile="sometimes")
+
+
+def test_the_summary_table_rounds_numpy_floats_as_python_floats():
+  table = _cli.format_table(["a", "b", "c"], [[np.float32(0.94713335), 0.94713335, np.int64(3)]])
+  assert table.splitlines()[-1].split() == ["0.9471", "0.9471", "3"]
+  assert _cli.format_table(["x"], [[np.float32("nan")]]).splitlines()[-1].strip() == "nan"
