@@ -121,7 +121,7 @@ def test_active_depth_is_the_shallower_network_same_draws_same_gradients(x64):
   def loss(model, variables):
     return jnp.sum(jnp.sin(model.apply(variables, x)))
 
-  for depth in (2, 3, 5, full):
+  for depth in (2, 4, full):
     small = DeepMLP(depth, WIDTH, 2, activation="tanh", param_dtype=jnp.float64)
     padded = DeepMLP(full, WIDTH, 2, activation="tanh", param_dtype=jnp.float64,
                      active_depth=depth)
