@@ -80,8 +80,8 @@ def test_init_grad_norms_are_the_frobenius_norms_of_each_blocks_w2_gradient():
   model = lnp.make_model(TINY, depth, "post")
   k_init, k_data = jax.random.split(jax.random.split(rbg_key(0), 2)[0])
   tokens, targets = lnp.reversal_batch(k_data, TINY, batch)
-  params = model.init(k_init, tokens)["params"]
-  grads = jax.grad(lambda p: lnp.cross_entropy(model, p, (tokens, targets)))(params)
+  params = jax.jit(model.init)(k_init, tokens)["params"]
+  grads = jax.jit(jax.grad(lambda p: lnp.cross_entropy(model, p, (tokens, targets))))(params)
   w2 = np.asarray(grads["hidden"]["layers"]["mlp_out"]["kernel"])  # (depth, d_ff, d_model)
   assert measured.shape == (2, depth)
   np.testing.assert_allclose(measured[0], np.linalg.norm(w2, axis=(1, 2)), **_tol.F32_REDUCED)
