@@ -21,10 +21,11 @@ its target beside it:
   over jaxgrad's, both process start to figures. Needs torch
   (``pip install torch``); without it this ratio is skipped with a message.
 
-The warm run and the PyTorch loop each run ``--repeats`` times, and their
-medians make the ratios (the floor's parts are medians of 3): on a shared
-2-core machine one run of either varies by 15-30 %. The warm runs follow a
-first one from an empty cache in a user cache
+The warm run, the PyTorch loop and the floor's fresh import each run
+``--repeats`` times (5), in turn, and their medians make the ratios: on a
+shared 2-core machine one run of either varies by 15-30 %, and the machine's
+speed drifts over minutes. The warm runs follow a first one from an empty
+cache in a user cache
 directory (``$XDG_CACHE_HOME/jaxgrad/jax_cache``, set through the
 ``JAX_COMPILATION_CACHE_DIR`` environment variable of the child processes,
 equivalent to ``jax.config.update('jax_compilation_cache_dir', ...)``), which
@@ -240,27 +241,33 @@ def weights_drawn(networks: list[tuple[int, int, int]]) -> int:
              for fi, fo in signal_propagation.layer_fans(depth, width, in_features))
 
 
-def floor_seconds(networks: list[tuple[int, int, int]], batch: int) -> dict:
+def import_seconds() -> float:
+  """Seconds for a fresh process to import both experiment modules (jax, flax, matplotlib, jaxgrad)."""
+  return _timed([sys.executable, "-c",
+                 "import " + ", ".join(f"experiments.{n}" for n in EXPERIMENTS)])[0]
+
+
+def floor_seconds(networks: list[tuple[int, int, int]], batch: int, imports: list[float],
+                  repeats: int) -> dict:
   """What no jaxgrad run of the two experiments can go below, each part measured here.
 
-  ``imports``: a fresh process importing both experiment modules (jax, flax,
-  matplotlib, jaxgrad), median of 3. ``draw``: one jitted
-  ``jax.random.normal`` of every weight the runs draw, median of 3 after a
-  warm-up, with the faster of JAX's PRNGs (the experiments use threefry);
-  beside it ``torch.randn`` of the same count where torch is installed.
-  ``arithmetic``: the forward pass and both gradients (6 B flops per weight)
-  at the machine's (width x width) matmul rate, an upper bound on the rate of
-  the experiments' (batch x width) products.
+  ``imports``: a fresh process importing both experiment modules, the median
+  of the samples given (:func:`import_seconds`, taken between the runs).
+  ``draw``: one jitted ``jax.random.normal`` of every weight the runs draw,
+  median of ``repeats`` after a warm-up, with the faster of JAX's PRNGs (the
+  experiments use threefry); beside it ``torch.randn`` of the same count
+  where torch is installed. ``arithmetic``: the forward pass and both
+  gradients (6 B flops per weight) at the machine's (width x width) matmul
+  rate, an upper bound on the rate of the experiments' (batch x width)
+  products.
   """
-  imports = statistics.median(
-      _timed([sys.executable, "-c", "import " + ", ".join(f"experiments.{n}" for n in EXPERIMENTS)])[0]
-      for _ in range(3))
   n = weights_drawn(networks)
   draw = jax.jit(lambda k: jax.random.normal(k, (n,)))
-  out = {"imports": imports, "weights": n}
+  out = {"imports": statistics.median(imports), "import_runs": imports, "weights": n}
   for impl in PRNG_IMPLS:
     key = jax.random.key(0, impl=impl)
-    out[f"draw_{impl}"] = _timing.median_seconds(lambda: draw(key).block_until_ready(), repeats=3)
+    out[f"draw_{impl}"] = _timing.median_seconds(lambda: draw(key).block_until_ready(),
+                                                 repeats=repeats)
   out["draw"] = min(out[f"draw_{impl}"] for impl in PRNG_IMPLS)
   # Forward, input gradient and weight gradient: 2 B fan_in fan_out flops each per layer.
   width = max(w for _, w, _ in networks)
@@ -270,32 +277,42 @@ def floor_seconds(networks: list[tuple[int, int, int]], batch: int) -> dict:
   if torch_available():
     import torch
     buffer = torch.empty(n)
-    out["torch_draw"] = _timing.median_seconds(lambda: buffer.normal_(), repeats=3)
+    out["torch_draw"] = _timing.median_seconds(lambda: buffer.normal_(), repeats=repeats)
   return out
 
 
 def measure(seeds: int, keep_cache: bool, repeats: int) -> dict:
-  """Every time the two ratios need, measured in this one process (see the module docstring)."""
+  """Every time the two ratios need, measured in this one process (see the module docstring).
+
+  After the first run (which fills the cache), each repeat runs the PyTorch
+  loop, the warm pair and a fresh import in turn, so that the three medians
+  see the same spells of a shared machine.
+  """
   cache = cache_dir()
   if not keep_cache and cache.exists():
     shutil.rmtree(cache)
   cache.mkdir(parents=True, exist_ok=True)
   results = {"seeds": seeds, "cache": str(cache), "repeats": repeats}
+  with_torch = torch_available()
+  baseline, warm, imports = [], [], []
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
-    if torch_available():
-      runs = [run_baseline(tmp) for _ in range(repeats)]
-      results["baseline_runs"] = [seconds for seconds, _ in runs]
-      results["baseline"] = statistics.median(results["baseline_runs"])
-      results["baseline_note"] = runs[0][1].strip().splitlines()[-1]
     results["jaxgrad_first"] = run_jaxgrad(tmp / "first", seeds, cache)
-    results["jaxgrad_warm_runs"] = [run_jaxgrad(tmp / f"warm{i}", seeds, cache)
-                                    for i in range(repeats)]
-    results["jaxgrad_warm"] = statistics.median(results["jaxgrad_warm_runs"])
+    for i in range(repeats):
+      if with_torch:
+        baseline.append(run_baseline(tmp))
+      warm.append(run_jaxgrad(tmp / f"warm{i}", seeds, cache))
+      imports.append(import_seconds())
     networks = networks_drawn(tmp / "warm0")
     batch = files.read_json(tmp / "warm0" / "init_comparison" / "config.json")["batch"]
+  if with_torch:
+    results["baseline_runs"] = [seconds for seconds, _ in baseline]
+    results["baseline"] = statistics.median(results["baseline_runs"])
+    results["baseline_note"] = baseline[0][1].strip().splitlines()[-1]
+  results["jaxgrad_warm_runs"] = warm
+  results["jaxgrad_warm"] = statistics.median(warm)
   results["networks"] = len(networks)
-  results["floor"] = floor_seconds(networks, batch)
+  results["floor"] = floor_seconds(networks, batch, imports, repeats)
   return results
 
 
@@ -339,7 +356,7 @@ def _print_report(r: dict, rows: list[dict]) -> None:
     print("  torch is not installed: no PyTorch baseline (pip install torch)")
   print(f"  jaxgrad, {_per_curve(r['seeds'])} ({r['networks']} networks): "
         f"empty cache {r['jaxgrad_first']:.1f} s, warm cache {_median_of(r['jaxgrad_warm_runs'])}")
-  print(f"  floor {f['total']:.1f} s: imports {f['imports']:.2f} s, jax.random.normal of "
+  print(f"  floor {f['total']:.1f} s: imports {_median_of(f['import_runs'])}, jax.random.normal of "
         f"{f['weights'] / 1e6:.0f}M weights "
         + ", ".join(f"{f[f'draw_{impl}']:.2f} s ({impl})" for impl in PRNG_IMPLS)
         + (f" (torch.randn {f['torch_draw']:.2f} s)" if "torch_draw" in f else "")
@@ -356,8 +373,9 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--seeds", type=int, default=20, help="jaxgrad networks per curve")
   parser.add_argument("--keep-cache", action="store_true",
                       help="do not empty the compilation cache before the first run")
-  parser.add_argument("--repeats", type=int, default=3,
-                      help="runs of the warm pair and of the PyTorch loop; their medians are reported")
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="runs of the warm pair, the PyTorch loop and the floor's fresh import, "
+                           "in turn; their medians are reported")
   args = parser.parse_args(argv)
   if args.seeds < 1 or args.repeats < 1:
     parser.error(f"--seeds and --repeats must be integers >= 1; got {args.seeds} and {args.repeats}")
