@@ -157,17 +157,18 @@ def plot_grid(results: dict, out_dir: pathlib.Path) -> None:
 def plot_seed_nets(results: dict, out_dir: pathlib.Path) -> None:
   """``seed_nets.png``: the seed nets' training loss, one panel per dataset."""
   datasets = list(results["config"].datasets)
-  fig, axes = plotting.figure(1, len(datasets), panel=(3.4, 2.6))
+  fig, axes = plotting.figure(1, len(datasets), panel=(3.4, 3.4))
   for arm in results["arms"]["seed_nets"].values():
     ax = axes[0, datasets.index(arm["dataset"])]
     loss = np.asarray(arm["loss"], dtype=float)
-    label = (f"{'001 MLP' if arm['model'] == 'mlp' else '004 BN net'}, {arm['optimizer']} "
-             f"(acc {np.median(arm['test_accuracy']):.2f})")
+    label = (f"{'001 MLP' if arm['model'] == 'mlp' else '004 BN net'}, {arm['optimizer']}\n"
+             f"test accuracy {np.median(arm['test_accuracy']):.2f}")
     plotting.median_band(ax, np.arange(loss.shape[1]), loss, label=label)
     ax.set_title(arm["dataset"])
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.legend(loc="lower left")
+  for ax in axes[0]:  # below each panel: its own nets' accuracies
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2))
   axes[0, 0].set_ylabel("training loss")
   plotting.save(fig, out_dir / "seed_nets.png")
 
