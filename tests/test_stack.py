@@ -113,54 +113,45 @@ def test_bad_depth_is_a_clear_error(depth):
 def test_active_depth_is_the_shallower_network_same_draws_same_gradients(x64):
   """DeepMLP(M, active_depth=D) = DeepMLP(D): its params, outputs and gradients, in float64.
 
-  The padded hidden layers hold zero parameters (never drawn) and get zero gradients.
+  The padded hidden layers hold zero parameters (never drawn) and get zero gradients; with the
+  depth traced, one program (``lax.map`` over D) gives every depth's outputs.
   """
-  full, x = 7, jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
-  key = jax.random.key(0)
+  full, depths = 6, (2, 4)
+  x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+  make = functools.partial(DeepMLP, width=WIDTH, out_features=2, activation="tanh",
+                           param_dtype=jnp.float64)
 
-  def loss(model, variables):
-    return jnp.sum(jnp.sin(model.apply(variables, x)))
+  @functools.partial(jax.jit, static_argnums=0)
+  def drawn(model):  # variables, outputs and gradients from key 0, one program per model
+    variables = model.init(jax.random.key(0), x)
+    grads = jax.grad(lambda v: jnp.sum(jnp.sin(model.apply(v, x))))(variables)
+    return variables["params"], model.apply(variables, x), grads["params"]
 
-  for depth in (2, 4, full):
-    small = DeepMLP(depth, WIDTH, 2, activation="tanh", param_dtype=jnp.float64)
-    padded = DeepMLP(full, WIDTH, 2, activation="tanh", param_dtype=jnp.float64,
-                     active_depth=depth)
-    vs, vp = jax.jit(small.init)(key, x), jax.jit(padded.init)(key, x)
-    ps, pp = vs["params"], vp["params"]
-    for name in ("first", "last"):  # the same draws, bit for bit (both inits jitted)
+  outputs = {}
+  for depth in depths:
+    ps, ys, gs = drawn(make(depth))
+    pp, yp, gp = drawn(make(full, active_depth=depth))
+    for name in ("first", "last"):  # the same draws, bit for bit
       chex.assert_trees_all_equal(ps[name], pp[name])
-    hidden = pp["hidden"]["layers"]["dense"]
+      chex.assert_trees_all_close(gp[name], gs[name], **_tol.F64)
+    hidden, g_hidden = pp["hidden"]["layers"]["dense"], gp["hidden"]["layers"]["dense"]
     if depth > 2:
       chex.assert_trees_all_equal(ps["hidden"]["layers"]["dense"],
                                   jax.tree.map(lambda a: a[:depth - 2], hidden))
-    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[depth - 2:], hidden),
-                                jax.tree.map(lambda a: jnp.zeros_like(a[depth - 2:]), hidden))
-    chex.assert_trees_all_close(padded.apply(vp, x), small.apply(vs, x), **_tol.F64)
-    gs = jax.grad(functools.partial(loss, small))(vs)["params"]
-    gp = jax.jit(jax.grad(functools.partial(loss, padded)))(vp)["params"]
-    for name in ("first", "last"):
-      chex.assert_trees_all_close(gp[name], gs[name], **_tol.F64)
-    g_hidden = gp["hidden"]["layers"]["dense"]["kernel"]
-    if depth > 2:
-      chex.assert_trees_all_close(g_hidden[:depth - 2], gs["hidden"]["layers"]["dense"]["kernel"],
-                                  **_tol.F64)
-    assert not jnp.any(g_hidden[depth - 2:])
+      chex.assert_trees_all_close(gs["hidden"]["layers"]["dense"],
+                                  jax.tree.map(lambda a: a[:depth - 2], g_hidden), **_tol.F64)
+    for tree in (hidden, g_hidden):
+      assert not any(jnp.any(a[depth - 2:]) for a in jax.tree.leaves(tree))
+    chex.assert_trees_all_close(yp, ys, **_tol.F64)
+    outputs[depth] = ys
 
-
-def test_a_traced_active_depth_runs_every_depth_in_one_program(x64):
-  full, x = 6, jax.random.normal(jax.random.key(1), (4, 3), jnp.float64)
-  depths = jnp.array([2, 4, 6])
-
-  def output(depth):
-    model = DeepMLP(full, WIDTH, 1, activation="tanh", param_dtype=jnp.float64,
-                    active_depth=depth)
+  def traced(depth):
+    model = make(full, active_depth=depth)
     return model.apply(model.init(jax.random.key(0), x), x)
 
-  traced = jax.jit(lambda d: jax.lax.map(output, d))(depths)
-  for i, depth in enumerate([2, 4, 6]):
-    small = DeepMLP(depth, WIDTH, 1, activation="tanh", param_dtype=jnp.float64)
-    chex.assert_trees_all_close(traced[i], small.apply(small.init(jax.random.key(0), x), x),
-                                **_tol.F64)
+  mapped = jax.jit(lambda d: jax.lax.map(traced, d))(jnp.asarray(depths))
+  for i, depth in enumerate(depths):
+    chex.assert_trees_all_close(mapped[i], outputs[depth], **_tol.F64)
 
 
 @pytest.mark.parametrize("active", [-1, DEPTH + 1])
