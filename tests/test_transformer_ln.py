@@ -42,6 +42,25 @@ def test_smoke_run_writes_results_and_figures(smoke_run):
   print(transformer_ln.summary(results))
 
 
+def test_warmup_arms_are_named_paired_and_end_on_the_last_tenth(smoke_run):
+  """Each arm's last-tenth loss; seed s starts from the same parameters and batch in either arm."""
+  config = transformer_ln.Config.smoke()
+  _, results = smoke_run(transformer_ln)
+  warmup = results["warmup"]
+  assert list(warmup) == ["pre-LN, no warmup", "pre-LN, warmup", "post-LN, no warmup",
+                          "post-LN, warmup"]
+  for position in ("pre", "post"):
+    constant, warm = warmup[f"{position}-LN, no warmup"], warmup[f"{position}-LN, warmup"]
+    assert (constant["warmup"], warm["warmup"], warm["norm_position"]) == (False, True, position)
+    loss = np.asarray(constant["loss"]["per_seed"], dtype=float)
+    assert loss.shape == (config.seeds, config.steps)
+    tail = max(1, config.steps // 10)
+    np.testing.assert_allclose(constant["final_loss_per_seed"], loss[:, -tail:].mean(axis=1),
+                               **_tol.F32)
+    np.testing.assert_array_equal(np.asarray(constant["loss"]["per_seed"])[:, 0],
+                                  np.asarray(warm["loss"]["per_seed"])[:, 0])
+
+
 def test_config_rejects_bad_values():
   with pytest.raises(ValueError, match="num_heads=3: must divide d_model=8"):
     transformer_ln.Config(d_model=8, num_heads=3)
