@@ -78,6 +78,38 @@ def test_passes_on_batchnorm_resnet_in_train_mode(x64):
   assert all_passed(checks), {k: c.error for k, c in checks.items() if not c.passed}
 
 
+def test_random_directions_are_each_tensors_own_gaussian_draws(x64):
+  """A linear loss <w, p>: each tensor's a_k = <w_i, v_k>, so its grad_norm is ||V_i w_i||, V_i
+  the normalised rows of normal(fold_in(key, i), (K, n_i)) (i: the tensor's flatten index) for
+  tensors of several sizes, drawn in one program; the small tensor ``a`` is checked per
+  coordinate."""
+  shapes = {"a": (2,), "b": (3, 5), "c": (7,)}  # flatten order a, b, c
+  weights = {k: jax.random.normal(jax.random.key(i), s, jnp.float64)
+             for i, (k, s) in enumerate(shapes.items())}
+  params = {k: jnp.zeros(s, jnp.float64) for k, s in shapes.items()}
+  key, k = jax.random.key(7), 3
+  checks = gradient_check(lambda p: sum(jnp.sum(weights[n] * p[n]) for n in p), params, key=key,
+                          num_directions=k, max_coordinates=4)
+  for i, name in ((1, "b"), (2, "c")):
+    v = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (k, np.size(weights[name])),
+                                     jnp.float64))
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    expected = np.linalg.norm(v @ np.ravel(weights[name]))
+    assert checks[name].num_directions == k and not checks[name].all_coordinates
+    np.testing.assert_allclose(checks[name].grad_norm, expected, **_tol.F64_FINITE_DIFFERENCE)
+  assert checks["a"].all_coordinates and checks["a"].num_directions == 2
+  np.testing.assert_allclose(checks["a"].grad_norm, np.linalg.norm(weights["a"]),
+                             **_tol.F64_FINITE_DIFFERENCE)
+  assert all_passed(checks)
+
+
+def test_too_many_directions_are_refused_before_they_are_built(x64):
+  # 8,000 coordinate directions x 8,000 parameters = 6.4e7 entries (512 MB) > 5e7.
+  with pytest.raises(ValueError, match="8000 directions x 8000 parameters exceed 5e"):
+    gradient_check(jnp.sum, jnp.zeros(8000, jnp.float64), key=jax.random.key(0),
+                   max_coordinates=8000)
+
+
 def test_requires_float64_and_valid_arguments():
   with pytest.raises(ValueError, match="enable_x64"):
     gradient_check(jnp.sum, jnp.ones(2), key=jax.random.key(0))

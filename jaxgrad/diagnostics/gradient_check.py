@@ -78,8 +78,9 @@ rule detects their consequence on the loss. Two central differences at
 :math:`\epsilon` and :math:`\epsilon/r` would not do: at an exact kink both equal the
 mean of the two sides.)
 
-All directions of all tensors are evaluated in one ``jax.lax.map``-ed, jitted
-program.
+The random directions of all tensors are drawn in one jitted program, and all
+directions evaluated in one ``jax.lax.map``-ed, jitted program: the compile count
+does not grow with the number of tensor shapes.
 """
 
 from collections.abc import Callable
@@ -176,29 +177,42 @@ def _is_float(leaf) -> bool:
   return jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)
 
 
+def _gaussian_blocks(key: jax.Array, owners: list[int], sizes: list[int],
+                     num_directions: int) -> list[np.ndarray]:
+  """Per leaf ``owners[j]``, ``num_directions`` standard normal rows of length ``sizes[j]``.
+
+  Row block ``j`` is ``jax.random.normal(fold_in(key, owners[j]), (num_directions, n_j))``,
+  all drawn in one program: each is the first :math:`K n_j` entries of a flat draw of the
+  longest block's length (threefry's bits are a function of the flat index), so leaves of
+  any number of shapes cost one compile, not one each.
+  """
+  longest = num_directions * max(sizes)
+  draw = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (longest,),
+                                                      jnp.float64)))
+  flat = np.asarray(draw(jnp.asarray(owners)))
+  return [flat[j, :num_directions * n].reshape(num_directions, n) for j, n in enumerate(sizes)]
+
+
 def _directions(leaves, size: int, key: jax.Array, num_directions: int,
                 max_coordinates: int) -> tuple[np.ndarray, np.ndarray]:
   """Unit directions in the flat parameter vector, each inside one leaf, and their owners."""
-  directions, owner, offset = [], [], 0
-  for i, (_, leaf) in enumerate(leaves):
-    n = int(np.size(leaf))
-    if n and _is_float(leaf):
-      if n <= max_coordinates:
-        block = np.eye(n)
-      else:
-        block = np.array(jax.random.normal(jax.random.fold_in(key, i), (num_directions, n),
-                                           jnp.float64))
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-      full = np.zeros((block.shape[0], size))
-      full[:, offset:offset + n] = block  # ravel_pytree concatenates leaves in flatten order
-      directions.append(full)
-      owner += [i] * block.shape[0]
-    offset += n
-  directions = np.concatenate(directions)
-  if directions.size > MAX_ENTRIES:
+  sizes = [int(np.size(leaf)) for _, leaf in leaves]
+  offsets = np.cumsum([0, *sizes])
+  checked = [i for i, (_, leaf) in enumerate(leaves) if sizes[i] and _is_float(leaf)]
+  random = [i for i in checked if sizes[i] > max_coordinates]
+  rows = {i: num_directions if i in random else sizes[i] for i in checked}
+  if sum(rows.values()) * size > MAX_ENTRIES:
     raise ValueError(
-        f"{directions.shape[0]} directions x {size} parameters exceed {MAX_ENTRIES:.0e} "
+        f"{sum(rows.values())} directions x {size} parameters exceed {MAX_ENTRIES:.0e} "
         "entries; lower max_coordinates or num_directions, or check a smaller model")
+  drawn = dict(zip(random, _gaussian_blocks(key, random, [sizes[i] for i in random],
+                                            num_directions))) if random else {}
+  directions, owner = np.zeros((sum(rows.values()), size)), []
+  for i in checked:  # ravel_pytree concatenates leaves in flatten order
+    block = (drawn[i] / np.linalg.norm(drawn[i], axis=1, keepdims=True) if i in drawn
+             else np.eye(sizes[i]))
+    directions[len(owner):len(owner) + rows[i], offsets[i]:offsets[i + 1]] = block
+    owner += [i] * rows[i]
   return directions, np.asarray(owner)
 
 
