@@ -81,8 +81,8 @@ def test_passes_on_batchnorm_resnet_in_train_mode(x64):
 def test_random_directions_are_each_tensors_own_gaussian_draws(x64):
   """A linear loss <w, p>: each tensor's a_k = <w_i, v_k>, so its grad_norm is ||V_i w_i||, V_i
   the normalised rows of normal(fold_in(key, i), (K, n_i)) (i: the tensor's flatten index) for
-  tensors of several sizes, drawn in one program; the small tensor ``a`` is checked per
-  coordinate."""
+  tensors of several sizes, drawn in one program (JAX's default partitionable threefry); the
+  small tensor ``a`` is checked per coordinate."""
   shapes = {"a": (2,), "b": (3, 5), "c": (7,)}  # flatten order a, b, c
   weights = {k: jax.random.normal(jax.random.key(i), s, jnp.float64)
              for i, (k, s) in enumerate(shapes.items())}

@@ -183,8 +183,10 @@ def _gaussian_blocks(key: jax.Array, owners: list[int], sizes: list[int],
 
   Row block ``j`` is ``jax.random.normal(fold_in(key, owners[j]), (num_directions, n_j))``,
   all drawn in one program: each is the first :math:`K n_j` entries of a flat draw of the
-  longest block's length (threefry's bits are a function of the flat index), so leaves of
-  any number of shapes cost one compile, not one each.
+  longest block's length (under ``jax_threefry_partitionable``, JAX's default, threefry's
+  bits are a function of the flat index; without it the blocks are still independent
+  standard normals, but other ones), so leaves of any number of shapes cost one compile,
+  not one each.
   """
   longest = num_directions * max(sizes)
   draw = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (longest,),
