@@ -50,8 +50,10 @@ def test_sigmoid_uses_its_theoretical_critical_point(smoke):
 
 
 def test_cli_runs_and_prints_the_table(tmp_path, capsys):
+  # --no-compile-cache: an in-process run would otherwise switch on the persistent cache for
+  # every later compile in this test worker (writes that no later test reads).
   js.main(["--width", "8", "--depths", "1,3", "--seeds", "2", "--activations", "relu",
-           "--weights", "orthogonal", "--out", str(tmp_path)])
+           "--weights", "orthogonal", "--no-compile-cache", "--out", str(tmp_path)])
   printed = capsys.readouterr().out
   assert "relu/orthogonal" in printed and "predicted" in printed
   assert json.loads((tmp_path / "config.json").read_text())["depths"] == [1, 3]
