@@ -85,6 +85,7 @@ does not grow with the number of tensor shapes.
 
 from collections.abc import Callable
 import dataclasses
+import functools
 import re
 from typing import Any, NamedTuple
 
@@ -188,11 +189,16 @@ def _gaussian_blocks(key: jax.Array, owners: list[int], sizes: list[int],
   standard normals, but other ones), so leaves of any number of shapes cost one compile,
   not one each.
   """
-  longest = num_directions * max(sizes)
-  draw = jax.jit(jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (longest,),
-                                                      jnp.float64)))
-  flat = np.asarray(draw(jnp.asarray(owners)))
+  flat = np.asarray(_flat_normals(key, jnp.asarray(owners), num_directions * max(sizes)))
   return [flat[j, :num_directions * n].reshape(num_directions, n) for j, n in enumerate(sizes)]
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _flat_normals(key: jax.Array, owners: jax.Array, length: int) -> jax.Array:
+  """``normal(fold_in(key, i), (length,))`` in float64 for each ``i`` of ``owners``; one program
+  per (owner count, length), reused by later checks of the same model."""
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (length,),
+                                              jnp.float64))(owners)
 
 
 def _directions(leaves, size: int, key: jax.Array, num_directions: int,
