@@ -81,7 +81,7 @@ def _jaxgrad_graph() -> dict[str, set[str]]:
       parts = name.split(".")
       needed = {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(modules)
       graph[module] |= needed - {module}
-      # A package's own __init__ loading its submodules is not a dependency of those submodules.
+  # A package's own __init__ loading its submodules is not a dependency of those submodules.
   for module in graph:
     graph[module] = {m for m in graph[module] if not module.startswith(m + ".")}
   return graph
