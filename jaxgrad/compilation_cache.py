@@ -65,6 +65,18 @@ class XlaFlag:
 # all four, the fusion-emitter switch only by 0.10.x (0.11.2 and 0.12.0.1
 # abort). tests/test_compilation_cache.py starts a compile under the flags
 # chosen for the installed jaxlib, so a release that drops one fails there.
+#
+# jaxlib >= 0.11 compiles every fusion through the MLIR fusion emitters (a
+# quarter of all CPU samples in a perf profile of transformer_ln's smoke run) and
+# has no flag that avoids them: that run compiles in 13-16 s on jaxlib 0.12.1,
+# 7-8 s on 0.10.2 with both flags and 14.6-15.0 s on 0.10.2 with the emitters
+# turned back on. On 0.12.1 these flags left its compile time within the
+# run-to-run spread (12-16 s): xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE,
+# xla_llvm_disable_expensive_passes, xla_cpu_parallel_codegen_split_count=1,
+# xla_cpu_use_thunk_runtime=false, xla_cpu_use_new_xtile_lowering=false,
+# xla_cpu_experimental_enable_tiling_propagation=false, xla_cpu_use_xnnpack=false,
+# xla_cpu_experimental_xnn_fusion_type=eltwise,reduce, xla_cpu_max_isa=AVX2,
+# and JAX_OPTIMIZATION_LEVEL=O0 / JAX_MEMORY_FITTING_LEVEL=O0.
 FAST_COMPILE_FLAGS = (
     XlaFlag("xla_backend_optimization_level", "0"),
     XlaFlag("xla_cpu_use_fusion_emitters", "false", until=(0, 11)),
