@@ -75,8 +75,11 @@ class XlaFlag:
 # xla_llvm_disable_expensive_passes, xla_cpu_parallel_codegen_split_count=1,
 # xla_cpu_use_thunk_runtime=false, xla_cpu_use_new_xtile_lowering=false,
 # xla_cpu_experimental_enable_tiling_propagation=false, xla_cpu_use_xnnpack=false,
-# xla_cpu_experimental_xnn_fusion_type=eltwise,reduce, xla_cpu_max_isa=AVX2,
-# and JAX_OPTIMIZATION_LEVEL=O0 / JAX_MEMORY_FITTING_LEVEL=O0.
+# xla_cpu_experimental_xnn_fusion_type=eltwise,reduce,
+# xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY,
+# xla_cpu_copy_insertion_use_region_analysis=true, xla_cpu_max_isa=AVX2,
+# JAX_OPTIMIZATION_LEVEL=O0, JAX_MEMORY_FITTING_LEVEL=O0,
+# JAX_INCLUDE_FULL_TRACEBACKS_IN_LOCATIONS=0 and JAX_TRACEBACK_IN_LOCATIONS_LIMIT=0.
 FAST_COMPILE_FLAGS = (
     XlaFlag("xla_backend_optimization_level", "0"),
     XlaFlag("xla_cpu_use_fusion_emitters", "false", until=(0, 11)),
