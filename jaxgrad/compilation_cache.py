@@ -70,8 +70,9 @@ class XlaFlag:
 # quarter of all CPU samples in a perf profile of transformer_ln's smoke run) and
 # has no flag that avoids them: that run compiles in 13-16 s on jaxlib 0.12.1,
 # 7-8 s on 0.10.2 with both flags and 14.6-15.0 s on 0.10.2 with the emitters
-# turned back on. On 0.12.1 these flags left its compile time within the
-# run-to-run spread (12-16 s): xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE,
+# turned back on. On 0.12.1 each of these left the compile time of that run (or,
+# for the XNNPACK ones and the ISA, normalization's: 7.3-8.5 s against 7.8 s) within
+# the run-to-run spread (12-16 s): xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE,
 # xla_llvm_disable_expensive_passes, xla_cpu_parallel_codegen_split_count=1,
 # xla_cpu_use_thunk_runtime=false, xla_cpu_use_new_xtile_lowering=false,
 # xla_cpu_experimental_enable_tiling_propagation=false, xla_cpu_use_xnnpack=false,
