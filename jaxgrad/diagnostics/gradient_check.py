@@ -209,13 +209,14 @@ def _directions(leaves, size: int, key: jax.Array, num_directions: int,
   checked = [i for i, (_, leaf) in enumerate(leaves) if sizes[i] and _is_float(leaf)]
   random = [i for i in checked if sizes[i] > max_coordinates]
   rows = {i: num_directions if i in random else sizes[i] for i in checked}
-  if sum(rows.values()) * size > MAX_ENTRIES:
+  total = sum(rows.values())
+  if total * size > MAX_ENTRIES:
     raise ValueError(
-        f"{sum(rows.values())} directions x {size} parameters exceed {MAX_ENTRIES:.0e} "
+        f"{total} directions x {size} parameters exceed {MAX_ENTRIES:.0e} "
         "entries; lower max_coordinates or num_directions, or check a smaller model")
   drawn = dict(zip(random, _gaussian_blocks(key, random, [sizes[i] for i in random],
                                             num_directions))) if random else {}
-  directions, owner = np.zeros((sum(rows.values()), size)), []
+  directions, owner = np.zeros((total, size)), []
   for i in checked:  # ravel_pytree concatenates leaves in flatten order
     block = (drawn[i] / np.linalg.norm(drawn[i], axis=1, keepdims=True) if i in drawn
              else np.eye(sizes[i]))
